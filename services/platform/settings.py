@@ -1,0 +1,71 @@
+"""Every setting the services read, in one pydantic-settings model.
+
+Locally the values come from environment variables (the devhost exports them from
+`local.settings.json`, whose template is `local.settings.example.json`); in Azure they are app settings.
+The environment variable of a field is its upper-case name, e.g. `BLOB_CONNECTION_STRING`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The public, documented Azurite development account (not a secret).
+AZURITE_ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+# The public, documented Cosmos DB emulator key (not a secret).
+COSMOS_EMULATOR_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nkZ9V8j8KKmQNRhZMTbgwsmGXx6OVIdi00nHTQ=="
+)
+
+
+def azurite_connection_string(blob_port: int = 10000, host: str = "127.0.0.1") -> str:
+    return (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{blob_port}/devstoreaccount1;"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Blob Storage: a connection string locally; in Azure an account URL plus managed identity.
+    blob_connection_string: str = Field(default_factory=azurite_connection_string)
+    blob_account_url: str = ""
+
+    # Cosmos DB (NoSQL API).
+    cosmos_endpoint: str = "https://127.0.0.1:8081"
+    cosmos_key: str = COSMOS_EMULATOR_KEY
+    cosmos_database: str = "registry"
+    # PEM bundle to trust for the Cosmos endpoint (the local emulator's own certificate).
+    cosmos_ca_file: str = ""
+
+    # Which registry a request on a bare address (127.0.0.1:5000) belongs to, and the login-server domain:
+    # a request for Host "<name>.<registry_domain>" goes to registry <name>.
+    default_registry: str = "local"
+    registry_domain: str = "azurecr.localhost"
+
+    # Blob downloads: "redirect" answers 307 to a short-lived read-only SAS URL (ACR's behaviour);
+    # "proxy" streams the bytes through the API and honours Range.
+    blob_download_mode: Literal["redirect", "proxy"] = "redirect"
+    sas_ttl_seconds: int = 900
+
+    # Uploads: the smallest chunk we ask clients for, and the size of the blocks we stage.
+    chunk_min_length: int = 0
+    block_size: int = 8 * 1024 * 1024
+    upload_concurrency: int = 4
+
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    # Manifests at most this big are kept inline in their Cosmos document (one point read per GET).
+    inline_manifest_bytes: int = 256 * 1024
+    manifest_cache_entries: int = 4096
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
