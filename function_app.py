@@ -1,0 +1,27 @@
+"""The function table. Each function is a few lines that hand the trigger to a service.
+
+HTTP functions use the FastAPI HTTP extension (`azurefunctions-extensions-http-fastapi`), which gives true
+request and response streaming under the Functions host, so layers stream to Blob Storage instead of being
+buffered. Locally, `services/devhost` reads this same table and serves it with uvicorn.
+
+The whole `/v2/` API is one function: repository names contain slashes, and the host's route templates only
+allow a catch-all as the last segment, so `/v2/<name>/blobs/...` cannot be told from
+`/v2/<name>/manifests/...` by a template. The routing happens in `services/registry/app.py`.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from services.registry.app import registry_api
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@app.route(route="v2/{*path}", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+async def registry_v2(req: Request) -> Response:
+    """The OCI Distribution API (`/v2/`)."""
+    return await registry_api().handle(req)

@@ -1,0 +1,67 @@
+"""Command line for the control plane, until the management API exists.
+
+    python -m services.management registry create myregistry --sku Premium
+    python -m services.management registry list
+    python -m services.management registry delete myregistry
+
+It reads the same settings as the app (environment variables; `make run` prints them in
+`.local/env` for the local stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from services.management.registries import RegistryNameInvalid, create_registry, delete_registry
+from services.platform.blobs import BlobStore
+from services.platform.metadata import MetadataStore
+from services.platform.settings import get_settings
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    await metadata.open()
+    await blobs.open()
+    try:
+        if args.command == "create":
+            doc, created = await create_registry(metadata, blobs, settings, args.name, args.sku)
+            print(json.dumps(doc.to_item() | {"created_now": created}, indent=2))
+        elif args.command == "list":
+            for doc in await metadata.list_registries():
+                print(f"{doc.registry}\t{doc.sku}\t{doc.loginServer}\t{doc.created}")
+        elif args.command == "delete":
+            if not await delete_registry(metadata, blobs, args.name):
+                print(f"registry {args.name!r} does not exist", file=sys.stderr)
+                return 1
+            print(f"deleted {args.name}")
+    finally:
+        await metadata.close()
+        await blobs.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.management")
+    groups = parser.add_subparsers(dest="group", required=True)
+    registry = groups.add_parser("registry", help="create, list and delete registries")
+    commands = registry.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--sku", choices=["Basic", "Standard", "Premium"], default="Standard")
+    commands.add_parser("list")
+    delete = commands.add_parser("delete")
+    delete.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except RegistryNameInvalid as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

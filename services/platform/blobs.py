@@ -1,0 +1,212 @@
+"""Blob Storage adapter: where the bytes live, and the only module that speaks to Blob Storage.
+
+Layout, one container per registry (``reg-<registry>``)::
+
+    reg-<registry>/
+        blobs/<algorithm>/<first two hex>/<hex>   content-addressed blob: layers, configs and manifests,
+                                                  shared by every repository of the registry (dedupe);
+                                                  which repository may serve it is decided in Cosmos DB
+        uploads/<session id>                      an upload in progress: its chunks staged as uncommitted
+                                                  blocks, committed and copied to blobs/ once the digest
+                                                  is verified, then deleted
+
+Nothing under ``blobs/`` is ever written before its digest is verified, so an interrupted or failed upload
+leaves nothing visible. Downloads are served by short-lived, read-only SAS URLs (the API answers 307).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobSasPermissions, UserDelegationKey, generate_blob_sas
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+
+from services.platform.settings import Settings
+
+
+def container_name(registry: str) -> str:
+    return f"reg-{registry}"
+
+
+def blob_path(digest: str) -> str:
+    algorithm, _, hexpart = digest.partition(":")
+    return f"blobs/{algorithm}/{hexpart[:2]}/{hexpart}"
+
+
+def upload_path(session: str) -> str:
+    return f"uploads/{session}"
+
+
+def _connection_values(connection_string: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+class BlobStore:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._service: BlobServiceClient | None = None
+        self._account_name = ""
+        self._account_key = ""
+        self._delegation: UserDelegationKey | None = None
+        self._delegation_until = datetime.min.replace(tzinfo=UTC)
+
+    async def open(self) -> None:
+        if self._service is not None:
+            return
+        if self._settings.blob_account_url:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._service = BlobServiceClient(
+                self._settings.blob_account_url, credential=DefaultAzureCredential()
+            )
+        else:
+            values = _connection_values(self._settings.blob_connection_string)
+            self._account_name = values.get("AccountName", "")
+            self._account_key = values.get("AccountKey", "")
+            self._service = BlobServiceClient.from_connection_string(
+                self._settings.blob_connection_string,
+                max_block_size=self._settings.block_size,
+                max_single_put_size=self._settings.block_size,
+            )
+
+    async def close(self) -> None:
+        if self._service is not None:
+            await self._service.close()
+            self._service = None
+
+    def _container(self, registry: str) -> ContainerClient:
+        if self._service is None:
+            raise RuntimeError("BlobStore.open() was not awaited")
+        return self._service.get_container_client(container_name(registry))
+
+    async def create_registry_container(self, registry: str) -> None:
+        try:
+            await self._container(registry).create_container()
+        except ResourceExistsError:
+            pass
+
+    async def delete_registry_container(self, registry: str) -> None:
+        try:
+            await self._container(registry).delete_container()
+        except ResourceNotFoundError:
+            pass
+
+    # --- content-addressed blobs ------------------------------------------------------------------
+    async def size(self, registry: str, digest: str) -> int | None:
+        """Size of the stored blob, or None when the registry does not hold it."""
+        try:
+            props = await self._container(registry).get_blob_client(blob_path(digest)).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return int(props.size)
+
+    async def put(self, registry: str, digest: str, data: bytes) -> None:
+        """Store verified bytes under their digest (content-addressed: rewriting is harmless)."""
+        await self._container(registry).get_blob_client(blob_path(digest)).upload_blob(data, overwrite=True)
+
+    async def read_all(self, registry: str, digest: str) -> bytes:
+        stream = await self._container(registry).get_blob_client(blob_path(digest)).download_blob()
+        return await stream.readall()
+
+    async def read(
+        self, registry: str, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        stream = await self._container(registry).get_blob_client(blob_path(digest)).download_blob(
+            offset=offset, length=length, max_concurrency=2
+        )
+        async for chunk in stream.chunks():
+            yield chunk
+
+    async def read_url(self, registry: str, digest: str) -> str:
+        """A short-lived, read-only SAS URL of the blob."""
+        blob = self._container(registry).get_blob_client(blob_path(digest))
+        sas = await self._read_sas(registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds))
+        return f"{blob.url}?{sas}"
+
+    async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
+        """Account-key SAS locally; user-delegation SAS under a managed identity (no key exists)."""
+        now = datetime.now(UTC)
+        start = now - timedelta(minutes=5)  # tolerate clock skew between us and Storage
+        expiry = now + ttl
+        if self._account_key:
+            return generate_blob_sas(
+                account_name=self._account_name,
+                container_name=container_name(registry),
+                blob_name=path,
+                account_key=self._account_key,
+                permission=BlobSasPermissions(read=True),
+                start=start,
+                expiry=expiry,
+            )
+        delegation = await self._user_delegation_key(now)
+        assert self._service is not None
+        return generate_blob_sas(
+            account_name=self._service.account_name or "",
+            container_name=container_name(registry),
+            blob_name=path,
+            user_delegation_key=delegation,
+            permission=BlobSasPermissions(read=True),
+            start=start,
+            expiry=expiry,
+        )
+
+    async def _user_delegation_key(self, now: datetime) -> UserDelegationKey:
+        # One key serves every SAS for a day; ask for a new one well before it lapses.
+        if self._delegation is None or self._delegation_until - now < timedelta(hours=2):
+            assert self._service is not None
+            self._delegation_until = now + timedelta(days=1)
+            self._delegation = await self._service.get_user_delegation_key(
+                key_start_time=now - timedelta(minutes=5), key_expiry_time=self._delegation_until
+            )
+        return self._delegation
+
+    async def delete(self, registry: str, digest: str) -> None:
+        try:
+            await self._container(registry).get_blob_client(blob_path(digest)).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    # --- uploads in progress ----------------------------------------------------------------------
+    async def stage_block(self, registry: str, session: str, block_id: str, data: bytes) -> None:
+        blob = self._container(registry).get_blob_client(upload_path(session))
+        await blob.stage_block(block_id, data, length=len(data))
+
+    async def commit_upload(self, registry: str, session: str, block_ids: list[str], digest: str) -> None:
+        """Commit the staged blocks and move the result to its content address."""
+        await self.commit_staged(registry, session, block_ids)
+        await self.move_upload(registry, session, digest)
+
+    async def commit_staged(self, registry: str, session: str, block_ids: list[str]) -> None:
+        await self._container(registry).get_blob_client(upload_path(session)).commit_block_list(block_ids)
+
+    async def read_upload(self, registry: str, session: str) -> AsyncIterator[bytes]:
+        staging = self._container(registry).get_blob_client(upload_path(session))
+        stream = await staging.download_blob(max_concurrency=2)
+        async for chunk in stream.chunks():
+            yield chunk
+
+    async def move_upload(self, registry: str, session: str, digest: str) -> None:
+        """Server-side copy of a committed upload to its content address, then drop the upload."""
+        container = self._container(registry)
+        staging = container.get_blob_client(upload_path(session))
+        target = container.get_blob_client(blob_path(digest))
+        sas = await self._read_sas(registry, upload_path(session), timedelta(hours=1))
+        copy = await target.start_copy_from_url(f"{staging.url}?{sas}")
+        status = copy.get("copy_status")
+        while status == "pending":  # real Storage may copy asynchronously; Azurite never does
+            await asyncio.sleep(0.2)
+            status = (await target.get_blob_properties()).copy.status
+        if status != "success":
+            raise RuntimeError(f"copy of upload {session} to {digest} ended {status}")
+        await self.discard_upload(registry, session)
+
+    async def discard_upload(self, registry: str, session: str) -> None:
+        """Drop a session's bytes. Uncommitted blocks alone leave no blob behind (Storage expires them)."""
+        try:
+            await self._container(registry).get_blob_client(upload_path(session)).delete_blob()
+        except ResourceNotFoundError:
+            pass

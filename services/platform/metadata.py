@@ -1,0 +1,390 @@
+"""Cosmos DB adapter: the registry's metadata, and the only module that speaks to Cosmos.
+
+Document model (database `registry`; partition key in brackets)::
+
+    registries   [/registry]  one document per registry resource
+        {id: <registry>, registry: <registry>, type: "registry", loginServer, sku, created}
+    repositories [/registry]  one document per repository, so the catalog is one ordered
+                              single-partition query (never a walk of storage)
+        {id: <name with "/" as "|">, registry, type: "repository", name, created}
+    artifacts    [/repo]      everything of one repository, partition "<registry>/<name>":
+        manifest:<digest>  {type: "manifest", digest, mediaType, size, artifactType, subject,
+                            referrer (the descriptor it adds to its subject's referrers index),
+                            configMediaType, blobs, children, content (base64, when small), created}
+        tag:<tag>          {type: "tag", name, digest, mediaType, size, updated}
+                           carries what HEAD needs, so HEAD by tag is exactly one point read
+        blob:<digest>      {type: "blob", digest, size, created}
+                           the repository's link to a registry-wide, content-addressed blob
+        upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session;
+                           expires (ttl) when abandoned
+
+A manifest and its tags are written in one transactional batch of the repository's partition, so readers
+never see a tag pointing at a manifest that is not there. Read-modify-write documents (upload sessions)
+are replaced with an ETag condition.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosBatchOperationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.platform.settings import Settings
+
+UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str
+    etag: str | None = Field(default=None, alias="_etag", exclude=True)
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class RegistryDoc(Document):
+    registry: str
+    type: Literal["registry"] = "registry"
+    loginServer: str
+    sku: Literal["Basic", "Standard", "Premium"] = "Standard"
+    created: str = Field(default_factory=utcnow)
+
+
+class RepositoryDoc(Document):
+    registry: str
+    type: Literal["repository"] = "repository"
+    name: str
+    created: str = Field(default_factory=utcnow)
+
+
+class ManifestDoc(Document):
+    repo: str
+    type: Literal["manifest"] = "manifest"
+    digest: str
+    mediaType: str
+    size: int
+    artifactType: str | None = None
+    subject: str | None = None
+    referrer: dict[str, Any] | None = None
+    configMediaType: str | None = None
+    blobs: list[str] = Field(default_factory=list)
+    children: list[str] = Field(default_factory=list)
+    content: str | None = None  # base64 of the manifest bytes when small enough to keep inline
+    created: str = Field(default_factory=utcnow)
+
+    def inline_content(self) -> bytes | None:
+        return base64.b64decode(self.content) if self.content is not None else None
+
+
+class TagDoc(Document):
+    repo: str
+    type: Literal["tag"] = "tag"
+    name: str
+    digest: str
+    mediaType: str
+    size: int
+    updated: str = Field(default_factory=utcnow)
+
+
+class BlobLinkDoc(Document):
+    repo: str
+    type: Literal["blob"] = "blob"
+    digest: str
+    size: int
+    created: str = Field(default_factory=utcnow)
+
+
+class UploadDoc(Document):
+    repo: str
+    type: Literal["upload"] = "upload"
+    uploadId: str
+    offset: int = 0
+    blocks: list[str] = Field(default_factory=list)
+    hashState: str | None = None  # base64 of the resumable hasher's state
+    created: str = Field(default_factory=utcnow)
+    ttl: int = UPLOAD_TTL_SECONDS
+
+
+def repo_key(registry: str, name: str) -> str:
+    return f"{registry}/{name}"
+
+
+def manifest_id(digest: str) -> str:
+    return f"manifest:{digest}"
+
+
+def tag_id(tag: str) -> str:
+    return f"tag:{tag}"
+
+
+def blob_id(digest: str) -> str:
+    return f"blob:{digest}"
+
+
+def upload_id(uuid: str) -> str:
+    return f"upload:{uuid}"
+
+
+def repository_id(name: str) -> str:
+    # Cosmos ids may not contain "/"; "|" never occurs in a repository name, so this is reversible.
+    return name.replace("/", "|")
+
+
+class ConcurrentUpdate(Exception):
+    """A conditional write lost against another writer (stale ETag)."""
+
+
+class MetadataStore:
+    """Typed access to the three containers; every hot path is a point read or a one-partition query."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: CosmosClient | None = None
+        self._db: DatabaseProxy | None = None
+        self._containers: dict[str, ContainerProxy] = {}
+
+    async def open(self) -> None:
+        """Create the client (it makes network calls, hence not in __init__) and the containers."""
+        if self._client is not None:
+            return
+        kwargs: dict[str, Any] = {}
+        if self._settings.cosmos_ca_file:
+            from azure.cosmos import SSLConfiguration  # type: ignore[attr-defined]
+
+            kwargs["ssl_config"] = SSLConfiguration(SSLCaCerts=self._settings.cosmos_ca_file)
+        if self._settings.cosmos_endpoint.startswith("http://"):
+            kwargs["enable_endpoint_discovery"] = False
+        client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)
+        db = await client.create_database_if_not_exists(self._settings.cosmos_database)
+        for name, key in (("registries", "/registry"), ("repositories", "/registry"), ("artifacts", "/repo")):
+            self._containers[name] = await db.create_container_if_not_exists(
+                id=name, partition_key=PartitionKey(path=key), default_ttl=-1
+            )
+        self._client, self._db = client, db
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._containers.clear()
+
+    def _container(self, name: str) -> ContainerProxy:
+        if not self._containers:
+            raise RuntimeError("MetadataStore.open() was not awaited")
+        return self._containers[name]
+
+    async def _read(self, container: str, item: str, partition: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self._container(container).read_item(item, partition_key=partition)
+        except ResourceNotFoundError:
+            return None
+        return doc
+
+    async def _query(
+        self, container: str, sql: str, params: dict[str, Any], partition: str, page: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        items = self._container(container).query_items(
+            sql,
+            parameters=[{"name": k, "value": v} for k, v in params.items()],
+            partition_key=partition,
+            max_item_count=page,
+        )
+        async for item in items:
+            yield item
+
+    # --- registries -------------------------------------------------------------------------------
+    async def get_registry(self, name: str) -> RegistryDoc | None:
+        doc = await self._read("registries", name, name)
+        return RegistryDoc.model_validate(doc) if doc else None
+
+    async def create_registry(self, doc: RegistryDoc) -> bool:
+        """Create the registry document; False when it already exists."""
+        try:
+            await self._container("registries").create_item(doc.to_item())
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def list_registries(self) -> list[RegistryDoc]:
+        items = self._container("registries").query_items(
+            "SELECT * FROM c WHERE c.type = 'registry' ORDER BY c.id"
+        )
+        return [RegistryDoc.model_validate(doc) async for doc in items]
+
+    async def delete_registry(self, name: str) -> bool:
+        """Delete the registry, its repositories and their artifacts."""
+        if await self.get_registry(name) is None:
+            return False
+        async for repo in self._query(
+            "repositories", "SELECT c.id, c.name FROM c WHERE c.registry = @r", {"@r": name}, name
+        ):
+            await self.delete_repository(name, repo["name"])
+        await self._container("registries").delete_item(name, partition_key=name)
+        return True
+
+    # --- repositories -----------------------------------------------------------------------------
+    async def ensure_repository(self, registry: str, name: str) -> None:
+        doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
+        try:
+            await self._container("repositories").create_item(doc.to_item())
+        except ResourceExistsError:
+            pass
+
+    async def repository_exists(self, registry: str, name: str) -> bool:
+        return await self._read("repositories", repository_id(name), registry) is not None
+
+    async def list_repositories(self, registry: str, last: str, limit: int) -> list[str]:
+        """Up to `limit` repository names after `last`, in lexical order."""
+        sql = (
+            "SELECT c.name FROM c WHERE c.registry = @r AND c.type = 'repository' AND c.name > @last "
+            "ORDER BY c.name"
+        )
+        return await self._first_names(
+            self._query("repositories", sql, {"@r": registry, "@last": last}, registry, limit), limit
+        )
+
+    async def delete_repository(self, registry: str, name: str) -> None:
+        repo = repo_key(registry, name)
+        async for doc in self._query("artifacts", "SELECT c.id FROM c WHERE c.repo = @p", {"@p": repo}, repo):
+            try:
+                await self._container("artifacts").delete_item(doc["id"], partition_key=repo)
+            except ResourceNotFoundError:
+                pass
+        try:
+            await self._container("repositories").delete_item(repository_id(name), partition_key=registry)
+        except ResourceNotFoundError:
+            pass
+
+    @staticmethod
+    async def _first_names(items: AsyncIterator[dict[str, Any]], limit: int) -> list[str]:
+        names: list[str] = []
+        async for item in items:
+            names.append(item["name"])
+            if len(names) >= limit:
+                break
+        return names
+
+    # --- blob links -------------------------------------------------------------------------------
+    async def get_blob_link(self, repo: str, digest: str) -> BlobLinkDoc | None:
+        doc = await self._read("artifacts", blob_id(digest), repo)
+        return BlobLinkDoc.model_validate(doc) if doc else None
+
+    async def put_blob_link(self, link: BlobLinkDoc) -> None:
+        await self._container("artifacts").upsert_item(link.to_item())
+
+    async def delete_blob_link(self, repo: str, digest: str) -> bool:
+        try:
+            await self._container("artifacts").delete_item(blob_id(digest), partition_key=repo)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # --- upload sessions --------------------------------------------------------------------------
+    async def create_upload(self, upload: UploadDoc) -> UploadDoc:
+        doc = await self._container("artifacts").create_item(upload.to_item())
+        return UploadDoc.model_validate(doc)
+
+    async def get_upload(self, repo: str, uuid: str) -> UploadDoc | None:
+        doc = await self._read("artifacts", upload_id(uuid), repo)
+        return UploadDoc.model_validate(doc) if doc else None
+
+    async def replace_upload(self, upload: UploadDoc) -> UploadDoc:
+        """Write the session back only if nobody else did since it was read."""
+        try:
+            doc = await self._container("artifacts").replace_item(
+                upload.id, upload.to_item(), etag=upload.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (CosmosAccessConditionFailedError, ResourceNotFoundError) as exc:
+            raise ConcurrentUpdate(upload.id) from exc
+        return UploadDoc.model_validate(doc)
+
+    async def delete_upload(self, repo: str, uuid: str) -> bool:
+        try:
+            await self._container("artifacts").delete_item(upload_id(uuid), partition_key=repo)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # --- manifests and tags -----------------------------------------------------------------------
+    async def get_manifest(self, repo: str, digest: str) -> ManifestDoc | None:
+        doc = await self._read("artifacts", manifest_id(digest), repo)
+        return ManifestDoc.model_validate(doc) if doc else None
+
+    async def get_tag(self, repo: str, tag: str) -> TagDoc | None:
+        doc = await self._read("artifacts", tag_id(tag), repo)
+        return TagDoc.model_validate(doc) if doc else None
+
+    async def commit_manifest(self, manifest: ManifestDoc, tags: Iterable[TagDoc]) -> None:
+        """The manifest and its tags, all or nothing, in one transactional batch."""
+        operations: list[tuple[str, tuple[Any, ...]]] = [("upsert", (manifest.to_item(),))]
+        operations += [("upsert", (tag.to_item(),)) for tag in tags]
+        await self._batch(manifest.repo, operations)
+
+    async def delete_tag(self, repo: str, tag: str) -> bool:
+        try:
+            await self._container("artifacts").delete_item(tag_id(tag), partition_key=repo)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    async def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete a manifest and every tag that points at it, in one batch."""
+        tags = [
+            item["id"]
+            async for item in self._query(
+                "artifacts",
+                "SELECT c.id FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.digest = @d",
+                {"@p": repo, "@d": digest},
+                repo,
+            )
+        ]
+        operations: list[tuple[str, tuple[Any, ...]]] = [("delete", (manifest_id(digest),))]
+        operations += [("delete", (tag,)) for tag in tags]
+        try:
+            await self._batch(repo, operations)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    async def list_tags(self, repo: str, last: str, limit: int) -> list[str]:
+        sql = (
+            "SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last ORDER BY c.name"
+        )
+        return await self._first_names(
+            self._query("artifacts", sql, {"@p": repo, "@last": last}, repo, limit), limit
+        )
+
+    async def list_referrers(self, repo: str, subject: str) -> list[dict[str, Any]]:
+        sql = "SELECT c.referrer FROM c WHERE c.repo = @p AND c.type = 'manifest' AND c.subject = @s"
+        return [
+            item["referrer"]
+            async for item in self._query("artifacts", sql, {"@p": repo, "@s": subject}, repo)
+            if item.get("referrer")
+        ]
+
+    async def _batch(self, partition: str, operations: list[tuple[str, tuple[Any, ...]]]) -> None:
+        try:
+            await self._container("artifacts").execute_item_batch(
+                batch_operations=operations, partition_key=partition
+            )
+        except CosmosBatchOperationError as exc:
+            status = exc.error_index is not None and exc.operation_responses[exc.error_index].get("statusCode")
+            if status == 404:
+                raise ResourceNotFoundError(str(exc)) from exc
+            if status == 412:
+                raise ConcurrentUpdate(str(exc)) from exc
+            raise

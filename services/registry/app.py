@@ -1,0 +1,156 @@
+"""The data plane's one HTTP entry point: `RegistryApi.handle(request) -> response`.
+
+Every HTTP function (and the devhost) hands its Starlette/FastAPI request here. This module finds the
+registry the request is for (by Host), matches the `/v2/` route, calls the route handler in
+`services/registry/routes/`, and turns domain errors into the OCI error body. Repository names contain
+slashes, so routes are matched from the end of the path by `reference.match_route`, not by a router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.platform.blobs import BlobStore
+from services.platform.metadata import MetadataStore, RegistryDoc
+from services.platform.settings import Settings, get_settings
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.reference import RouteMatch, match_route, validate_repository_name
+from services.registry.uploads import UploadService
+
+log = logging.getLogger("registry")
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+REGISTRY_CACHE_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class Call:
+    """One request, resolved: which registry, which repository, which reference."""
+
+    api: RegistryApi
+    request: Request
+    registry: RegistryDoc
+    name: str
+    reference: str
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+class ManifestCache:
+    """Manifests by digest are immutable, so their bytes can be kept; existence is still checked."""
+
+    def __init__(self, entries: int) -> None:
+        self._entries = entries
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, registry: str, digest: str) -> bytes | None:
+        data = self._items.get((registry, digest))
+        if data is not None:
+            self._items.move_to_end((registry, digest))
+        return data
+
+    def put(self, registry: str, digest: str, data: bytes) -> None:
+        self._items[(registry, digest)] = data
+        if len(self._items) > self._entries:
+            self._items.popitem(last=False)
+
+
+class RegistryApi:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.metadata = MetadataStore(self.settings)
+        self.blobs = BlobStore(self.settings)
+        self.uploads = UploadService(self.settings, self.metadata, self.blobs)
+        self.manifests = ManifestCache(self.settings.manifest_cache_entries)
+        self._registries: dict[str, tuple[float, RegistryDoc]] = {}
+        self._opened = False
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._opening:
+            if not self._opened:
+                await self.metadata.open()
+                await self.blobs.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        await self.metadata.close()
+        await self.blobs.close()
+        self._opened = False
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            if not self._opened:
+                await self.open()
+            response = await self._dispatch(request)
+        except RegistryError as error:
+            response = error_response(error, request.method)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = error_response(
+                RegistryError(ErrorCode.UNKNOWN, "internal error; the request changed nothing"),
+                request.method,
+            )
+        response.headers.update(API_VERSION_HEADER)
+        return response
+
+    async def _dispatch(self, request: Request) -> Response:
+        from services.registry.routes import ROUTES  # the routes import this module's Call
+
+        route = match_route(request.url.path)
+        if route is None:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, "no such route", status=404)
+        method = "GET" if request.method == "HEAD" and (route.kind, "HEAD") not in ROUTES else request.method
+        handler = ROUTES.get((route.kind, method))
+        if handler is None:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405
+            )
+        registry = await self.registry_for(request)
+        return await handler(self._call(request, registry, route))
+
+    def _call(self, request: Request, registry: RegistryDoc, route: RouteMatch) -> Call:
+        name = validate_repository_name(route.name) if route.name is not None else ""
+        return Call(self, request, registry, name, route.reference or "")
+
+    async def registry_for(self, request: Request) -> RegistryDoc:
+        """The registry named by the Host header (`<name>.<domain>`), else the default registry."""
+        host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
+        suffix = "." + self.settings.registry_domain
+        name = host[: -len(suffix)] if host.endswith(suffix) else self.settings.default_registry
+        cached = self._registries.get(name)
+        now = time.monotonic()
+        if cached and cached[0] > now:
+            return cached[1]
+        doc = await self.metadata.get_registry(name)
+        if doc is None:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"registry {name!r} does not exist", status=404)
+        self._registries[name] = (now + REGISTRY_CACHE_SECONDS, doc)
+        return doc
+
+
+def error_response(error: RegistryError, method: str) -> Response:
+    headers = dict(error.headers)
+    if method == "HEAD":
+        return Response(status_code=error.status, headers=headers)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+_api: RegistryApi | None = None
+
+
+def registry_api() -> RegistryApi:
+    """The process's one RegistryApi (its clients keep connection pools; create them once)."""
+    global _api
+    if _api is None:
+        _api = RegistryApi()
+    return _api

@@ -1,0 +1,64 @@
+"""`GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+A blob is served only by a repository that links it. GET answers 307 to a short-lived read-only SAS URL,
+so the bytes never pass through the API; in proxy mode they are streamed here, with `Range` support.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from services.platform.metadata import BlobLinkDoc, repo_key
+from services.registry.app import Call
+from services.registry.digest import Digest
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.ranges import parse_range
+
+
+async def _linked(call: Call) -> tuple[Digest, BlobLinkDoc]:
+    digest = Digest.parse(call.reference)
+    link = await call.api.metadata.get_blob_link(repo_key(call.registry.registry, call.name), str(digest))
+    if link is None:
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+    return digest, link
+
+
+def _headers(digest: Digest, size: int) -> dict[str, str]:
+    return {
+        "Content-Length": str(size),
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",  # content-addressed: it never changes
+        "ETag": f'"{digest}"',
+    }
+
+
+async def head_blob(call: Call) -> Response:
+    digest, link = await _linked(call)
+    return Response(status_code=200, headers=_headers(digest, link.size))
+
+
+async def get_blob(call: Call) -> Response:
+    digest, link = await _linked(call)
+    registry = call.registry.registry
+    if call.api.settings.blob_download_mode == "redirect":
+        url = await call.api.blobs.read_url(registry, str(digest))
+        return RedirectResponse(url, status_code=307, headers={"Docker-Content-Digest": str(digest)})
+    headers = _headers(digest, link.size)
+    byte_range = parse_range(call.request.headers.get("range", ""), link.size)
+    if byte_range is None:
+        return StreamingResponse(call.api.blobs.read(registry, str(digest)), headers=headers)
+    start, end = byte_range
+    headers["Content-Length"] = str(end - start + 1)
+    headers["Content-Range"] = f"bytes {start}-{end}/{link.size}"
+    body = call.api.blobs.read(registry, str(digest), start, end - start + 1)
+    return StreamingResponse(body, status_code=206, headers=headers)
+
+
+async def delete_blob(call: Call) -> Response:
+    """Unlink the blob from the repository; the bytes stay while other repositories link them."""
+    digest = Digest.parse(call.reference)
+    if not await call.api.metadata.delete_blob_link(repo_key(call.registry.registry, call.name), str(digest)):
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+    return Response(status_code=202, headers={"Docker-Content-Digest": str(digest)})

@@ -1,0 +1,175 @@
+"""`PUT`/`GET`/`HEAD`/`DELETE /v2/<name>/manifests/<reference>`, by tag or by digest.
+
+PUT validates the manifest (`manifest.parse_manifest`), checks that everything it references is in the
+repository, stores its bytes content-addressed, then commits the manifest document and its tags in one
+transactional batch. HEAD by tag is one point read (the tag document carries digest, type and size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.platform.metadata import ManifestDoc, TagDoc, repo_key
+from services.registry.app import Call
+from services.registry.digest import Digest
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.manifest import ParsedManifest, parse_manifest
+from services.registry.reference import Reference, is_tag
+
+MAX_TAGS_PER_PUSH = 50  # one transactional batch holds at most 100 operations
+
+
+async def _read_manifest_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(limit)
+    return bytes(data)
+
+
+def _too_large(limit: int) -> RegistryError:
+    return RegistryError(ErrorCode.SIZE_INVALID, f"manifests may be at most {limit} bytes", status=413)
+
+
+def _manifest_headers(digest: str, media_type: str, size: int) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": digest,
+        "Content-Type": media_type,
+        "Content-Length": str(size),
+        "ETag": f'"{digest}"',
+    }
+
+
+async def _resolve(call: Call) -> tuple[str, str, int]:
+    """(digest, media type, size) of the manifest the reference names: one point read."""
+    reference = Reference.parse(call.reference)
+    repo = repo_key(call.registry.registry, call.name)
+    if reference.tag is not None:
+        tag = await call.api.metadata.get_tag(repo, reference.tag)
+        if tag is None:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
+        return tag.digest, tag.mediaType, tag.size
+    assert reference.digest is not None
+    doc = await call.api.metadata.get_manifest(repo, str(reference.digest))
+    if doc is None:
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
+    if doc.content is not None:
+        call.api.manifests.put(call.registry.registry, doc.digest, doc.inline_content() or b"")
+    return doc.digest, doc.mediaType, doc.size
+
+
+async def head_manifest(call: Call) -> Response:
+    digest, media_type, size = await _resolve(call)
+    return Response(status_code=200, headers=_manifest_headers(digest, media_type, size))
+
+
+async def get_manifest(call: Call) -> Response:
+    digest, media_type, size = await _resolve(call)
+    registry = call.registry.registry
+    data = call.api.manifests.get(registry, digest)
+    if data is None:
+        doc = await call.api.metadata.get_manifest(repo_key(registry, call.name), digest)
+        data = doc.inline_content() if doc is not None else None
+        if data is None:
+            data = await call.api.blobs.read_all(registry, digest)
+        call.api.manifests.put(registry, digest, data)
+    return Response(content=data, status_code=200, headers=_manifest_headers(digest, media_type, size))
+
+
+async def put_manifest(call: Call) -> Response:
+    settings = call.api.settings
+    reference = Reference.parse(call.reference)
+    data = await _read_manifest_body(call.request, settings.max_manifest_bytes)
+    algorithm = reference.digest.algorithm if reference.digest else "sha256"
+    manifest = parse_manifest(data, call.request.headers.get("content-type"), algorithm)
+    if reference.digest is not None and reference.digest != manifest.digest:
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID,
+            f"the manifest's digest is {manifest.digest}, not {reference.digest}",
+            detail={"digest": str(reference.digest)},
+        )
+    tags = _tags_of(call, reference)
+    registry = call.registry.registry
+    repo = repo_key(registry, call.name)
+    await _check_references(call, repo, manifest)
+
+    digest = str(manifest.digest)
+    inline = len(data) <= settings.inline_manifest_bytes
+    if not inline:
+        await call.api.blobs.put(registry, digest, data)
+    doc = ManifestDoc(
+        id=f"manifest:{digest}",
+        repo=repo,
+        digest=digest,
+        mediaType=manifest.media_type,
+        size=manifest.size,
+        artifactType=manifest.artifact_type,
+        subject=str(manifest.subject.digest) if manifest.subject else None,
+        referrer=manifest.referrer_descriptor() if manifest.subject else None,
+        configMediaType=manifest.config.media_type if manifest.config else None,
+        blobs=[str(d.digest) for d in manifest.required_blobs],
+        children=[str(d.digest) for d in manifest.manifests],
+        content=base64.b64encode(data).decode() if inline else None,
+    )
+    tag_docs = [
+        TagDoc(id=f"tag:{tag}", repo=repo, name=tag, digest=digest, mediaType=manifest.media_type, size=manifest.size)
+        for tag in tags
+    ]
+    await call.api.metadata.ensure_repository(registry, call.name)
+    await call.api.metadata.commit_manifest(doc, tag_docs)
+    call.api.manifests.put(registry, digest, data)
+    headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = str(manifest.subject.digest)
+    return Response(status_code=201, headers=headers | {"Content-Length": "0"})
+
+
+def _tags_of(call: Call, reference: Reference) -> list[str]:
+    """The tag in the path, or the `?tag=` parameters of a push by digest (multi-tag push)."""
+    tags = [reference.tag] if reference.tag is not None else []
+    for tag in call.request.query_params.getlist("tag"):
+        if not is_tag(tag):
+            raise RegistryError(ErrorCode.TAG_INVALID, f"{tag!r} is not a valid tag", detail={"tag": tag})
+        if tag not in tags:
+            tags.append(tag)
+    if len(tags) > MAX_TAGS_PER_PUSH:
+        raise RegistryError(ErrorCode.TAG_INVALID, f"at most {MAX_TAGS_PER_PUSH} tags per push")
+    return tags
+
+
+async def _check_references(call: Call, repo: str, manifest: ParsedManifest) -> None:
+    """Every blob and child manifest the manifest names must already be in the repository."""
+    metadata = call.api.metadata
+    blob_checks = [metadata.get_blob_link(repo, str(d.digest)) for d in manifest.required_blobs]
+    child_checks = [metadata.get_manifest(repo, str(d.digest)) for d in manifest.manifests]
+    found = await asyncio.gather(*blob_checks, *child_checks)
+    wanted = [*manifest.required_blobs, *manifest.manifests]
+    missing = [str(d.digest) for d, doc in zip(wanted, found, strict=True) if doc is None]
+    if missing:
+        raise RegistryError(
+            ErrorCode.MANIFEST_BLOB_UNKNOWN,
+            f"the manifest references {len(missing)} blob(s) or manifest(s) the repository does not have",
+            detail={"digests": missing},
+        )
+
+
+async def delete_manifest(call: Call) -> Response:
+    """By tag: remove only the tag. By digest: remove the manifest and every tag pointing at it."""
+    reference = Reference.parse(call.reference)
+    repo = repo_key(call.registry.registry, call.name)
+    if reference.tag is not None:
+        if not await call.api.metadata.delete_tag(repo, reference.tag):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
+        return Response(status_code=202)
+    assert reference.digest is not None
+    if not await call.api.metadata.delete_manifest(repo, str(reference.digest)):
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
+    return Response(status_code=202)

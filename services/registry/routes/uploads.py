@@ -1,0 +1,110 @@
+"""Blob uploads: `POST /v2/<name>/blobs/uploads/` and `GET`/`PATCH`/`PUT`/`DELETE .../uploads/<id>`.
+
+Monolithic (`POST ?digest=` with the body), POST then one `PUT ?digest=`, chunked (`PATCH`es with
+`Content-Range`, then `PUT`), and cross-repository mounts (`?mount=<digest>[&from=<repo>]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.platform.metadata import UploadDoc
+from services.registry.app import Call
+from services.registry.digest import Digest
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.ranges import parse_content_range
+from services.registry.reference import validate_repository_name
+from services.registry.uploads import upload_headers
+
+
+def _body(request: Request) -> AsyncIterator[bytes]:
+    return request.stream()
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise RegistryError(ErrorCode.SIZE_INVALID, f"Content-Length {raw!r} is not a size")
+    return int(raw)
+
+
+def _created(call: Call, digest: Digest) -> Response:
+    return Response(
+        status_code=201,
+        headers={
+            "Location": f"/v2/{call.name}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+def _accepted(call: Call, doc: UploadDoc, status: int = 202) -> Response:
+    headers = upload_headers(call.name, doc) | {"Content-Length": "0"}
+    if call.api.settings.chunk_min_length:
+        headers["OCI-Chunk-Min-Length"] = str(call.api.settings.chunk_min_length)
+    return Response(status_code=status, headers=headers)
+
+
+async def start_upload(call: Call) -> Response:
+    query = call.request.query_params
+    registry = call.registry.registry
+    mount = query.get("mount")
+    if mount is not None:
+        source = query.get("from")
+        if source is not None:
+            validate_repository_name(source)
+        digest = Digest.parse(mount)
+        if await call.api.uploads.mount(registry, call.name, digest, source) is not None:
+            return _created(call, digest)
+        # Not mountable: the spec says to fall back to an ordinary upload session.
+    elif "digest" in query:
+        digest = Digest.parse(query["digest"])
+        await call.api.uploads.upload_whole(registry, call.name, digest, _body(call.request))
+        return _created(call, digest)
+    doc = await call.api.uploads.start(registry, call.name)
+    return _accepted(call, doc)
+
+
+async def get_upload(call: Call) -> Response:
+    doc = await call.api.uploads.get(call.registry.registry, call.name, call.reference)
+    return _accepted(call, doc, status=204)
+
+
+async def patch_upload(call: Call) -> Response:
+    request = call.request
+    length = _content_length(request)
+    start: int | None = None
+    header = request.headers.get("content-range")
+    if header:
+        start, end = parse_content_range(header)
+        if length is not None and length != end - start + 1:
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                f"Content-Range {header!r} covers {end - start + 1} bytes but Content-Length is {length}",
+                status=416,
+            )
+        length = end - start + 1
+    doc = await call.api.uploads.append(
+        call.registry.registry, call.name, call.reference, _body(request), start=start, length=length
+    )
+    return _accepted(call, doc)
+
+
+async def put_upload(call: Call) -> Response:
+    raw = call.request.query_params.get("digest")
+    if not raw:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "the closing PUT must name the blob's ?digest=")
+    digest = Digest.parse(raw)
+    await call.api.uploads.finish(call.registry.registry, call.name, call.reference, digest, _body(call.request))
+    return _created(call, digest)
+
+
+async def delete_upload(call: Call) -> Response:
+    await call.api.uploads.cancel(call.registry.registry, call.name, call.reference)
+    return Response(status_code=204)

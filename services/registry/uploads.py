@@ -1,0 +1,300 @@
+"""Blob uploads: sessions that any instance can continue, streamed into staged blocks.
+
+An upload session lives in Cosmos DB (offset, staged block ids, the resumable hash state) and its bytes are
+staged as uncommitted blocks in Blob Storage, so each chunk of a chunked upload may reach a different
+instance. Request bodies are streamed: at most `upload_concurrency` blocks of `block_size` bytes are in
+memory at once, whatever the blob's size. The blob becomes visible only after its digest is verified.
+
+Hashing: sha256 is computed as the bytes arrive and its state saved with the session. A client that
+announces a sha512 digest only at the end (or a machine without a resumable hasher) is verified by reading
+the committed upload back once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+from services.platform.blobs import BlobStore
+from services.platform.metadata import BlobLinkDoc, ConcurrentUpdate, MetadataStore, UploadDoc, repo_key
+from services.platform.settings import Settings
+from services.registry.digest import Digest
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.hashing import ResumableHasher
+
+MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
+DEFAULT_ALGORITHM = "sha256"
+
+
+def block_id(index: int) -> str:
+    # Every block id of one blob must have the same length.
+    return base64.b64encode(f"block-{index:08d}".encode()).decode()
+
+
+class StagedStream:
+    """What staging a request body produced: blocks staged, bytes seen, and a small tail kept in memory."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.size = 0
+        self.tail = b""
+
+
+class UploadService:
+    def __init__(self, settings: Settings, metadata: MetadataStore, blobs: BlobStore) -> None:
+        self._settings = settings
+        self._metadata = metadata
+        self._blobs = blobs
+
+    # --- sessions ---------------------------------------------------------------------------------
+    async def start(self, registry: str, name: str) -> UploadDoc:
+        session = uuid.uuid4().hex
+        hasher = ResumableHasher(DEFAULT_ALGORITHM) if ResumableHasher.available() else None
+        doc = UploadDoc(
+            id=f"upload:{session}",
+            repo=repo_key(registry, name),
+            uploadId=session,
+            hashState=_encode_state(hasher),
+        )
+        return await self._metadata.create_upload(doc)
+
+    async def get(self, registry: str, name: str, session: str) -> UploadDoc:
+        doc = await self._metadata.get_upload(repo_key(registry, name), session) if _is_session(session) else None
+        if doc is None:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": session})
+        return doc
+
+    async def cancel(self, registry: str, name: str, session: str) -> None:
+        await self.get(registry, name, session)
+        await self._metadata.delete_upload(repo_key(registry, name), session)
+        await self._blobs.discard_upload(registry, session)
+
+    async def append(
+        self,
+        registry: str,
+        name: str,
+        session: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None,
+        length: int | None,
+    ) -> UploadDoc:
+        """Stage one chunk (PATCH). `start` is where the client says it begins; it must be our offset."""
+        doc = await self.get(registry, name, session)
+        if start is not None and start != doc.offset:
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                f"chunk starts at {start} but the upload has {doc.offset} bytes; send chunks in order",
+                status=416,
+                headers=upload_headers(name, doc),
+            )
+        hasher = _decode_state(doc.hashState)
+        staged = await self._stage(registry, doc, body, hasher, keep_tail=False)
+        if length is not None and staged.size != length:
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                f"chunk announced {length} bytes but {staged.size} arrived",
+                status=416 if start is not None else 400,
+            )
+        doc.blocks += staged.blocks
+        doc.offset += staged.size
+        doc.hashState = _encode_state(hasher)
+        try:
+            return await self._metadata.replace_upload(doc)
+        except ConcurrentUpdate as exc:
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                "another chunk of this upload was written at the same time; retry from the current offset",
+                status=416,
+            ) from exc
+
+    async def finish(
+        self, registry: str, name: str, session: str, digest: Digest, body: AsyncIterator[bytes]
+    ) -> int:
+        """Take the optional last chunk, verify the digest, and make the blob visible (PUT)."""
+        doc = await self.get(registry, name, session)
+        hasher = _decode_state(doc.hashState)
+        staged = await self._stage(registry, doc, body, hasher, keep_tail=not doc.blocks)
+        blocks = doc.blocks + staged.blocks
+        size = doc.offset + staged.size
+        try:
+            await self._verify_and_store(registry, session, digest, hasher, blocks, staged.tail)
+        except RegistryError:
+            await self._metadata.delete_upload(repo_key(registry, name), session)
+            await self._blobs.discard_upload(registry, session)
+            raise
+        await self._link(registry, name, digest, size)
+        await self._metadata.delete_upload(repo_key(registry, name), session)
+        return size
+
+    async def upload_whole(
+        self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]
+    ) -> int:
+        """A monolithic upload (POST with ?digest= and the body): no session document is needed."""
+        session = uuid.uuid4().hex
+        hasher = ResumableHasher(digest.algorithm) if ResumableHasher.available() else None
+        doc = UploadDoc(id=f"upload:{session}", repo=repo_key(registry, name), uploadId=session)
+        staged = await self._stage(registry, doc, body, hasher, keep_tail=True)
+        try:
+            await self._verify_and_store(registry, session, digest, hasher, staged.blocks, staged.tail)
+        except RegistryError:
+            await self._blobs.discard_upload(registry, session)
+            raise
+        await self._link(registry, name, digest, staged.size)
+        return staged.size
+
+    async def mount(self, registry: str, name: str, digest: Digest, source: str | None) -> int | None:
+        """Link a blob the registry already holds into `name`; None when it cannot be mounted.
+
+        With `from`, the blob must be linked in that repository. Without it, any blob of this registry
+        can be mounted (the spec's automatic content discovery): repositories of one registry share
+        their storage, and knowing a digest is what a push of that content would prove anyway.
+        """
+        if source is not None:
+            link = await self._metadata.get_blob_link(repo_key(registry, source), str(digest))
+            size = link.size if link else None
+        else:
+            size = await self._blobs.size(registry, str(digest))
+        if size is None:
+            return None
+        await self._link(registry, name, digest, size)
+        return size
+
+    # --- internals --------------------------------------------------------------------------------
+    async def _link(self, registry: str, name: str, digest: Digest, size: int) -> None:
+        await self._metadata.ensure_repository(registry, name)
+        await self._metadata.put_blob_link(
+            BlobLinkDoc(id=f"blob:{digest}", repo=repo_key(registry, name), digest=str(digest), size=size)
+        )
+
+    async def _stage(
+        self,
+        registry: str,
+        doc: UploadDoc,
+        body: AsyncIterator[bytes],
+        hasher: ResumableHasher | None,
+        *,
+        keep_tail: bool,
+    ) -> StagedStream:
+        """Stream `body` into blocks of `block_size`, hashing in order while blocks upload concurrently.
+
+        With `keep_tail`, a body smaller than one block is kept in memory instead (a small blob then costs
+        one write instead of stage + commit + copy).
+        """
+        staged = StagedStream()
+        block_size = self._settings.block_size
+        slots = asyncio.Semaphore(self._settings.upload_concurrency)
+        uploads: set[asyncio.Task[None]] = set()
+        hashing: asyncio.Task[None] | None = None
+        buffer = bytearray()
+
+        async def stage_block(index: int, data: bytes) -> None:
+            try:
+                await self._blobs.stage_block(registry, doc.uploadId, block_id(index), data)
+            finally:
+                slots.release()
+
+        async def flush(data: bytes) -> None:
+            nonlocal hashing
+            index = len(doc.blocks) + len(staged.blocks)
+            if index >= MAX_BLOCKS:
+                raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "too many chunks; send larger chunks")
+            staged.blocks.append(block_id(index))
+            if hasher is not None:
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.create_task(asyncio.to_thread(hasher.update, data))
+            await slots.acquire()
+            task = asyncio.create_task(stage_block(index, data))
+            uploads.add(task)
+            task.add_done_callback(uploads.discard)
+            failed = [t for t in uploads if t.done() and t.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+
+        try:
+            async for chunk in body:
+                staged.size += len(chunk)
+                buffer += chunk
+                if len(buffer) >= block_size:
+                    data = bytes(buffer)
+                    buffer.clear()
+                    await flush(data)
+            if buffer:
+                if keep_tail and not staged.blocks:
+                    staged.tail = bytes(buffer)
+                    if hasher is not None:
+                        hasher.update(staged.tail)
+                else:
+                    await flush(bytes(buffer))
+            if hashing is not None:
+                await hashing
+            await asyncio.gather(*uploads)
+        except BaseException:
+            for task in uploads:
+                task.cancel()
+            raise
+        return staged
+
+    async def _verify_and_store(
+        self,
+        registry: str,
+        session: str,
+        digest: Digest,
+        hasher: ResumableHasher | None,
+        blocks: list[str],
+        tail: bytes,
+    ) -> None:
+        if not blocks:
+            # Small enough to have stayed in memory: verify and write it in one go.
+            if Digest.of(tail, digest.algorithm) != digest:
+                raise _mismatch(digest)
+            if await self._blobs.size(registry, str(digest)) is None:
+                await self._blobs.put(registry, str(digest), tail)
+            return
+        if hasher is not None and hasher.algorithm == digest.algorithm:
+            if hasher.digest() != digest:
+                raise _mismatch(digest)
+            if await self._blobs.size(registry, str(digest)) is not None:
+                await self._blobs.discard_upload(registry, session)  # deduplicated: already stored
+                return
+            await self._blobs.commit_upload(registry, session, blocks, str(digest))
+            return
+        # No usable running hash: commit, then verify by reading the upload back before it moves.
+        await self._blobs.commit_staged(registry, session, blocks)
+        actual = hashlib.new(digest.algorithm)
+        async for chunk in self._blobs.read_upload(registry, session):
+            actual.update(chunk)
+        if actual.hexdigest() != digest.hex:
+            raise _mismatch(digest)
+        await self._blobs.move_upload(registry, session, str(digest))
+
+
+def _mismatch(digest: Digest) -> RegistryError:
+    return RegistryError(
+        ErrorCode.DIGEST_INVALID, f"the uploaded content does not match {digest}", detail={"digest": str(digest)}
+    )
+
+
+def _is_session(session: str) -> bool:
+    return len(session) == 32 and all(c in "0123456789abcdef" for c in session)
+
+
+def _encode_state(hasher: ResumableHasher | None) -> str | None:
+    return base64.b64encode(hasher.state()).decode() if hasher is not None else None
+
+
+def _decode_state(state: str | None) -> ResumableHasher | None:
+    return ResumableHasher.restore(base64.b64decode(state)) if state else None
+
+
+def upload_headers(name: str, doc: UploadDoc) -> dict[str, str]:
+    """Location, Range and Docker-Upload-UUID, as every upload response carries them."""
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{doc.uploadId}",
+        "Range": f"0-{max(doc.offset - 1, 0)}",
+        "Docker-Upload-UUID": doc.uploadId,
+    }
