@@ -17,6 +17,14 @@ whose name is not a spec code are *aliases with their own status*:
 - `MANIFEST_TOO_LARGE` (413) is reported as `MANIFEST_INVALID`: the spec says a registry SHOULD answer
   413 to a manifest over its size limit but names no code for it (zot does the same).
 
+Three codes are outside the spec's list, each because no listed code describes the condition:
+
+- `TAG_INVALID` (400), for a bad `?tag=` on a manifest push: a legacy code the spec itself says
+  clients MAY encounter.
+- `PAGINATION_NUMBER_INVALID` (400), for a bad `?n=`: CNCF distribution's code for it.
+- `UNKNOWN` (500), for failures of the registry itself; the list governs 4XX responses only, and
+  clients are told to treat codes they do not know as UNKNOWN.
+
 Other choices, where the spec leaves room:
 
 - `UNSUPPORTED` is 405, as in CNCF distribution: the spec allows 400 or 405 for a disabled delete,
@@ -52,6 +60,10 @@ class ErrorCode(enum.Enum):
     DENIED = ("DENIED", 403, "requested access to the resource is denied")
     UNSUPPORTED = ("UNSUPPORTED", 405, "the operation is unsupported")
     TOOMANYREQUESTS = ("TOOMANYREQUESTS", 429, "too many requests")
+    # Outside the spec's list; see the module docstring.
+    TAG_INVALID = ("TAG_INVALID", 400, "manifest tag is invalid")
+    PAGINATION_NUMBER_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
+    UNKNOWN = ("UNKNOWN", 500, "unknown error")
     # Aliases with their own status; see the module docstring for why each maps to its spec code.
     RANGE_INVALID = ("BLOB_UPLOAD_INVALID", 416, "content range is out of order or invalid")
     RANGE_NOT_SATISFIABLE = ("SIZE_INVALID", 416, "requested range not satisfiable")

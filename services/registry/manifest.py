@@ -1,8 +1,8 @@
 """Manifest parsing and validation: what a pushed manifest is, what it references, what it refers to.
 
 `parse_manifest` accepts the four schema-2 manifest types (OCI image manifest and index, Docker image
-manifest and manifest list) and rejects everything else with `MANIFEST_INVALID` (400), or with
-`MANIFEST_TOO_LARGE` (413, reported as `MANIFEST_INVALID`) past `MAX_MANIFEST_SIZE`. The registry stores
+manifest and manifest list) and rejects everything else with `MANIFEST_INVALID` (400), or, when given a
+`max_size`, with `MANIFEST_TOO_LARGE` (413, reported as `MANIFEST_INVALID`) past it. The registry stores
 the exact bytes it was given, so parsing never normalises anything; the digest is taken over the bytes.
 
 Choices, where the specs leave room:
@@ -307,11 +307,15 @@ def parse_manifest(
     content_type: str | None,
     digest_algorithm: str = "sha256",
     *,
-    max_size: int = MAX_MANIFEST_SIZE,
+    max_size: int | None = None,
 ) -> ParsedManifest:
-    """Validate a pushed manifest and describe it; raises `RegistryError` for anything unacceptable."""
+    """Validate a pushed manifest and describe it; raises `RegistryError` for anything unacceptable.
+
+    The route layer enforces its configured size limit while reading the body; `max_size` is for
+    callers that hold the bytes already (None: no limit here).
+    """
     data = bytes(data)
-    if len(data) > max_size:
+    if max_size is not None and len(data) > max_size:
         raise RegistryError(
             ErrorCode.MANIFEST_TOO_LARGE,
             f"manifest is {len(data)} bytes; the limit is {max_size}",
