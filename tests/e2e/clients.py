@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -243,10 +244,15 @@ class StorageRoot:
 
     @classmethod
     def create(cls, base: Path) -> StorageRoot:
-        roots = cls(base / "root", base / "runroot", base / "tmp")
-        for path in (roots.root, roots.runroot, roots.tmpdir):
+        # podman refuses a runroot path longer than 50 characters: pytest's tmp paths are longer.
+        runroot = Path(tempfile.mkdtemp(prefix="e2e-run-", dir="/tmp" if Path("/tmp").is_dir() else None))
+        roots = cls(base / "root", runroot, base / "tmp")
+        for path in (roots.root, roots.tmpdir):
             path.mkdir(parents=True, exist_ok=True)
         return roots
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.runroot, ignore_errors=True)
 
 
 class Buildah:
@@ -681,7 +687,7 @@ class PushedManifest:
     digest: str
     body: bytes
     media_type: str
-    response_headers: Mapping[str, str]
+    response_headers: Mapping[str, str]  # case-insensitive (httpx.Headers)
 
     @property
     def descriptor(self) -> Descriptor:
@@ -749,7 +755,7 @@ class RegistryHttp:
         )
         if response.status_code != 201:
             raise RegistryHttpError("PUT manifest", response)
-        return PushedManifest(sha256_digest(body), body, media_type, dict(response.headers))
+        return PushedManifest(sha256_digest(body), body, media_type, response.headers)
 
     def get_manifest(self, repo: str, reference: str, *, accept: str = MANIFEST_ACCEPT) -> httpx.Response:
         return self.client.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": accept})
@@ -844,7 +850,9 @@ class OrasArtifactClient(oras.provider.Registry):  # type: ignore[misc]  # oras 
             headers={"Content-Type": media_type},
             data=body,
         )
-        self.last_manifest = PushedManifest(sha256_digest(body), body, media_type, dict(response.headers))
+        self.last_manifest = PushedManifest(
+            sha256_digest(body), body, media_type, httpx.Headers(dict(response.headers))
+        )
         return response
 
     def push_artifact(

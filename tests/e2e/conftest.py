@@ -108,8 +108,10 @@ def skopeo(containers_config: ContainersConfig) -> Skopeo:
 
 
 @pytest.fixture
-def storage_root(tmp_path: Path) -> StorageRoot:
-    return StorageRoot.create(tmp_path / "storage")
+def storage_root(tmp_path: Path) -> Iterator[StorageRoot]:
+    roots = StorageRoot.create(tmp_path / "storage")
+    yield roots
+    roots.cleanup()
 
 
 @pytest.fixture
@@ -124,9 +126,11 @@ def podman(storage_root: StorageRoot, containers_config: ContainersConfig) -> Po
 
 
 @pytest.fixture
-def fresh_podman(tmp_path: Path, containers_config: ContainersConfig) -> Podman:
+def fresh_podman(tmp_path: Path, containers_config: ContainersConfig) -> Iterator[Podman]:
     """podman with a second, empty storage root: pulls land in a clean store."""
-    return _tool(lambda: Podman(StorageRoot.create(tmp_path / "fresh-storage"), containers_config))
+    roots = StorageRoot.create(tmp_path / "fresh-storage")
+    yield _tool(lambda: Podman(roots, containers_config))
+    roots.cleanup()
 
 
 @pytest.fixture
