@@ -50,7 +50,7 @@ def http_routes(app: func.FunctionApp) -> list[Route]:
             return await call(**{arg: request})
 
         methods = [str(getattr(m, "value", m)) for m in (trigger.methods or [])] or None
-        for path in starlette_paths(trigger.route or function.get_function_name()):
+        for path in starlette_paths(str(trigger.route or function.get_function_name())):
             routes.append(Route(path, endpoint, methods=methods))
     return routes
 

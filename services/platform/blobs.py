@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobSasPermissions, UserDelegationKey, generate_blob_sas
+from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from services.platform.settings import Settings
@@ -181,7 +181,7 @@ class BlobStore:
         await self.move_upload(registry, session, digest)
 
     async def commit_staged(self, registry: str, session: str, block_ids: list[str]) -> None:
-        await self._container(registry).get_blob_client(upload_path(session)).commit_block_list(block_ids)
+        await self._container(registry).get_blob_client(upload_path(session)).commit_block_list([BlobBlock(block_id=b) for b in block_ids])
 
     async def read_upload(self, registry: str, session: str) -> AsyncIterator[bytes]:
         staging = self._container(registry).get_blob_client(upload_path(session))

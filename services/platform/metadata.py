@@ -163,9 +163,8 @@ class MetadataStore:
             return
         kwargs: dict[str, Any] = {}
         if self._settings.cosmos_ca_file:
-            from azure.cosmos import SSLConfiguration  # type: ignore[attr-defined]
-
-            kwargs["ssl_config"] = SSLConfiguration(SSLCaCerts=self._settings.cosmos_ca_file)
+            # The aio transport (aiohttp) takes a CA bundle path as `connection_verify`.
+            kwargs["connection_verify"] = self._settings.cosmos_ca_file
         if self._settings.cosmos_endpoint.startswith("http://"):
             kwargs["enable_endpoint_discovery"] = False
         client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)

@@ -1,0 +1,93 @@
+"""Session fixtures shared by the integration and e2e suites.
+
+`stack` starts Azurite and the Cosmos DB emulator on free ports in a temporary folder; `devhost` serves
+`function_app.py` on a free port against them, in its own process, as `make run` does. Both stop at the end
+of the session and leave no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The emulators; yields the environment variables the app's settings read."""
+    from services.devhost.stack import LocalStack, free_port
+
+    state = tmp_path_factory.mktemp("stack")
+    local = LocalStack(
+        state,
+        azurite_blob_port=free_port(),
+        azurite_queue_port=free_port(),
+        azurite_table_port=free_port(),
+        cosmos_port=free_port(),
+        node_modules=ROOT / "node_modules",
+    )
+    with local:
+        yield local.env()
+
+
+@dataclass(frozen=True)
+class Devhost:
+    host: str
+    env: dict[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+@pytest.fixture(scope="session")
+def devhost(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
+    from services.devhost.stack import free_port
+
+    port = free_port()
+    env = os.environ | stack | {"API_PORT": str(port), "LOG_LEVEL": "warning"}
+    log = tmp_path_factory.mktemp("devhost") / "devhost.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    host = Devhost(f"127.0.0.1:{port}", env, log)
+    try:
+        _wait_until_serving(host, process)
+        yield host
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_serving(host: Devhost, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"devhost exited with {process.returncode}:\n{host.log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{host.url}/v2/", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"devhost did not start within 60 s:\n{host.log.read_text()[-4000:]}")
