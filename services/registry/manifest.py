@@ -215,6 +215,13 @@ def _media_type(value: object, where: str) -> str:
     return text
 
 
+def _artifact_type(value: object, where: str) -> str | None:
+    # The distribution spec treats an empty artifactType as absent ("no artifactType or it is empty").
+    if value is None or value == "":
+        return None
+    return _media_type(value, where)
+
+
 def _annotations(value: object, where: str) -> dict[str, str] | None:
     if value is None:
         return None
@@ -257,7 +264,7 @@ def _descriptor(value: object, where: str) -> Descriptor:
         size=size,
         urls=tuple(urls or ()),
         annotations=_annotations(value.get("annotations"), f"{where}.annotations"),
-        artifact_type=None if artifact_type is None else _media_type(artifact_type, f"{where}.artifactType"),
+        artifact_type=_artifact_type(artifact_type, f"{where}.artifactType"),
         platform=_platform(value.get("platform"), f"{where}.platform"),
         data=None if data is None else _string(data, f"{where}.data"),
     )
@@ -361,6 +368,6 @@ def parse_manifest(
         layers=layers,
         manifests=manifests,
         subject=None if subject is None else _descriptor(subject, "subject"),
-        artifact_type=None if artifact_type is None else _media_type(artifact_type, "artifactType"),
+        artifact_type=_artifact_type(artifact_type, "artifactType"),
         annotations=_annotations(body.get("annotations"), "annotations"),
     )
