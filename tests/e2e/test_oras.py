@@ -20,12 +20,14 @@ from tests.e2e.clients import (
     OrasArtifactClient,
     PushedManifest,
     RegistryHttp,
+    compact_json,
     sha256_digest,
 )
 
 SBOM_TYPE = "application/vnd.example.sbom.v1+json"
 SIGNATURE_TYPE = "application/vnd.example.signature.v1"
 SBOM_LAYER_TYPE = "application/spdx+json"
+LEGACY_CONFIG_TYPE = "application/vnd.example.attestation.config.v1+json"
 
 
 def _write_sbom(directory: Path, name: str = "sbom.spdx.json") -> Path:
@@ -158,6 +160,27 @@ def test_referrers_lists_artifact_with_artifact_type(
     ]
     # The referrer itself is not a subject of anything.
     assert _referrers(registry_http.referrers(repo, pushed.digest)) == []
+
+    # A referrer without `artifactType` is listed with its config media type as artifactType.
+    config = registry_http.push_blob(repo, b'{"kind":"attestation"}')
+    layer = registry_http.push_blob(repo, os.urandom(64))
+    legacy = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": LEGACY_CONFIG_TYPE, "digest": config.digest, "size": config.size},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer.digest, "size": layer.size}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest, "size": len(subject.body)},
+    }
+    legacy_pushed = registry_http.put_manifest(repo, "legacy", compact_json(legacy), OCI_MANIFEST)
+    assert legacy_pushed.response_headers.get("OCI-Subject") == subject.digest
+    by_digest = {d["digest"]: d for d in _referrers(registry_http.referrers(repo, subject.digest))}
+    assert set(by_digest) == {pushed.digest, legacy_pushed.digest}
+    assert by_digest[legacy_pushed.digest] == {
+        "mediaType": OCI_MANIFEST,
+        "digest": legacy_pushed.digest,
+        "size": len(legacy_pushed.body),
+        "artifactType": LEGACY_CONFIG_TYPE,
+    }
 
 
 def test_referrers_artifact_type_filter(
