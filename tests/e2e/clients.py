@@ -1,8 +1,11 @@
 """Typed helpers for the end-to-end suite: real client wrappers, an OCI image layout writer, an ORAS
 subclass that speaks OCI 1.1 artifacts, a Helm chart builder/pusher and a small plain-HTTP registry client.
 
-Everything here talks to a registry over plain http on loopback; nothing touches the machine's container
-storage (podman/buildah get a storage root under the test's tmp dir).
+Everything here talks to a registry over plain http on loopback. podman/buildah get a private vfs storage
+root per test (graph root under the test's tmp dir; runroot in a short /tmp/e2e-run-* directory, removed after
+the test, because podman rejects runroot paths over 50 characters), so nothing lands in the machine's
+container storage. containers/image still keeps its blob-info cache (/var/lib/containers/cache for root):
+no flag moves it, and skopeo relies on it to find cross-repository mount sources.
 """
 
 from __future__ import annotations
@@ -690,10 +693,6 @@ class PushedManifest:
     response_headers: Mapping[str, str]  # case-insensitive (httpx.Headers)
 
     @property
-    def descriptor(self) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.body))
-
-    @property
     def subject(self) -> oras.oci.Subject:
         return oras.oci.Subject(mediaType=self.media_type, digest=self.digest, size=len(self.body))
 
@@ -773,19 +772,6 @@ class RegistryHttp:
     def referrers(self, repo: str, digest: str, *, artifact_type: str | None = None) -> httpx.Response:
         params = {"artifactType": artifact_type} if artifact_type is not None else None
         return self.client.get(f"/v2/{repo}/referrers/{digest}", params=params)
-
-    def push_layout(
-        self, layout: OciLayout, descriptor: Descriptor, repo: str, reference: str
-    ) -> PushedManifest:
-        """Push a manifest or index (children first) and all its blobs from an OCI layout."""
-        data = json.loads(layout.read_blob(descriptor.digest))
-        for child in data.get("manifests", []):
-            child_desc = Descriptor.from_json(child)
-            self.push_layout(layout, child_desc, repo, child_desc.digest)
-        for blob in [data["config"], *data.get("layers", [])] if "config" in data else []:
-            if not self.blob_exists(repo, blob["digest"]):
-                self.push_blob(repo, layout.read_blob(blob["digest"]))
-        return self.put_manifest(repo, reference, layout.read_blob(descriptor.digest), descriptor.media_type)
 
     def push_small_image(self, repo: str, tag: str, *, label: str = "subject") -> PushedManifest:
         """A tiny one-layer OCI image (config + layer uploaded here) — handy as a referrers subject."""
@@ -871,6 +857,7 @@ class OrasArtifactClient(oras.provider.Registry):  # type: ignore[misc]  # oras 
         image spec recommends for artifacts. Returns the manifest as sent plus the registry's response."""
         empty_config = workdir / "empty-config.json"
         empty_config.write_bytes(EMPTY_JSON)
+        self.last_manifest = None
         self._pending_artifact_type = artifact_type
         try:
             response = self.push(
