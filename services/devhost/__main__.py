@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,8 +65,16 @@ def serve(host: str, port: int) -> None:
     uvicorn.Server(config).run()
 
 
+def _exit_on_sigterm() -> None:
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default SIGTERM
+    # action the process would die on the spot and orphan the emulators. SystemExit unwinds instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def run(host: str, port: int) -> None:
     from services.devhost.stack import LocalStack
+
+    _exit_on_sigterm()
 
     state_dir = Path(os.environ.get("STATE_DIR", ROOT / ".local")).resolve()
     stack = LocalStack(
@@ -106,9 +115,9 @@ def run(host: str, port: int) -> None:
         )
         try:
             serve(host, port)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             pass
-    print("stopped.", flush=True)
+    print("stopped: registry and emulators.", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

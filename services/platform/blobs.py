@@ -190,12 +190,15 @@ class BlobStore:
             yield chunk
 
     async def move_upload(self, registry: str, session: str, digest: str) -> None:
-        """Server-side copy of a committed upload to its content address, then drop the upload."""
+        """Server-side copy of a committed upload to its content address, then drop the upload.
+
+        Source and target share the account, so the request's own authorization covers the source: no SAS
+        (Azurite would fetch a SAS source over HTTP byte by byte; same-account copies are metadata-only).
+        """
         container = self._container(registry)
         staging = container.get_blob_client(upload_path(session))
         target = container.get_blob_client(blob_path(digest))
-        sas = await self._read_sas(registry, upload_path(session), timedelta(hours=1))
-        copy = await target.start_copy_from_url(f"{staging.url}?{sas}")
+        copy = await target.start_copy_from_url(staging.url)
         status = copy.get("copy_status")
         while status == "pending":  # real Storage may copy asynchronously; Azurite never does
             await asyncio.sleep(0.2)

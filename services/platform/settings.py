@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     # Uploads: the smallest chunk we ask clients for, and the size of the blocks we stage.
     chunk_min_length: int = 0
-    block_size: int = 8 * 1024 * 1024
+    block_size: int = 4 * 1024 * 1024
     upload_concurrency: int = 4
 
     max_manifest_bytes: int = 4 * 1024 * 1024
