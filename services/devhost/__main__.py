@@ -105,7 +105,8 @@ def run(host: str, port: int) -> None:
                     f"docker://{address}/alpine:latest",
                     f"  podman push --tls-verify=false <image> {address}/<repository>:<tag>",
                     "Pull it back:",
-                    f"  skopeo copy --src-tls-verify=false docker://{address}/alpine:latest oci:./alpine:latest",
+                    f"  skopeo copy --src-tls-verify=false docker://{address}/alpine:latest "
+                    "oci:./alpine:latest",
                     "",
                     "Ctrl-C stops the registry and the emulators.",
                     "",

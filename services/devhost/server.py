@@ -55,7 +55,9 @@ def http_routes(app: func.FunctionApp) -> list[Route]:
     return routes
 
 
-def build_app(function_app: func.FunctionApp, on_shutdown: Callable[[], Awaitable[None]] | None = None) -> Starlette:
+def build_app(
+    function_app: func.FunctionApp, on_shutdown: Callable[[], Awaitable[None]] | None = None
+) -> Starlette:
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield

@@ -115,8 +115,10 @@ class BlobStore:
     async def read(
         self, registry: str, digest: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        stream = await self._container(registry).get_blob_client(blob_path(digest)).download_blob(
-            offset=offset, length=length, max_concurrency=2
+        stream = (
+            await self._container(registry)
+            .get_blob_client(blob_path(digest))
+            .download_blob(offset=offset, length=length, max_concurrency=2)
         )
         async for chunk in stream.chunks():
             yield chunk
@@ -124,7 +126,9 @@ class BlobStore:
     async def read_url(self, registry: str, digest: str) -> str:
         """A short-lived, read-only SAS URL of the blob."""
         blob = self._container(registry).get_blob_client(blob_path(digest))
-        sas = await self._read_sas(registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds))
+        sas = await self._read_sas(
+            registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds)
+        )
         return f"{blob.url}?{sas}"
 
     async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
@@ -181,7 +185,11 @@ class BlobStore:
         await self.move_upload(registry, session, digest)
 
     async def commit_staged(self, registry: str, session: str, block_ids: list[str]) -> None:
-        await self._container(registry).get_blob_client(upload_path(session)).commit_block_list([BlobBlock(block_id=b) for b in block_ids])
+        await (
+            self._container(registry)
+            .get_blob_client(upload_path(session))
+            .commit_block_list([BlobBlock(block_id=b) for b in block_ids])
+        )
 
     async def read_upload(self, registry: str, session: str) -> AsyncIterator[bytes]:
         staging = self._container(registry).get_blob_client(upload_path(session))

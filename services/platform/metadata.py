@@ -360,9 +360,7 @@ class MetadataStore:
         return True
 
     async def list_tags(self, repo: str, last: str, limit: int) -> list[str]:
-        sql = (
-            "SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last ORDER BY c.name"
-        )
+        sql = "SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last ORDER BY c.name"
         return await self._first_names(
             self._query("artifacts", sql, {"@p": repo, "@last": last}, repo, limit), limit
         )
@@ -381,7 +379,9 @@ class MetadataStore:
                 batch_operations=operations, partition_key=partition
             )
         except CosmosBatchOperationError as exc:
-            status = exc.error_index is not None and exc.operation_responses[exc.error_index].get("statusCode")
+            status = exc.error_index is not None and exc.operation_responses[exc.error_index].get(
+                "statusCode"
+            )
             if status == 404:
                 raise ResourceNotFoundError(str(exc)) from exc
             if status == 412:

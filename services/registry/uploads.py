@@ -62,7 +62,11 @@ class UploadService:
         return await self._metadata.create_upload(doc)
 
     async def get(self, registry: str, name: str, session: str) -> UploadDoc:
-        doc = await self._metadata.get_upload(repo_key(registry, name), session) if _is_session(session) else None
+        doc = (
+            await self._metadata.get_upload(repo_key(registry, name), session)
+            if _is_session(session)
+            else None
+        )
         if doc is None:
             raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": session})
         return doc
@@ -130,9 +134,7 @@ class UploadService:
         await self._metadata.delete_upload(repo_key(registry, name), session)
         return size
 
-    async def upload_whole(
-        self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]
-    ) -> int:
+    async def upload_whole(self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
         """A monolithic upload (POST with ?digest= and the body): no session document is needed."""
         session = uuid.uuid4().hex
         hasher = ResumableHasher(digest.algorithm) if ResumableHasher.available() else None
@@ -275,7 +277,9 @@ class UploadService:
 
 def _mismatch(digest: Digest) -> RegistryError:
     return RegistryError(
-        ErrorCode.DIGEST_INVALID, f"the uploaded content does not match {digest}", detail={"digest": str(digest)}
+        ErrorCode.DIGEST_INVALID,
+        f"the uploaded content does not match {digest}",
+        detail={"digest": str(digest)},
     )
 
 

@@ -15,7 +15,6 @@ from starlette.responses import Response
 
 from services.platform.metadata import ManifestDoc, TagDoc, repo_key
 from services.registry.app import Call
-from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.manifest import ParsedManifest, parse_manifest
 from services.registry.reference import Reference, is_tag
@@ -36,7 +35,7 @@ async def _read_manifest_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> RegistryError:
-    return RegistryError(ErrorCode.SIZE_INVALID, f"manifests may be at most {limit} bytes", status=413)
+    return RegistryError(ErrorCode.MANIFEST_TOO_LARGE, f"manifests may be at most {limit} bytes")
 
 
 def _manifest_headers(digest: str, media_type: str, size: int) -> dict[str, str]:
@@ -120,7 +119,14 @@ async def put_manifest(call: Call) -> Response:
         content=base64.b64encode(data).decode() if inline else None,
     )
     tag_docs = [
-        TagDoc(id=f"tag:{tag}", repo=repo, name=tag, digest=digest, mediaType=manifest.media_type, size=manifest.size)
+        TagDoc(
+            id=f"tag:{tag}",
+            repo=repo,
+            name=tag,
+            digest=digest,
+            mediaType=manifest.media_type,
+            size=manifest.size,
+        )
         for tag in tags
     ]
     await call.api.metadata.ensure_repository(registry, call.name)

@@ -24,6 +24,11 @@ def _body(request: Request) -> AsyncIterator[bytes]:
     return request.stream()
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
 def _content_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
     if raw is None:
@@ -51,16 +56,28 @@ def _accepted(call: Call, doc: UploadDoc, status: int = 202) -> Response:
     return Response(status_code=status, headers=headers)
 
 
+def _mount_arguments(mount: str, source: str | None) -> Digest | None:
+    """The digest to mount, or None when `mount` or `from` is invalid: such a mount cannot be done, and
+    the spec asks for the fallback to an ordinary upload session then, as CNCF distribution does."""
+    try:
+        if source is not None:
+            validate_repository_name(source)
+        return Digest.parse(mount)
+    except RegistryError:
+        return None
+
+
 async def start_upload(call: Call) -> Response:
     query = call.request.query_params
     registry = call.registry.registry
     mount = query.get("mount")
     if mount is not None:
         source = query.get("from")
-        if source is not None:
-            validate_repository_name(source)
-        digest = Digest.parse(mount)
-        if await call.api.uploads.mount(registry, call.name, digest, source) is not None:
+        digest = _mount_arguments(mount, source)
+        if (
+            digest is not None
+            and await call.api.uploads.mount(registry, call.name, digest, source) is not None
+        ):
             return _created(call, digest)
         # Not mountable: the spec says to fall back to an ordinary upload session.
     elif "digest" in query:
@@ -76,22 +93,26 @@ async def get_upload(call: Call) -> Response:
     return _accepted(call, doc, status=204)
 
 
-async def patch_upload(call: Call) -> Response:
-    request = call.request
+def _chunk_range(request: Request) -> tuple[int | None, int | None]:
+    """(start, length) of a chunk, from its Content-Range and Content-Length; None where not given."""
     length = _content_length(request)
-    start: int | None = None
     header = request.headers.get("content-range")
-    if header:
-        start, end = parse_content_range(header)
-        if length is not None and length != end - start + 1:
-            raise RegistryError(
-                ErrorCode.BLOB_UPLOAD_INVALID,
-                f"Content-Range {header!r} covers {end - start + 1} bytes but Content-Length is {length}",
-                status=416,
-            )
-        length = end - start + 1
+    if not header:
+        return None, length
+    start, end = parse_content_range(header)
+    if length is not None and length != end - start + 1:
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID,
+            f"Content-Range {header!r} covers {end - start + 1} bytes but Content-Length is {length}",
+            status=416,
+        )
+    return start, end - start + 1
+
+
+async def patch_upload(call: Call) -> Response:
+    start, length = _chunk_range(call.request)
     doc = await call.api.uploads.append(
-        call.registry.registry, call.name, call.reference, _body(request), start=start, length=length
+        call.registry.registry, call.name, call.reference, _body(call.request), start=start, length=length
     )
     return _accepted(call, doc)
 
@@ -101,7 +122,15 @@ async def put_upload(call: Call) -> Response:
     if not raw:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the closing PUT must name the blob's ?digest=")
     digest = Digest.parse(raw)
-    await call.api.uploads.finish(call.registry.registry, call.name, call.reference, digest, _body(call.request))
+    registry = call.registry.registry
+    body = _body(call.request)
+    if call.request.headers.get("content-range"):
+        # A last chunk with a Content-Range is checked like a PATCH: one that does not start where the
+        # upload stands is a 416 the client can resume from, not bytes appended twice.
+        start, length = _chunk_range(call.request)
+        await call.api.uploads.append(registry, call.name, call.reference, body, start=start, length=length)
+        body = _nothing()
+    await call.api.uploads.finish(registry, call.name, call.reference, digest, body)
     return _created(call, digest)
 
 
