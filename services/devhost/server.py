@@ -8,7 +8,7 @@ user function with the request, exactly as the FastAPI HTTP extension does under
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,9 +35,9 @@ def starlette_paths(template: str) -> list[str]:
     return paths
 
 
-def http_routes(app: func.FunctionApp) -> list[Route]:
+def http_routes(functions: Iterable[func.FunctionBuilder]) -> list[Route]:
     routes: list[Route] = []
-    for function in app.get_functions():
+    for function in functions:
         trigger: Any = function.get_trigger()
         if trigger.get_binding_name() != "httpTrigger":
             continue
@@ -64,4 +64,4 @@ def build_app(
         if on_shutdown is not None:
             await on_shutdown()
 
-    return Starlette(routes=http_routes(function_app), lifespan=lifespan)
+    return Starlette(routes=http_routes(function_app.get_functions()), lifespan=lifespan)

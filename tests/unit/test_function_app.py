@@ -1,0 +1,76 @@
+"""The function table the Azure Functions host indexes, and the host settings it depends on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+import function_app
+from services.devhost.server import http_routes, starlette_paths
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def functions() -> dict[str, func.FunctionBuilder]:
+    # get_functions() may only be called once per app (a second call raises a duplicate-name error).
+    return {f.get_function_name(): f for f in _table()}
+
+
+_CACHE: list[object] = []
+
+
+def _table() -> list:  # type: ignore[type-arg]
+    if not _CACHE:
+        _CACHE.extend(function_app.app.get_functions())
+    return list(_CACHE)
+
+
+def test_registry_api_is_one_anonymous_catch_all_under_v2(functions) -> None:
+    trigger = functions["registry_v2"].get_trigger()
+    assert trigger.get_binding_name() == "httpTrigger"
+    assert trigger.route == "v2/{*path}"
+    assert trigger.auth_level == func.AuthLevel.ANONYMOUS
+    methods = {str(getattr(m, "value", m)) for m in trigger.methods}
+    assert methods == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def test_function_json_is_what_the_host_indexes(functions) -> None:
+    bindings = json.loads(functions["registry_v2"].get_function_json())["bindings"]
+    http_in = next(b for b in bindings if b["type"] == "httpTrigger")
+    assert http_in["authLevel"] == "ANONYMOUS"
+    assert http_in["route"] == "v2/{*path}"
+
+
+def test_host_json_puts_v2_at_the_root() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensions"]["http"]["routePrefix"] == ""
+
+
+def test_devhost_serves_every_http_function(functions) -> None:
+    routes = http_routes(_table())
+    assert {r.path for r in routes} == {"/v2/{path:path}", "/v2"}
+
+
+@pytest.mark.parametrize(
+    ("template", "paths"),
+    [
+        ("v2/{*path}", ["/v2/{path:path}", "/v2"]),
+        ("oauth2/token", ["/oauth2/token"]),
+        ("acr/v1/{name}/_tags/{tag:alpha}", ["/acr/v1/{name}/_tags/{tag}"]),
+        ("{*all}", ["/{all:path}", "/"]),
+    ],
+)
+def test_route_templates_become_starlette_paths(template: str, paths: list[str]) -> None:
+    assert starlette_paths(template) == paths
+
+
+def test_local_settings_template_names_every_setting() -> None:
+    from services.platform.settings import Settings
+
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert {name.upper() for name in Settings.model_fields} <= set(values)
