@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import azure.functions as func
+from azure.functions.decorators.function_app import Function
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +36,7 @@ def starlette_paths(template: str) -> list[str]:
     return paths
 
 
-def http_routes(functions: Iterable[func.FunctionBuilder]) -> list[Route]:
+def http_routes(functions: Iterable[Function]) -> list[Route]:
     routes: list[Route] = []
     for function in functions:
         trigger: Any = function.get_trigger()
