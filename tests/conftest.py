@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,23 +51,25 @@ class Devhost:
         return f"http://{self.host}"
 
 
-@pytest.fixture(scope="session")
-def devhost(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
+@contextmanager
+def running_devhost(env: dict[str, str], log_dir: Path) -> Iterator[Devhost]:
+    """Serve the registry in its own process against the emulators named by `env` (extra settings go in
+    `env` too, e.g. BLOB_DOWNLOAD_MODE=proxy); stop it on exit."""
     from services.devhost.stack import free_port
 
     port = free_port()
-    env = os.environ | stack | {"API_PORT": str(port), "LOG_LEVEL": "warning"}
-    log = tmp_path_factory.mktemp("devhost") / "devhost.log"
+    full_env = os.environ | env | {"API_PORT": str(port), "LOG_LEVEL": env.get("LOG_LEVEL", "warning")}
+    log = log_dir / f"devhost-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)],
             cwd=ROOT,
-            env=env,
+            env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    host = Devhost(f"127.0.0.1:{port}", env, log)
+    host = Devhost(f"127.0.0.1:{port}", full_env, log)
     try:
         _wait_until_serving(host, process)
         yield host
@@ -77,6 +80,12 @@ def devhost(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def devhost(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
+    with running_devhost(stack, tmp_path_factory.mktemp("devhost")) as host:
+        yield host
 
 
 def _wait_until_serving(host: Devhost, process: subprocess.Popen[bytes]) -> None:
