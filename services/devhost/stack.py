@@ -262,6 +262,10 @@ class LocalStack:
         for needed in (azurite_js, cosmos_package):
             if not needed.exists():
                 raise StackError(f"{needed} is missing: run `npm ci` in {REPO_ROOT}")
+        ports = (self.cosmos_port, self.azurite_blob_port, self.azurite_queue_port, self.azurite_table_port)
+        busy = [port for port in ports if _accepts(port)]
+        if busy:  # else another server there would look like ours starting
+            raise StackError(f"port(s) {', '.join(map(str, busy))} on {HOST} already in use")
         ensure_certificate(self.state_dir)
         env = dict(os.environ)
         env["NODE_PATH"] = str(self.node_modules)

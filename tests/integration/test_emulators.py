@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import threading
 import time
@@ -674,3 +675,14 @@ def test_stop_leaves_no_process_and_one_server_per_data_dir(tmp_path: Path) -> N
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_start_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = LocalStack.on_free_ports(tmp_path)
+        stack.cosmos_port = taken.getsockname()[1]
+        with pytest.raises(StackError, match="already in use"):
+            stack.start()
+        assert not stack.running
