@@ -156,6 +156,7 @@ class MetadataStore:
         self._client: CosmosClient | None = None
         self._db: DatabaseProxy | None = None
         self._containers: dict[str, ContainerProxy] = {}
+        self._known_repositories: set[tuple[str, str]] = set()
 
     async def open(self) -> None:
         """Create the client (it makes network calls, hence not in __init__) and the containers."""
@@ -237,11 +238,15 @@ class MetadataStore:
 
     # --- repositories -----------------------------------------------------------------------------
     async def ensure_repository(self, registry: str, name: str) -> None:
+        """Create the repository document once; every push calls this, so remember what exists."""
+        if (registry, name) in self._known_repositories:
+            return
         doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
         try:
             await self._container("repositories").create_item(doc.to_item())
         except ResourceExistsError:
             pass
+        self._known_repositories.add((registry, name))
 
     async def repository_exists(self, registry: str, name: str) -> bool:
         return await self._read("repositories", repository_id(name), registry) is not None
@@ -257,6 +262,7 @@ class MetadataStore:
         )
 
     async def delete_repository(self, registry: str, name: str) -> None:
+        self._known_repositories.discard((registry, name))
         repo = repo_key(registry, name)
         async for doc in self._query("artifacts", "SELECT c.id FROM c WHERE c.repo = @p", {"@p": repo}, repo):
             try:
