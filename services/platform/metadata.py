@@ -26,6 +26,7 @@ are replaced with an ETag condition.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,7 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.platform.settings import Settings
 
-UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
+UPLOAD_TTL_SECONDS = 7 * 24 * 3600
+KNOWN_REPOSITORY_SECONDS = 60.0  # Blob Storage drops uncommitted blocks after 7 days, too.
 
 
 def utcnow() -> str:
@@ -156,7 +158,7 @@ class MetadataStore:
         self._client: CosmosClient | None = None
         self._db: DatabaseProxy | None = None
         self._containers: dict[str, ContainerProxy] = {}
-        self._known_repositories: set[tuple[str, str]] = set()
+        self._known_repositories: dict[tuple[str, str], float] = {}
 
     async def open(self) -> None:
         """Create the client (it makes network calls, hence not in __init__) and the containers."""
@@ -238,15 +240,17 @@ class MetadataStore:
 
     # --- repositories -----------------------------------------------------------------------------
     async def ensure_repository(self, registry: str, name: str) -> None:
-        """Create the repository document once; every push calls this, so remember what exists."""
-        if (registry, name) in self._known_repositories:
+        """Create the repository document if missing. Every push calls this, so remember for a while what
+        exists (a repository deleted through another instance is re-created by the next push after that)."""
+        now = time.monotonic()
+        if self._known_repositories.get((registry, name), 0.0) > now:
             return
         doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
         try:
             await self._container("repositories").create_item(doc.to_item())
         except ResourceExistsError:
             pass
-        self._known_repositories.add((registry, name))
+        self._known_repositories[(registry, name)] = now + KNOWN_REPOSITORY_SECONDS
 
     async def repository_exists(self, registry: str, name: str) -> bool:
         return await self._read("repositories", repository_id(name), registry) is not None
@@ -262,7 +266,7 @@ class MetadataStore:
         )
 
     async def delete_repository(self, registry: str, name: str) -> None:
-        self._known_repositories.discard((registry, name))
+        self._known_repositories.pop((registry, name), None)
         repo = repo_key(registry, name)
         async for doc in self._query("artifacts", "SELECT c.id FROM c WHERE c.repo = @p", {"@p": repo}, repo):
             try:
