@@ -1,0 +1,134 @@
+"""Fixtures for the HTTP-level integration tests of the `/v2/` API.
+
+`new_registry` creates a fresh registry (in-process, through the management functions, against the same
+emulators the `devhost` serves from) and returns an httpx client whose requests carry that registry's
+`Host` header, so every test works on storage nobody else touches. `proxy_devhost` is a second devhost
+process with `BLOB_DOWNLOAD_MODE=proxy`, for the tests of streamed downloads and `Range`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from services.management.registries import create_registry
+from services.platform.blobs import BlobStore
+from services.platform.metadata import MetadataStore
+from services.platform.settings import Settings
+from tests.conftest import ROOT, Devhost, _wait_until_serving
+
+
+@dataclass(frozen=True)
+class Stores:
+    settings: Settings
+    metadata: MetadataStore
+    blobs: BlobStore
+
+
+@dataclass(frozen=True)
+class RegistryClient:
+    """A registry created for one test, and a client bound to it by its `Host` header."""
+
+    name: str
+    port: int
+    http: httpx.Client
+
+    @property
+    def login_server(self) -> str:
+        return f"{self.name}.azurecr.localhost:{self.port}"
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The app's settings as the devhost process sees them (only the variables that are settings)."""
+    fields = set(Settings.model_fields)
+    values: dict[str, Any] = {key.lower(): value for key, value in env.items() if key.lower() in fields}
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+async def stores(devhost: Devhost) -> AsyncIterator[Stores]:
+    settings = settings_from_env(devhost.env)
+    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    await metadata.open()
+    await blobs.open()
+    try:
+        yield Stores(settings, metadata, blobs)
+    finally:
+        await metadata.close()
+        await blobs.close()
+
+
+def unique_registry_name() -> str:
+    return "it" + uuid.uuid4().hex[:20]
+
+
+def registry_client(devhost: Devhost, name: str) -> httpx.Client:
+    port = int(devhost.host.rsplit(":", 1)[1])
+    return httpx.Client(
+        base_url=devhost.url,
+        headers={"Host": f"{name}.azurecr.localhost:{port}"},
+        follow_redirects=False,
+        timeout=60,
+    )
+
+
+async def _fresh_registry(devhost: Devhost, stores: Stores) -> AsyncIterator[RegistryClient]:
+    name = unique_registry_name()
+    await create_registry(stores.metadata, stores.blobs, stores.settings, name)
+    port = int(devhost.host.rsplit(":", 1)[1])
+    with registry_client(devhost, name) as http:
+        yield RegistryClient(name, port, http)
+
+
+@pytest.fixture
+async def registry(devhost: Devhost, stores: Stores) -> AsyncIterator[RegistryClient]:
+    """A registry of this test's own, with a client whose requests name it by `Host`."""
+    async for client in _fresh_registry(devhost, stores):
+        yield client
+
+
+@pytest.fixture
+async def other_registry(devhost: Devhost, stores: Stores) -> AsyncIterator[RegistryClient]:
+    """A second fresh registry, for the isolation tests."""
+    async for client in _fresh_registry(devhost, stores):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def proxy_devhost(
+    stack: dict[str, str], devhost: Devhost, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Devhost]:
+    """A second devhost on the same emulators that streams blob bytes itself (`BLOB_DOWNLOAD_MODE=proxy`)."""
+    from services.devhost.stack import free_port
+
+    port = free_port()
+    env = os.environ | stack | {"API_PORT": str(port), "LOG_LEVEL": "warning", "BLOB_DOWNLOAD_MODE": "proxy"}
+    log = tmp_path_factory.mktemp("devhost-proxy") / "devhost.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    host = Devhost(f"127.0.0.1:{port}", env, log)
+    try:
+        _wait_until_serving(host, process)
+        yield host
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
