@@ -3,7 +3,10 @@
 Document model (database `registry`; partition key in brackets)::
 
     registries   [/registry]  one document per registry resource
-        {id: <registry>, registry: <registry>, type: "registry", loginServer, sku, created}
+        {id: <registry>, registry: <registry>, type: "registry", loginServer, sku, created,
+         adminUserEnabled, anonymousPullEnabled, authDisabled, networkRuleSet}
+                              plus the registry's identities (admin user, tokens, scope maps, role
+                              assignments) in its partition: see platform/access.py
     repositories [/registry]  one document per repository, so the catalog is one ordered
                               single-partition query (never a walk of storage)
         {id: <name with "/" as "|">, registry, type: "repository", name, created}
@@ -17,10 +20,19 @@ Document model (database `registry`; partition key in brackets)::
                            the repository's link to a registry-wide, content-addressed blob
         upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session;
                            expires (ttl) when abandoned
+        outbox:<uuid>      {type: "outbox", registry, events: [ACR payloads], outbox: "pending" |
+                            "published", created, published, ttl} the events of one change, written in
+                           the same batch as the change; marked and expiring once on the bus
+    registries (children)  webhook:<name> {type: "webhook", name, serviceUri, customHeaders, actions,
+                           status, scope, ...} in the registry's partition
+    deliveries   [/webhook]  webhook delivery records, partition "<registry>/<webhook>":
+        delivery:<event id>  {type: "delivery", eventId, state, attempts: [request, response, status,
+                              duration], event, created, ttl 30 days}; the id makes delivery idempotent
 
 A manifest and its tags are written in one transactional batch of the repository's partition, so readers
-never see a tag pointing at a manifest that is not there. Read-modify-write documents (upload sessions)
-are replaced with an ETag condition.
+never see a tag pointing at a manifest that is not there; the outbox document of the events the change
+raises goes in the same batch, so an event is never lost nor raised for a change that did not happen.
+Read-modify-write documents (upload sessions, delivery records) are replaced with an ETag condition.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.platform.settings import Settings
 
 UPLOAD_TTL_SECONDS = 7 * 24 * 3600
+DELIVERY_TTL_SECONDS = 30 * 24 * 3600  # webhook delivery records are kept 30 days
 KNOWN_REPOSITORY_SECONDS = 60.0  # Blob Storage drops uncommitted blocks after 7 days, too.
 
 
@@ -64,6 +77,12 @@ class RegistryDoc(Document):
     loginServer: str
     sku: Literal["Basic", "Standard", "Premium"] = "Standard"
     created: str = Field(default_factory=utcnow)
+    # Identity and access (services/auth): ACR's registry properties, plus `authDisabled`, which is ours
+    # and for development and test registries only (no authentication; every caller has every right).
+    adminUserEnabled: bool = False
+    anonymousPullEnabled: bool = False
+    authDisabled: bool = False
+    networkRuleSet: dict[str, Any] | None = None
 
 
 class RepositoryDoc(Document):
@@ -83,6 +102,8 @@ class ManifestDoc(Document):
     subject: str | None = None
     referrer: dict[str, Any] | None = None
     configMediaType: str | None = None
+    chartName: str | None = None  # a Helm chart's name and version (from its config), for chart events
+    chartVersion: str | None = None
     blobs: list[str] = Field(default_factory=list)
     children: list[str] = Field(default_factory=list)
     content: str | None = None  # base64 of the manifest bytes when small enough to keep inline
@@ -119,6 +140,51 @@ class UploadDoc(Document):
     hashState: str | None = None  # base64 of the resumable hasher's state
     created: str = Field(default_factory=utcnow)
     ttl: int = UPLOAD_TTL_SECONDS
+
+
+class OutboxDoc(Document):
+    """The events one change raised (ACR payloads), committed with the change, published after it."""
+
+    repo: str
+    type: Literal["outbox"] = "outbox"
+    registry: str
+    events: list[dict[str, Any]]
+    outbox: Literal["pending", "published"] = "pending"
+    created: str = Field(default_factory=utcnow)
+    published: str | None = None
+    ttl: int | None = None
+
+
+class WebhookDoc(Document):
+    """A webhook of a registry (a child resource in the registry's partition)."""
+
+    registry: str
+    type: Literal["webhook"] = "webhook"
+    name: str
+    location: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    serviceUri: str
+    customHeaders: dict[str, str] = Field(default_factory=dict)
+    actions: list[str]
+    status: Literal["enabled", "disabled"] = "enabled"
+    scope: str = ""
+    signingSecret: str | None = None
+    payloadFormat: Literal["acr", "cloudevents"] = "acr"
+    created: str = Field(default_factory=utcnow)
+
+
+class DeliveryDoc(Document):
+    """Every attempt to deliver one event to one webhook; at most one per (event, webhook)."""
+
+    webhook: str  # partition: "<registry>/<webhook name>"
+    type: Literal["delivery"] = "delivery"
+    eventId: str
+    event: dict[str, Any]
+    state: Literal["pending", "delivered", "failed", "deadlettered"] = "pending"
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    created: str = Field(default_factory=utcnow)
+    updated: str = Field(default_factory=utcnow)
+    ttl: int = DELIVERY_TTL_SECONDS
 
 
 def repo_key(registry: str, name: str) -> str:
@@ -172,7 +238,13 @@ class MetadataStore:
             kwargs["enable_endpoint_discovery"] = False
         client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)
         db = await client.create_database_if_not_exists(self._settings.cosmos_database)
-        for name, key in (("registries", "/registry"), ("repositories", "/registry"), ("artifacts", "/repo")):
+        containers = (
+            ("registries", "/registry"),
+            ("repositories", "/registry"),
+            ("artifacts", "/repo"),
+            ("deliveries", "/webhook"),
+        )
+        for name, key in containers:
             self._containers[name] = await db.create_container_if_not_exists(
                 id=name, partition_key=PartitionKey(path=key), default_ttl=-1
             )
@@ -188,6 +260,10 @@ class MetadataStore:
         if not self._containers:
             raise RuntimeError("MetadataStore.open() was not awaited")
         return self._containers[name]
+
+    def container(self, name: str) -> ContainerProxy:
+        """A container, for the adapters that keep documents of their own in it (platform/access.py)."""
+        return self._container(name)
 
     async def _read(self, container: str, item: str, partition: str) -> dict[str, Any] | None:
         try:
@@ -321,6 +397,16 @@ class MetadataStore:
             raise ConcurrentUpdate(upload.id) from exc
         return UploadDoc.model_validate(doc)
 
+    async def claim_upload(self, upload: UploadDoc) -> bool:
+        """Delete the session only if it is still as read (ETag): True for exactly one of racing callers."""
+        try:
+            await self._container("artifacts").delete_item(
+                upload.id, partition_key=upload.repo, etag=upload.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (CosmosAccessConditionFailedError, ResourceNotFoundError):
+            return False
+        return True
+
     async def delete_upload(self, repo: str, uuid: str) -> bool:
         try:
             await self._container("artifacts").delete_item(upload_id(uuid), partition_key=repo)
@@ -337,21 +423,30 @@ class MetadataStore:
         doc = await self._read("artifacts", tag_id(tag), repo)
         return TagDoc.model_validate(doc) if doc else None
 
-    async def commit_manifest(self, manifest: ManifestDoc, tags: Iterable[TagDoc]) -> None:
-        """The manifest and its tags, all or nothing, in one transactional batch."""
+    async def commit_manifest(
+        self, manifest: ManifestDoc, tags: Iterable[TagDoc], outbox: OutboxDoc | None = None
+    ) -> None:
+        """The manifest, its tags and the outbox of its events, all or nothing, in one transactional batch."""
         operations: list[tuple[str, tuple[Any, ...]]] = [("upsert", (manifest.to_item(),))]
         operations += [("upsert", (tag.to_item(),)) for tag in tags]
+        if outbox is not None:
+            operations.append(("create", (outbox.to_item(),)))
         await self._batch(manifest.repo, operations)
 
-    async def delete_tag(self, repo: str, tag: str) -> bool:
+    async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None) -> bool:
+        """Delete a tag (with the outbox of its events in the same batch, when given)."""
         try:
-            await self._container("artifacts").delete_item(tag_id(tag), partition_key=repo)
+            if outbox is None:
+                await self._container("artifacts").delete_item(tag_id(tag), partition_key=repo)
+            else:
+                await self._batch(repo, [("delete", (tag_id(tag),)), ("create", (outbox.to_item(),))])
         except ResourceNotFoundError:
             return False
         return True
 
-    async def delete_manifest(self, repo: str, digest: str) -> bool:
-        """Delete a manifest and every tag that points at it, in one batch."""
+    async def delete_manifest(self, repo: str, digest: str, outbox: OutboxDoc | None = None) -> bool:
+        """Delete a manifest and every tag that points at it (and write the outbox of its events), in one
+        batch."""
         tags = [
             item["id"]
             async for item in self._query(
@@ -363,6 +458,8 @@ class MetadataStore:
         ]
         operations: list[tuple[str, tuple[Any, ...]]] = [("delete", (manifest_id(digest),))]
         operations += [("delete", (tag,)) for tag in tags]
+        if outbox is not None:
+            operations.append(("create", (outbox.to_item(),)))
         try:
             await self._batch(repo, operations)
         except ResourceNotFoundError:
@@ -382,6 +479,103 @@ class MetadataStore:
             async for item in self._query("artifacts", sql, {"@p": repo, "@s": subject}, repo)
             if item.get("referrer")
         ]
+
+    # --- the event outbox -------------------------------------------------------------------------
+    async def pending_outbox(self, written_before: str, limit: int = 100) -> list[OutboxDoc]:
+        """Outbox documents still unpublished that were written before `written_before` (cross-partition:
+        the relay's query, every few seconds, over an index of one field)."""
+        items = self._container("artifacts").query_items(
+            "SELECT * FROM c WHERE c.type = 'outbox' AND c.outbox = 'pending' AND c.created < @before",
+            parameters=[{"name": "@before", "value": written_before}],
+            max_item_count=limit,
+        )
+        found: list[OutboxDoc] = []
+        async for item in items:
+            found.append(OutboxDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def mark_outbox_published(self, outbox: OutboxDoc, ttl_seconds: int) -> None:
+        """Mark the outbox published; it expires `ttl_seconds` later."""
+        operations: list[dict[str, Any]] = [
+            {"op": "set", "path": "/outbox", "value": "published"},
+            {"op": "set", "path": "/published", "value": utcnow()},
+            {"op": "set", "path": "/ttl", "value": ttl_seconds},
+        ]
+        try:
+            await self._container("artifacts").patch_item(
+                outbox.id, partition_key=outbox.repo, patch_operations=operations
+            )
+        except ResourceNotFoundError:
+            pass  # already expired: published long ago
+
+    # --- webhooks (children of a registry) ---------------------------------------------------------
+    async def list_webhooks(self, registry: str) -> list[WebhookDoc]:
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'webhook' ORDER BY c.name"
+        return [
+            WebhookDoc.model_validate(item)
+            async for item in self._query("registries", sql, {"@r": registry}, registry)
+        ]
+
+    async def get_webhook(self, registry: str, name: str) -> WebhookDoc | None:
+        doc = await self._read("registries", f"webhook:{name}", registry)
+        return WebhookDoc.model_validate(doc) if doc else None
+
+    async def put_webhook(self, webhook: WebhookDoc) -> WebhookDoc:
+        doc = await self._container("registries").upsert_item(webhook.to_item())
+        return WebhookDoc.model_validate(doc)
+
+    async def delete_webhook(self, registry: str, name: str) -> bool:
+        try:
+            await self._container("registries").delete_item(f"webhook:{name}", partition_key=registry)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # --- webhook deliveries ------------------------------------------------------------------------
+    async def get_delivery(self, webhook: str, event_id: str) -> DeliveryDoc | None:
+        doc = await self._read("deliveries", f"delivery:{event_id}", webhook)
+        return DeliveryDoc.model_validate(doc) if doc else None
+
+    async def create_delivery(self, delivery: DeliveryDoc) -> DeliveryDoc | None:
+        """Create the delivery record; None when one exists already (the event was seen before)."""
+        try:
+            doc = await self._container("deliveries").create_item(delivery.to_item())
+        except ResourceExistsError:
+            return None
+        return DeliveryDoc.model_validate(doc)
+
+    async def replace_delivery(self, delivery: DeliveryDoc) -> DeliveryDoc:
+        """Write the record back only if nobody else did since it was read."""
+        delivery.updated = utcnow()
+        try:
+            doc = await self._container("deliveries").replace_item(
+                delivery.id,
+                delivery.to_item(),
+                etag=delivery.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (CosmosAccessConditionFailedError, ResourceNotFoundError) as exc:
+            raise ConcurrentUpdate(delivery.id) from exc
+        return DeliveryDoc.model_validate(doc)
+
+    async def list_deliveries(
+        self, webhook: str, state: str | None = None, limit: int = 1000
+    ) -> list[DeliveryDoc]:
+        """The webhook's deliveries, newest first (optionally only those in one state)."""
+        sql = "SELECT * FROM c WHERE c.webhook = @w AND c.type = 'delivery'"
+        params: dict[str, Any] = {"@w": webhook}
+        if state is not None:
+            sql += " AND c.state = @s"
+            params["@s"] = state
+        sql += " ORDER BY c.created DESC"
+        found: list[DeliveryDoc] = []
+        async for item in self._query("deliveries", sql, params, webhook, limit):
+            found.append(DeliveryDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
 
     async def _batch(self, partition: str, operations: list[tuple[str, tuple[Any, ...]]]) -> None:
         try:

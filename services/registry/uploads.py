@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 
@@ -29,9 +30,14 @@ MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
 DEFAULT_ALGORITHM = "sha256"
 
 
-def block_id(index: int) -> str:
-    # Every block id of one blob must have the same length.
-    return base64.b64encode(f"block-{index:08d}".encode()).decode()
+def block_id(index: int, writer: str) -> str:
+    """The id of a staged block: its position, and which request staged it.
+
+    Every block id of one blob must have the same length. The writer part keeps two requests racing for the
+    same offset from overwriting each other's blocks: only the winner's ids enter the session document,
+    so the loser's bytes can never be committed.
+    """
+    return base64.b64encode(f"{index:08d}-{writer}".encode()).decode()
 
 
 class StagedStream:
@@ -124,14 +130,20 @@ class UploadService:
         staged = await self._stage(registry, doc, body, hasher, keep_tail=not doc.blocks)
         blocks = doc.blocks + staged.blocks
         size = doc.offset + staged.size
+        # One closing PUT finishes a session: it claims the session by deleting its document, on condition
+        # that nobody changed it since it was read. A racing PUT finds it gone.
+        if not await self._metadata.claim_upload(doc):
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_UNKNOWN,
+                "this upload was finished, cancelled or changed by another request",
+                detail={"uuid": session},
+            )
         try:
             await self._verify_and_store(registry, session, digest, hasher, blocks, staged.tail)
         except RegistryError:
-            await self._metadata.delete_upload(repo_key(registry, name), session)
             await self._blobs.discard_upload(registry, session)
             raise
         await self._link(registry, name, digest, size)
-        await self._metadata.delete_upload(repo_key(registry, name), session)
         return size
 
     async def upload_whole(self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
@@ -187,15 +199,18 @@ class UploadService:
         one write instead of stage + commit + copy).
         """
         staged = StagedStream()
+        writer = secrets.token_hex(4)
         block_size = self._settings.block_size
         slots = asyncio.Semaphore(self._settings.upload_concurrency)
         uploads: set[asyncio.Task[None]] = set()
         hashing: asyncio.Task[None] | None = None
         buffer = bytearray()
 
+        first = len(doc.blocks)
+
         async def stage_block(index: int, data: bytes) -> None:
             try:
-                await self._blobs.stage_block(registry, doc.uploadId, block_id(index), data)
+                await self._blobs.stage_block(registry, doc.uploadId, staged.blocks[index - first], data)
             finally:
                 slots.release()
 
@@ -204,7 +219,7 @@ class UploadService:
             index = len(doc.blocks) + len(staged.blocks)
             if index >= MAX_BLOCKS:
                 raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "too many chunks; send larger chunks")
-            staged.blocks.append(block_id(index))
+            staged.blocks.append(block_id(index, writer))
             if hasher is not None:
                 if hashing is not None:
                     await hashing
