@@ -52,9 +52,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.platform.settings import Settings
 
-UPLOAD_TTL_SECONDS = 7 * 24 * 3600
+UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
 DELIVERY_TTL_SECONDS = 30 * 24 * 3600  # webhook delivery records are kept 30 days
-KNOWN_REPOSITORY_SECONDS = 60.0  # Blob Storage drops uncommitted blocks after 7 days, too.
+KNOWN_REPOSITORY_SECONDS = 60.0
 
 
 def utcnow() -> str:
