@@ -14,9 +14,11 @@ from __future__ import annotations
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from services.auth.functions import bp as auth_functions
 from services.registry.app import registry_api
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(auth_functions)  # /oauth2/token, /oauth2/exchange
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 

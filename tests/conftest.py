@@ -58,7 +58,10 @@ def running_devhost(env: dict[str, str], log_dir: Path) -> Iterator[Devhost]:
     from services.devhost.stack import free_port
 
     port = free_port()
-    full_env = os.environ | env | {"API_PORT": str(port), "LOG_LEVEL": env.get("LOG_LEVEL", "warning")}
+    # The default registry of a test devhost takes no credentials (`authDisabled`, dev/test only), so the
+    # data-plane suites run as anonymous clients; the auth tests make registries of their own.
+    defaults = {"DEFAULT_REGISTRY_AUTH_DISABLED": "true"}
+    full_env = os.environ | defaults | env | {"API_PORT": str(port), "LOG_LEVEL": env.get("LOG_LEVEL", "warning")}
     log = log_dir / f"devhost-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

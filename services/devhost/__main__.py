@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 async def _prepare_default_registry() -> str:
+    from services.management.access import update_registry
     from services.management.registries import create_registry
     from services.platform.blobs import BlobStore
     from services.platform.metadata import MetadataStore
@@ -39,10 +41,48 @@ async def _prepare_default_registry() -> str:
     await blobs.open()
     try:
         doc, _ = await create_registry(metadata, blobs, settings, settings.default_registry, "Premium")
+        if os.environ.get("DEFAULT_REGISTRY_AUTH_DISABLED", "").lower() in ("1", "true", "yes"):
+            # Test devhosts only (tests/conftest.py): the data-plane suites run without credentials.
+            doc = await update_registry(metadata, settings.default_registry, auth_disabled=True)
     finally:
         await metadata.close()
         await blobs.close()
     return doc.loginServer
+
+
+async def _first_login(state_dir: Path, address: str) -> dict[str, str]:
+    """`make run`: the default registry's admin user, enabled, with a password in .local/credentials.json.
+
+    A password already in the file is kept while it still works (so a restart changes nothing);
+    otherwise password1 is made anew. Deployed registries keep the admin user off (ACR's default).
+    """
+    from services.auth.passwords import verify_password
+    from services.management.access import enable_admin_user, regenerate_admin_password
+    from services.platform.access import AccessStore
+    from services.platform.metadata import MetadataStore
+    from services.platform.settings import get_settings
+
+    settings = get_settings()
+    path = state_dir / "credentials.json"
+    metadata = MetadataStore(settings)
+    await metadata.open()
+    try:
+        name = settings.default_registry
+        made = await enable_admin_user(metadata, name)
+        password = made[0].value if made else ""
+        if not password and path.is_file():
+            saved = json.loads(path.read_text()).get("password", "")
+            admin = await AccessStore(metadata).admin_user(name)
+            if saved and admin is not None and any(verify_password(p.hash, saved) for p in admin.passwords):
+                password = saved
+        if not password:
+            password = (await regenerate_admin_password(metadata, name, "password1")).value
+    finally:
+        await metadata.close()
+    credentials = {"registry": name, "loginServer": address, "username": name, "password": password}
+    path.write_text(json.dumps(credentials, indent=2) + "\n")
+    path.chmod(0o600)
+    return credentials
 
 
 def serve(host: str, port: int) -> None:
@@ -91,6 +131,10 @@ def run(host: str, port: int) -> None:
         os.environ.update(env)
         (state_dir / "env").write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())))
         address = f"{host}:{port}"
+        asyncio.run(_prepare_default_registry())
+        login = asyncio.run(_first_login(state_dir, address))
+        user, password, creds_file = login["username"], login["password"], state_dir / "credentials.json"
+        read_password = f"jq -r .password {creds_file}"
         print(
             "\n".join(
                 [
@@ -98,7 +142,17 @@ def run(host: str, port: int) -> None:
                     f"Registry API       http://{address}  (default registry "
                     f"{os.environ.get('DEFAULT_REGISTRY', 'local')!r})",
                     f"Login server       {address}",
+                    f"Admin user         {user}",
+                    f"Password           {password}",
+                    f"Credentials        {creds_file}  (registry, loginServer, username, password)",
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
+                    "",
+                    "Log in once (the client keeps the credentials):",
+                    f"  {read_password} | podman login --tls-verify=false -u {user} --password-stdin {address}",
+                    f"  {read_password} | docker login -u {user} --password-stdin {address}",
+                    "or pass them with each command:",
+                    f'  skopeo list-tags --tls-verify=false --creds "{user}:$({read_password})" '
+                    f"docker://{address}/alpine",
                     "",
                     "Push an image (plain HTTP on loopback):",
                     f"  skopeo copy --dest-tls-verify=false docker://docker.io/library/alpine:latest "

@@ -239,6 +239,8 @@ class LocalStack:
             "COSMOS_ENDPOINT": self.cosmos_endpoint,
             "COSMOS_KEY": COSMOS_EMULATOR_KEY,
             "COSMOS_CA_FILE": str(self.cert_file),
+            # The token service's signing keys (services/auth/signing.py makes the file on first use).
+            "AUTH_SIGNING_KEYS_FILE": str(self.state_dir / "auth" / "signing-keys.json"),
         }
 
     # --- lifecycle ----------------------------------------------------------------------------------

@@ -48,6 +48,24 @@ class Settings(BaseSettings):
     default_registry: str = "local"
     registry_domain: str = "azurecr.localhost"
 
+    # Identity and access (services/auth). The token service's signing keys: the key ring as JSON (in
+    # Azure an app setting or Key Vault reference), or a file holding it (made on first use locally).
+    auth_signing_keys: str = ""
+    auth_signing_keys_file: str = ""
+    auth_issuer: str = "acr-serverless"
+    access_token_seconds: int = 75 * 60
+    refresh_token_seconds: int = 3 * 3600
+    # How long a verified password (Basic on /v2/, /oauth2/token) and a registry's identity documents are
+    # trusted before they are read again: a disabled token or new password takes effect within this.
+    auth_cache_seconds: float = 30.0
+    # Entra ID issuers whose access tokens /oauth2/exchange accepts: a JSON list of
+    # {"issuer", "jwksUri" or "jwks", "audiences": [...]} (the Azure Resource Manager audience by default).
+    entra_issuers: str = ""
+    # Peers whose X-Forwarded-For is believed (comma-separated addresses or CIDRs); others are the client.
+    trusted_proxies: str = ""
+    # Request-rate limits (ACR's per-tier table); off for benchmarks that measure the registry alone.
+    rate_limits_enabled: bool = True
+
     # Blob downloads: "redirect" answers 307 to a short-lived read-only SAS URL (ACR's behaviour);
     # "proxy" streams the bytes through the API and honours Range.
     blob_download_mode: Literal["redirect", "proxy"] = "redirect"

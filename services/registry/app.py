@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.auth.permissions import route_need
+from services.auth.service import AuthService, Caller
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings, get_settings
 from services.registry.errors import ErrorCode, RegistryError
-from services.registry.reference import RouteMatch, match_route, validate_repository_name
+from services.registry.reference import match_route, validate_repository_name
 from services.registry.uploads import UploadService
 
 log = logging.getLogger("registry")
@@ -40,6 +42,7 @@ class Call:
     registry: RegistryDoc
     name: str
     reference: str
+    caller: Caller  # who is calling; `caller.may(action, repository)` for a route's further questions
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -70,6 +73,7 @@ class RegistryApi:
         self.metadata = MetadataStore(self.settings)
         self.blobs = BlobStore(self.settings)
         self.uploads = UploadService(self.settings, self.metadata, self.blobs)
+        self.auth = AuthService(self.settings, self.metadata)
         self.manifests = ManifestCache(self.settings.manifest_cache_entries)
         self._registries: dict[str, tuple[float, RegistryDoc]] = {}
         self._opened = False
@@ -116,11 +120,10 @@ class RegistryApi:
                 ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405
             )
         registry = await self.registry_for(request)
-        return await handler(self._call(request, registry, route))
-
-    def _call(self, request: Request, registry: RegistryDoc, route: RouteMatch) -> Call:
         name = validate_repository_name(route.name) if route.name is not None else ""
-        return Call(self, request, registry, name, route.reference or "")
+        # Who is calling, and may they? (services/auth) A 401 challenge or 403 DENIED leaves from here.
+        caller = await self.auth.admit(request, registry, route_need(route.kind, request.method, name))
+        return await handler(Call(self, request, registry, name, route.reference or "", caller))
 
     async def registry_for(self, request: Request) -> RegistryDoc:
         """The registry named by the Host header (`<name>.<domain>`), else the default registry."""

@@ -8,9 +8,6 @@ process with `BLOB_DOWNLOAD_MODE=proxy`, for the tests of streamed downloads and
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from services.management.access import update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore
 from services.platform.settings import Settings
-from tests.conftest import ROOT, Devhost, _wait_until_serving
+from tests.conftest import Devhost, running_devhost
 
 
 @dataclass(frozen=True)
@@ -83,6 +81,9 @@ def registry_client(devhost: Devhost, name: str) -> httpx.Client:
 async def _fresh_registry(devhost: Devhost, stores: Stores) -> AsyncIterator[RegistryClient]:
     name = unique_registry_name()
     await create_registry(stores.metadata, stores.blobs, stores.settings, name)
+    # These suites test the data plane, without credentials: the registry's `authDisabled` (dev/test only)
+    # lets every caller in. Authentication and authorization have their own tests (test_auth_*.py).
+    await update_registry(stores.metadata, name, auth_disabled=True)
     port = int(devhost.host.rsplit(":", 1)[1])
     with registry_client(devhost, name) as http:
         yield RegistryClient(name, port, http)
@@ -107,28 +108,5 @@ def proxy_devhost(
     stack: dict[str, str], devhost: Devhost, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Devhost]:
     """A second devhost on the same emulators that streams blob bytes itself (`BLOB_DOWNLOAD_MODE=proxy`)."""
-    from services.devhost.stack import free_port
-
-    port = free_port()
-    env = os.environ | stack | {"API_PORT": str(port), "LOG_LEVEL": "warning", "BLOB_DOWNLOAD_MODE": "proxy"}
-    log = tmp_path_factory.mktemp("devhost-proxy") / "devhost.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    host = Devhost(f"127.0.0.1:{port}", env, log)
-    try:
-        _wait_until_serving(host, process)
+    with running_devhost(stack | {"BLOB_DOWNLOAD_MODE": "proxy"}, tmp_path_factory.mktemp("devhost-proxy")) as host:
         yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

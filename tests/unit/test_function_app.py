@@ -53,7 +53,7 @@ def test_host_json_puts_v2_at_the_root() -> None:
 
 def test_devhost_serves_every_http_function(functions) -> None:
     routes = http_routes(_table())
-    assert {r.path for r in routes} == {"/v2/{path:path}", "/v2"}
+    assert {r.path for r in routes} == {"/v2/{path:path}", "/v2", "/oauth2/token", "/oauth2/exchange"}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.auth.permissions import PULL
 from services.platform.metadata import UploadDoc
 from services.registry.app import Call
 from services.registry.digest import Digest
@@ -67,6 +68,13 @@ def _mount_arguments(mount: str, source: str | None) -> Digest | None:
         return None
 
 
+def _may_mount_from(call: Call, source: str | None) -> bool:
+    """A mount reads the source repository: the caller needs pull there (anywhere, without `from`)."""
+    if source is None:
+        return call.caller.permissions.allows_everywhere(PULL)
+    return call.caller.may(PULL, source)
+
+
 async def start_upload(call: Call) -> Response:
     query = call.request.query_params
     registry = call.registry.registry
@@ -76,6 +84,7 @@ async def start_upload(call: Call) -> Response:
         digest = _mount_arguments(mount, source)
         if (
             digest is not None
+            and _may_mount_from(call, source)
             and await call.api.uploads.mount(registry, call.name, digest, source) is not None
         ):
             return _created(call, digest)

@@ -1,0 +1,302 @@
+"""What an identity may do: repository grants from scope maps, built-in scope maps and roles.
+
+Everything is expressed in the actions of Docker token scopes, which the access tokens carry:
+
+    repository actions   pull, push, delete, metadata_read, metadata_write
+    registry:catalog     *  (list the repositories)
+
+ACR's scope-map actions map onto them one to one (`content/read` -> pull, `content/write` -> push,
+`content/delete` -> delete, `metadata/read`, `metadata/write`). A scope-map entry names a repository
+exactly, or a prefix with a trailing `/*`, or every repository with `*`; the grants of every entry that
+matches a repository add up (ACR's wildcard rule). Role assignments grant registry-wide actions, or for the
+repository roles, actions on repositories whose name equals or starts with the condition's value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE = "pull", "push", "delete", "metadata_read", "metadata_write"
+REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE})
+
+SCOPE_MAP_ACTIONS: dict[str, str] = {
+    "content/read": PULL,
+    "content/write": PUSH,
+    "content/delete": DELETE,
+    "metadata/read": METADATA_READ,
+    "metadata/write": METADATA_WRITE,
+}
+
+# A repository name as the distribution spec allows it, for the exact entries of a scope map.
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+
+
+class ScopeMapActionInvalid(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryPattern:
+    """`name` (exact), `prefix/*` (every repository under the prefix) or `*` (every repository)."""
+
+    kind: Literal["exact", "prefix", "all"]
+    value: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> RepositoryPattern:
+        if text == "*":
+            return cls("all")
+        if text.endswith("/*") and _REPOSITORY.fullmatch(text[:-2]):
+            return cls("prefix", text[:-1])  # keep the slash: "samples/" does not match "samplesx"
+        if _REPOSITORY.fullmatch(text):
+            return cls("exact", text)
+        raise ScopeMapActionInvalid(f"repository {text!r} is invalid: use a name, a prefix ending in '/*', or '*'")
+
+    def matches(self, repository: str) -> bool:
+        if self.kind == "all":
+            return True
+        if self.kind == "prefix":
+            return repository.startswith(self.value)
+        return repository == self.value
+
+    def __str__(self) -> str:
+        return {"all": "*", "prefix": f"{self.value}*", "exact": self.value}[self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    pattern: RepositoryPattern
+    actions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Everything one identity may do on one registry."""
+
+    grants: tuple[Grant, ...] = ()
+    catalog: bool = False
+
+    def actions_on(self, repository: str) -> frozenset[str]:
+        """The union of the grants of every pattern that matches (wildcards add up)."""
+        granted: set[str] = set()
+        for grant in self.grants:
+            if grant.pattern.matches(repository):
+                granted |= grant.actions
+        return frozenset(granted)
+
+    def allows(self, action: str, repository: str) -> bool:
+        return action in self.actions_on(repository)
+
+    def allows_everywhere(self, action: str) -> bool:
+        """Whether `action` is granted on every repository (a `*` grant)."""
+        return any(g.pattern.kind == "all" and action in g.actions for g in self.grants)
+
+    def __or__(self, other: Permissions) -> Permissions:
+        return Permissions(self.grants + other.grants, self.catalog or other.catalog)
+
+
+NOTHING = Permissions()
+EVERYTHING = Permissions((Grant(RepositoryPattern("all"), REPOSITORY_ACTIONS),), catalog=True)
+ANONYMOUS_PULL = Permissions((Grant(RepositoryPattern("all"), frozenset({PULL})),))
+
+
+# --- scope maps -----------------------------------------------------------------------------------------
+def parse_scope_map_action(text: str) -> tuple[RepositoryPattern, str]:
+    """`repositories/<pattern>/<content|metadata>/<verb>` -> (pattern, Docker action)."""
+    if not text.startswith("repositories/") or text.count("/") < 3:
+        raise ScopeMapActionInvalid(f"{text!r} is not repositories/<name>/<content|metadata>/<action>")
+    rest = text[len("repositories/") :]
+    repository, group, verb = rest.rsplit("/", 2)
+    action = SCOPE_MAP_ACTIONS.get(f"{group}/{verb}")
+    if action is None:
+        raise ScopeMapActionInvalid(f"{text!r}: unknown action {group}/{verb}; use {', '.join(SCOPE_MAP_ACTIONS)}")
+    return RepositoryPattern.parse(repository), action
+
+
+def scope_map_permissions(actions: Iterable[str]) -> Permissions:
+    """A scope map's actions as grants; scope maps never grant the catalog (ACR's rule)."""
+    by_pattern: dict[RepositoryPattern, set[str]] = {}
+    for text in actions:
+        pattern, action = parse_scope_map_action(text)
+        by_pattern.setdefault(pattern, set()).add(action)
+    return Permissions(tuple(Grant(p, frozenset(a)) for p, a in by_pattern.items()))
+
+
+def _all(*verbs: str) -> tuple[str, ...]:
+    return tuple(f"repositories/*/{verb}" for verb in verbs)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltInScopeMap:
+    name: str
+    description: str
+    actions: tuple[str, ...] = field(default_factory=tuple)
+
+
+BUILT_IN_SCOPE_MAPS: dict[str, BuiltInScopeMap] = {
+    m.name: m
+    for m in (
+        BuiltInScopeMap(
+            "_repositories_admin",
+            "Can perform all read, write and delete operations on the registry's repositories",
+            _all("content/read", "content/write", "content/delete", "metadata/read", "metadata/write"),
+        ),
+        BuiltInScopeMap("_repositories_pull", "Can pull any repository of the registry", _all("content/read")),
+        BuiltInScopeMap(
+            "_repositories_pull_metadata_read",
+            "Can pull and read metadata of any repository of the registry",
+            _all("content/read", "metadata/read"),
+        ),
+        BuiltInScopeMap(
+            "_repositories_push", "Can push to any repository of the registry", _all("content/read", "content/write")
+        ),
+        BuiltInScopeMap(
+            "_repositories_push_metadata_write",
+            "Can push to and write metadata of any repository of the registry",
+            _all("content/read", "content/write", "metadata/read", "metadata/write"),
+        ),
+    )
+}
+
+
+# --- roles ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    actions: frozenset[str]
+    catalog: bool
+    repository_scoped: bool = False  # takes a repository-name condition (ACR's ABAC roles)
+
+
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        Role("Owner", REPOSITORY_ACTIONS, True),
+        Role("Contributor", REPOSITORY_ACTIONS, True),
+        Role("Reader", frozenset({PULL, METADATA_READ}), True),
+        Role("AcrPull", frozenset({PULL, METADATA_READ}), True),
+        Role("AcrPush", frozenset({PULL, PUSH, METADATA_READ, METADATA_WRITE}), True),
+        Role("AcrDelete", frozenset({DELETE}), False),
+        # Signing and quarantine have no /v2 action of their own: these roles alone pull and push nothing.
+        Role("AcrImageSigner", frozenset(), False),
+        Role("AcrQuarantineReader", frozenset(), False),
+        Role("AcrQuarantineWriter", frozenset(), False),
+        Role("Container Registry Repository Reader", frozenset({PULL, METADATA_READ}), False, True),
+        Role(
+            "Container Registry Repository Writer",
+            frozenset({PULL, PUSH, METADATA_READ, METADATA_WRITE}),
+            False,
+            True,
+        ),
+        Role("Container Registry Repository Contributor", REPOSITORY_ACTIONS, False, True),
+        Role("Container Registry Repository Catalog Lister", frozenset(), True),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryCondition:
+    """ACR's ABAC condition on `repositories:name`: StringEquals or StringStartsWith."""
+
+    operator: Literal["equals", "prefix"]
+    values: tuple[str, ...]
+
+    def patterns(self) -> list[RepositoryPattern]:
+        if self.operator == "equals":
+            return [RepositoryPattern("exact", v) for v in self.values]
+        return [RepositoryPattern("prefix", v) if v else RepositoryPattern("all") for v in self.values]
+
+
+def role_permissions(role_name: str, condition: RepositoryCondition | None = None) -> Permissions:
+    role = ROLES.get(role_name)
+    if role is None:
+        return NOTHING
+    if not role.actions:
+        return Permissions(catalog=role.catalog)
+    patterns = condition.patterns() if (role.repository_scoped and condition) else [RepositoryPattern("all")]
+    return Permissions(tuple(Grant(p, role.actions) for p in patterns), role.catalog)
+
+
+# --- what each /v2/ route needs ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a request needs: a repository action, the catalog, or only a known caller (the base route)."""
+
+    kind: Literal["repository", "catalog", "base"]
+    repository: str = ""
+    action: str = ""
+
+    def scope(self) -> str:
+        """The scope a challenge names for this need (empty for the base route)."""
+        if self.kind == "catalog":
+            return "registry:catalog:*"
+        if self.kind == "repository":
+            return f"repository:{self.repository}:{self.action}"
+        return ""
+
+
+_ROUTE_ACTIONS: dict[tuple[str, str], str] = {
+    ("tags", "GET"): PULL,
+    ("manifest", "GET"): PULL,
+    ("manifest", "HEAD"): PULL,
+    ("manifest", "PUT"): PUSH,
+    ("manifest", "DELETE"): DELETE,
+    ("blob", "GET"): PULL,
+    ("blob", "HEAD"): PULL,
+    ("blob", "DELETE"): DELETE,
+    ("upload", "POST"): PUSH,
+    ("upload_session", "GET"): PUSH,
+    ("upload_session", "PATCH"): PUSH,
+    ("upload_session", "PUT"): PUSH,
+    ("upload_session", "DELETE"): PUSH,
+    ("referrers", "GET"): PULL,
+}
+
+
+def route_need(kind: str, method: str, repository: str) -> Need:
+    """The access a `/v2/` route needs; an unknown (kind, method) needs everything a push needs."""
+    if kind == "base":
+        return Need("base")
+    if kind == "catalog":
+        return Need("catalog")
+    method = "GET" if method == "HEAD" and (kind, "HEAD") not in _ROUTE_ACTIONS else method
+    return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH))
+
+
+def satisfies(permissions: Permissions, need: Need) -> bool:
+    if need.kind == "base":
+        return True
+    if need.kind == "catalog":
+        return permissions.catalog
+    return permissions.allows(need.action, need.repository)
+
+
+def grant_scope(permissions: Permissions, scope_type: str, name: str, actions: Iterable[str]) -> list[str]:
+    """The actions of a requested scope that `permissions` grant (in the order asked; `*` expanded)."""
+    asked = list(actions)
+    if scope_type == "registry":
+        return ["*"] if name == "catalog" and permissions.catalog and asked else []
+    if scope_type != "repository":
+        return []
+    held = permissions.actions_on(name)
+    if "*" in asked:
+        return sorted(held)
+    return [a for a in asked if a in held]
+
+
+def permissions_from_access(access: Iterable[dict[str, object]]) -> Permissions:
+    """An access token's `access` claim as permissions (exact repository names only)."""
+    grants: list[Grant] = []
+    catalog = False
+    for entry in access:
+        kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+        if not isinstance(name, str) or not isinstance(actions, list):
+            continue
+        if kind == "registry" and name == "catalog" and "*" in actions:
+            catalog = True
+        elif kind == "repository":
+            grants.append(Grant(RepositoryPattern("exact", name), frozenset(a for a in actions if isinstance(a, str))))
+    return Permissions(tuple(grants), catalog)

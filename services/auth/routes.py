@@ -1,0 +1,147 @@
+"""`/oauth2/token` and `/oauth2/exchange`: ACR's token endpoints (Docker token auth, OAuth2 forms).
+
+    GET  /oauth2/token?service=&scope=...           Basic credentials (or none: anonymous)
+    POST /oauth2/token      grant_type=password      username, password (none: anonymous), service, scope...
+                            grant_type=refresh_token refresh_token, service, scope...
+    POST /oauth2/exchange   grant_type=access_token  access_token (Entra ID), service, tenant
+                            -> {"refresh_token"}
+
+Access token responses carry `access_token` (OAuth2) and `token` (Docker) with `expires_in` and
+`issued_at`; a password grant with `access_type=offline` (docker login) also gets a `refresh_token`.
+Scopes not granted are left out of the token, never an error. Bad credentials are `401 UNAUTHORIZED`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.auth.entra import EntraTokenInvalid
+from services.auth.scopes import parse_scopes
+from services.auth.service import AuthService, Identity, anonymous_permissions, basic_credentials
+from services.platform.metadata import RegistryDoc
+from services.registry.app import error_response, registry_api
+from services.registry.errors import ErrorCode, RegistryError
+
+log = logging.getLogger("auth")
+
+_MAX_FORM_BYTES = 64 * 1024
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise RegistryError(ErrorCode.UNSUPPORTED, "form too large", status=413)
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _first(form: dict[str, list[str]], key: str) -> str:
+    values = form.get(key)
+    return values[0] if values else ""
+
+
+def _bad_request(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.UNSUPPORTED, message, status=400)
+
+
+def _unauthorized(message: str = "invalid credentials") -> RegistryError:
+    return RegistryError(ErrorCode.UNAUTHORIZED, message)
+
+
+def _check_service(registry: RegistryDoc, service: str) -> None:
+    if service and service != registry.loginServer:
+        raise _unauthorized(f"service {service!r} is not this registry ({registry.loginServer})")
+
+
+def _anonymous(registry: RegistryDoc) -> Identity:
+    permissions = anonymous_permissions(registry)
+    if permissions.grants == ():
+        raise _unauthorized("authentication required: anonymous pull is not enabled on this registry")
+    return Identity("anonymous", "", permissions)
+
+
+async def _password_identity(auth: AuthService, registry: RegistryDoc, username: str, password: str) -> Identity:
+    if not username and not password:
+        return _anonymous(registry)
+    identity = await auth.authenticate(registry, username, password)
+    if identity is None:
+        raise _unauthorized("invalid username or password")
+    return identity
+
+
+async def get_token(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+    _check_service(registry, request.query_params.get("service", ""))
+    header = request.headers.get("authorization", "")
+    credentials = basic_credentials(header) if header else ("", "")
+    if credentials is None:
+        raise _unauthorized("only Basic credentials are accepted here")
+    identity = await _password_identity(auth, registry, *credentials)
+    scopes = parse_scopes(request.query_params.getlist("scope"))
+    return JSONResponse(auth.access_token(registry, identity, scopes))
+
+
+async def post_token(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+    form = await _form(request)
+    _check_service(registry, _first(form, "service"))
+    grant_type = _first(form, "grant_type")
+    scopes = parse_scopes(form.get("scope", []))
+    offline = False
+    if grant_type == "password":
+        identity = await _password_identity(auth, registry, _first(form, "username"), _first(form, "password"))
+        offline = _first(form, "access_type") == "offline" and identity.kind != "anonymous"
+    elif grant_type == "refresh_token":
+        refreshed = await auth.from_refresh_token(registry, _first(form, "refresh_token"))
+        if refreshed is None:
+            raise _unauthorized("the refresh token is invalid, expired, or its identity is no longer allowed")
+        identity = refreshed
+    else:
+        raise _bad_request(f"unsupported grant_type {grant_type!r}: use password or refresh_token")
+    body = auth.access_token(registry, identity, scopes)
+    if offline:
+        body["refresh_token"] = auth.refresh_token(registry, identity)
+    return JSONResponse(body)
+
+
+async def post_exchange(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+    form = await _form(request)
+    _check_service(registry, _first(form, "service"))
+    grant_type = _first(form, "grant_type")
+    if grant_type == "access_token":
+        try:
+            principal = await auth.entra.verify(_first(form, "access_token"))
+        except EntraTokenInvalid as exc:
+            raise _unauthorized(f"the Entra ID access token is not accepted: {exc}") from exc
+        tenant = _first(form, "tenant")
+        if tenant and tenant != principal.tenant_id:
+            raise _unauthorized("the access token is from another tenant")
+        identity = await auth.resolve(registry, "entra", principal.object_id, principal.tenant_id)
+    elif grant_type == "refresh_token":  # ACR also renews a refresh token for a new one
+        identity = await auth.from_refresh_token(registry, _first(form, "refresh_token"))
+    else:
+        raise _bad_request(f"unsupported grant_type {grant_type!r}: use access_token")
+    if identity is None:
+        raise _unauthorized("no access to this registry")
+    return JSONResponse({"refresh_token": auth.refresh_token(registry, identity)})
+
+
+Endpoint = Callable[[AuthService, RegistryDoc, Request], Awaitable[Response]]
+
+
+async def handle(request: Request, endpoint: Endpoint) -> Response:
+    """Run a token endpoint for the registry the request names (by Host), errors as the OCI error body."""
+    api = registry_api()
+    try:
+        await api.open()
+        registry = await api.registry_for(request)
+        return await endpoint(api.auth, registry, request)
+    except RegistryError as error:
+        return error_response(error, request.method)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error"), request.method)

@@ -1,0 +1,294 @@
+"""A registry's identities as resources: admin user, scope maps, tokens, role assignments, and the
+registry properties that govern access (admin user, anonymous pull, auth disabled).
+
+The command line (`python -m services.management ...`) calls these; the ARM-shaped management API will
+call the same functions. Passwords are returned once, when made, and stored only as hashes. Changes reach
+a running registry within `AUTH_CACHE_SECONDS` (and its 30-second registry cache), as ACR's take up to a
+minute to replicate.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from services.auth.passwords import generate_password, hash_password
+from services.auth.permissions import BUILT_IN_SCOPE_MAPS, ROLES, parse_scope_map_action
+from services.platform.access import (
+    AccessStore,
+    AdminUserDoc,
+    PasswordDoc,
+    PasswordName,
+    RepositoryConditionDoc,
+    RoleAssignmentDoc,
+    ScopeMapDoc,
+    TokenDoc,
+    role_assignment_id,
+    scope_map_id,
+    token_id,
+)
+from services.platform.metadata import MetadataStore, RegistryDoc
+
+# ACR: names of tokens and scope maps are 5-50 letters, digits, '-' and '_'; '_' first is the system's.
+RESOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
+TOKEN_LIMITS = {"Basic": 100, "Standard": 500, "Premium": 50_000}  # also the scope-map limits
+MAX_SCOPE_MAP_ACTIONS = 500
+
+
+class AccessError(ValueError):
+    """A management request that cannot be done (the message says why)."""
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    name: PasswordName
+    value: str
+    expiry: str | None = None
+
+
+def _name(kind: str, name: str) -> str:
+    if not RESOURCE_NAME.fullmatch(name):
+        raise AccessError(f"{kind} name {name!r} is invalid: 5-50 letters, digits, '-' or '_', not '_' first")
+    return name
+
+
+async def _registry(metadata: MetadataStore, registry: str) -> RegistryDoc:
+    doc = await metadata.get_registry(registry)
+    if doc is None:
+        raise AccessError(f"registry {registry!r} does not exist")
+    return doc
+
+
+def _expiry(days: int | None) -> str | None:
+    if days is None:
+        return None
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- registry properties ------------------------------------------------------------------------------
+async def update_registry(
+    metadata: MetadataStore,
+    registry: str,
+    *,
+    anonymous_pull: bool | None = None,
+    auth_disabled: bool | None = None,
+) -> RegistryDoc:
+    doc = await _registry(metadata, registry)
+    if anonymous_pull is not None:
+        if anonymous_pull and doc.sku == "Basic":
+            raise AccessError("anonymous pull needs the Standard or Premium tier (as in ACR)")
+        doc.anonymousPullEnabled = anonymous_pull
+    if auth_disabled is not None:
+        doc.authDisabled = auth_disabled
+    await AccessStore(metadata).upsert(doc)
+    return doc
+
+
+# --- admin user ---------------------------------------------------------------------------------------
+async def enable_admin_user(metadata: MetadataStore, registry: str) -> list[NewPassword]:
+    """Enable the admin user; make its two passwords if it has none. Returns the passwords made."""
+    doc = await _registry(metadata, registry)
+    store = AccessStore(metadata)
+    admin = await store.admin_user(registry)
+    made: list[NewPassword] = []
+    if admin is None or not admin.passwords:
+        made = [NewPassword("password1", generate_password()), NewPassword("password2", generate_password())]
+        admin = AdminUserDoc(
+            registry=registry, passwords=[PasswordDoc(name=p.name, hash=hash_password(p.value)) for p in made]
+        )
+        await store.upsert(admin)
+    doc.adminUserEnabled = True
+    await store.upsert(doc)
+    return made
+
+
+async def disable_admin_user(metadata: MetadataStore, registry: str) -> None:
+    doc = await _registry(metadata, registry)
+    doc.adminUserEnabled = False
+    await AccessStore(metadata).upsert(doc)
+
+
+async def regenerate_admin_password(metadata: MetadataStore, registry: str, which: PasswordName) -> NewPassword:
+    await _registry(metadata, registry)
+    store = AccessStore(metadata)
+    admin = await store.admin_user(registry) or AdminUserDoc(registry=registry)
+    new = NewPassword(which, generate_password())
+    admin.passwords = [p for p in admin.passwords if p.name != which]
+    admin.passwords.append(PasswordDoc(name=which, hash=hash_password(new.value)))
+    admin.passwords.sort(key=lambda p: p.name)
+    await store.upsert(admin)
+    return new
+
+
+# --- scope maps ---------------------------------------------------------------------------------------
+def check_actions(actions: list[str]) -> list[str]:
+    if not actions:
+        raise AccessError("a scope map needs at least one action")
+    if len(actions) > MAX_SCOPE_MAP_ACTIONS:
+        raise AccessError(f"a scope map holds at most {MAX_SCOPE_MAP_ACTIONS} actions")
+    for action in actions:
+        try:
+            parse_scope_map_action(action)
+        except ValueError as exc:
+            raise AccessError(str(exc)) from exc
+    return list(dict.fromkeys(actions))
+
+
+async def put_scope_map(
+    metadata: MetadataStore, registry: str, name: str, actions: list[str], description: str = ""
+) -> ScopeMapDoc:
+    """Create or replace a scope map (`repositories/<name|prefix/*|*>/<content|metadata>/<verb>`)."""
+    doc = await _registry(metadata, registry)
+    _name("scope map", name)
+    store = AccessStore(metadata)
+    existing = await store.scope_map(registry, name)
+    if existing is None and len(await store.scope_maps(registry)) >= TOKEN_LIMITS[doc.sku]:
+        raise AccessError(f"the {doc.sku} tier allows {TOKEN_LIMITS[doc.sku]} scope maps")
+    scope_map = ScopeMapDoc(
+        id=scope_map_id(name), registry=registry, name=name, description=description, actions=check_actions(actions)
+    )
+    await store.upsert(scope_map)
+    return scope_map
+
+
+async def delete_scope_map(metadata: MetadataStore, registry: str, name: str) -> bool:
+    store = AccessStore(metadata)
+    users = [t.name for t in await store.tokens(registry) if t.scopeMap == name]
+    if users:
+        raise AccessError(f"scope map {name!r} is used by token(s) {', '.join(users)}")
+    return await store.delete(registry, scope_map_id(name))
+
+
+async def list_scope_maps(metadata: MetadataStore, registry: str) -> list[ScopeMapDoc]:
+    built_in = [
+        ScopeMapDoc(
+            id=scope_map_id(m.name), registry=registry, name=m.name, description=m.description, actions=list(m.actions)
+        )
+        for m in BUILT_IN_SCOPE_MAPS.values()
+    ]
+    return built_in + await AccessStore(metadata).scope_maps(registry)
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+async def create_token(
+    metadata: MetadataStore,
+    registry: str,
+    name: str,
+    scope_map: str,
+    *,
+    status: Literal["enabled", "disabled"] = "enabled",
+    expiry_days: int | None = None,
+) -> tuple[TokenDoc, list[NewPassword]]:
+    """A token with a scope map and two new passwords (returned once)."""
+    doc = await _registry(metadata, registry)
+    _name("token", name)
+    store = AccessStore(metadata)
+    if scope_map not in BUILT_IN_SCOPE_MAPS and await store.scope_map(registry, scope_map) is None:
+        raise AccessError(f"scope map {scope_map!r} does not exist")
+    if await store.token(registry, name) is not None:
+        raise AccessError(f"token {name!r} already exists")
+    if len(await store.tokens(registry)) >= TOKEN_LIMITS[doc.sku]:
+        raise AccessError(f"the {doc.sku} tier allows {TOKEN_LIMITS[doc.sku]} tokens")
+    expiry = _expiry(expiry_days)
+    made = [
+        NewPassword("password1", generate_password(), expiry),
+        NewPassword("password2", generate_password(), expiry),
+    ]
+    token = TokenDoc(
+        id=token_id(name),
+        registry=registry,
+        name=name,
+        scopeMap=scope_map,
+        status=status,
+        passwords=[PasswordDoc(name=p.name, hash=hash_password(p.value), expiry=p.expiry) for p in made],
+    )
+    await store.upsert(token)
+    return token, made
+
+
+async def _token(store: AccessStore, registry: str, name: str) -> TokenDoc:
+    token = await store.token(registry, name)
+    if token is None:
+        raise AccessError(f"token {name!r} does not exist")
+    return token
+
+
+async def update_token(
+    metadata: MetadataStore,
+    registry: str,
+    name: str,
+    *,
+    status: Literal["enabled", "disabled"] | None = None,
+    scope_map: str | None = None,
+) -> TokenDoc:
+    store = AccessStore(metadata)
+    token = await _token(store, registry, name)
+    if scope_map is not None:
+        if scope_map not in BUILT_IN_SCOPE_MAPS and await store.scope_map(registry, scope_map) is None:
+            raise AccessError(f"scope map {scope_map!r} does not exist")
+        token.scopeMap = scope_map
+    if status is not None:
+        token.status = status
+    await store.upsert(token)
+    return token
+
+
+async def regenerate_token_password(
+    metadata: MetadataStore, registry: str, name: str, which: PasswordName, expiry_days: int | None = None
+) -> NewPassword:
+    store = AccessStore(metadata)
+    token = await _token(store, registry, name)
+    new = NewPassword(which, generate_password(), _expiry(expiry_days))
+    token.passwords = [p for p in token.passwords if p.name != which]
+    token.passwords.append(PasswordDoc(name=which, hash=hash_password(new.value), expiry=new.expiry))
+    token.passwords.sort(key=lambda p: p.name)
+    await store.upsert(token)
+    return new
+
+
+async def delete_token(metadata: MetadataStore, registry: str, name: str) -> bool:
+    return await AccessStore(metadata).delete(registry, token_id(name))
+
+
+async def list_tokens(metadata: MetadataStore, registry: str) -> list[TokenDoc]:
+    return await AccessStore(metadata).tokens(registry)
+
+
+# --- role assignments ---------------------------------------------------------------------------------
+async def assign_role(
+    metadata: MetadataStore,
+    registry: str,
+    principal: str,
+    role: str,
+    *,
+    tenant: str = "",
+    condition: tuple[Literal["equals", "prefix"], list[str]] | None = None,
+) -> RoleAssignmentDoc:
+    await _registry(metadata, registry)
+    known = ROLES.get(role)
+    if known is None:
+        raise AccessError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+    if condition is not None and not known.repository_scoped:
+        raise AccessError(f"role {role!r} takes no repository condition")
+    assignment = RoleAssignmentDoc(
+        id=role_assignment_id(str(uuid.uuid4())),
+        registry=registry,
+        principalId=principal,
+        tenantId=tenant,
+        role=role,
+        condition=RepositoryConditionDoc(operator=condition[0], values=condition[1]) if condition else None,
+    )
+    await AccessStore(metadata).upsert(assignment)
+    return assignment
+
+
+async def delete_role_assignment(metadata: MetadataStore, registry: str, assignment: str) -> bool:
+    item = assignment if assignment.startswith("roleAssignment:") else role_assignment_id(assignment)
+    return await AccessStore(metadata).delete(registry, item)
+
+
+async def list_role_assignments(metadata: MetadataStore, registry: str) -> list[RoleAssignmentDoc]:
+    return await AccessStore(metadata).role_assignments(registry)

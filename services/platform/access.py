@@ -1,0 +1,152 @@
+"""Cosmos DB adapter for a registry's identities: admin user, tokens, scope maps, role assignments.
+
+All live in the `registries` container, in the registry's own partition (`/registry` = registry name),
+next to the registry document itself, one document each::
+
+    adminUser                 {type: "adminUser", passwords: [{name, hash, created}]}
+    scopeMap:<name>           {type: "scopeMap", name, description, actions: ["repositories/<pattern>/<action>"]}
+    token:<name>              {type: "token", name, scopeMap, status, passwords: [{name, hash, created, expiry}]}
+    roleAssignment:<id>       {type: "roleAssignment", principalId, tenantId, role, condition}
+
+Passwords are argon2 hashes (services/auth/passwords.py); no document ever holds a password.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from pydantic import BaseModel, Field
+
+from services.platform.metadata import Document, MetadataStore, utcnow
+
+PasswordName = Literal["password1", "password2"]
+
+
+class PasswordDoc(BaseModel):
+    name: PasswordName
+    hash: str
+    created: str = Field(default_factory=utcnow)
+    expiry: str | None = None  # ISO 8601 (UTC); None never expires
+
+
+class AdminUserDoc(Document):
+    id: str = "adminUser"
+    registry: str
+    type: Literal["adminUser"] = "adminUser"
+    passwords: list[PasswordDoc] = Field(default_factory=list)
+
+
+class ScopeMapDoc(Document):
+    registry: str
+    type: Literal["scopeMap"] = "scopeMap"
+    name: str
+    description: str = ""
+    actions: list[str] = Field(default_factory=list)
+    created: str = Field(default_factory=utcnow)
+
+
+class TokenDoc(Document):
+    registry: str
+    type: Literal["token"] = "token"
+    name: str
+    scopeMap: str
+    status: Literal["enabled", "disabled"] = "enabled"
+    passwords: list[PasswordDoc] = Field(default_factory=list)
+    created: str = Field(default_factory=utcnow)
+
+
+class RepositoryConditionDoc(BaseModel):
+    operator: Literal["equals", "prefix"]
+    values: list[str]
+
+
+class RoleAssignmentDoc(Document):
+    registry: str
+    type: Literal["roleAssignment"] = "roleAssignment"
+    principalId: str
+    tenantId: str = ""
+    role: str
+    condition: RepositoryConditionDoc | None = None
+    created: str = Field(default_factory=utcnow)
+
+
+def scope_map_id(name: str) -> str:
+    return f"scopeMap:{name}"
+
+
+def token_id(name: str) -> str:
+    return f"token:{name}"
+
+
+def role_assignment_id(assignment: str) -> str:
+    return f"roleAssignment:{assignment}"
+
+
+class AccessStore:
+    """Typed reads and writes of the identity documents of one registry partition."""
+
+    def __init__(self, metadata: MetadataStore) -> None:
+        self._metadata = metadata
+
+    def _container(self) -> Any:
+        return self._metadata.container("registries")
+
+    async def _read(self, registry: str, item: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self._container().read_item(item, partition_key=registry)
+        except ResourceNotFoundError:
+            return None
+        return doc
+
+    async def _list(self, registry: str, kind: str) -> list[dict[str, Any]]:
+        items = self._container().query_items(
+            "SELECT * FROM c WHERE c.registry = @r AND c.type = @t ORDER BY c.id",
+            parameters=[{"name": "@r", "value": registry}, {"name": "@t", "value": kind}],
+            partition_key=registry,
+        )
+        return [item async for item in items]
+
+    async def upsert(self, doc: Document) -> None:
+        await self._container().upsert_item(doc.to_item())
+
+    async def create(self, doc: Document) -> bool:
+        try:
+            await self._container().create_item(doc.to_item())
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def delete(self, registry: str, item: str) -> bool:
+        try:
+            await self._container().delete_item(item, partition_key=registry)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    async def delete_all(self, registry: str) -> None:
+        """Every identity document of the registry (when the registry is deleted)."""
+        for kind in ("adminUser", "scopeMap", "token", "roleAssignment"):
+            for doc in await self._list(registry, kind):
+                await self.delete(registry, doc["id"])
+
+    async def admin_user(self, registry: str) -> AdminUserDoc | None:
+        doc = await self._read(registry, "adminUser")
+        return AdminUserDoc.model_validate(doc) if doc else None
+
+    async def scope_map(self, registry: str, name: str) -> ScopeMapDoc | None:
+        doc = await self._read(registry, scope_map_id(name))
+        return ScopeMapDoc.model_validate(doc) if doc else None
+
+    async def scope_maps(self, registry: str) -> list[ScopeMapDoc]:
+        return [ScopeMapDoc.model_validate(d) for d in await self._list(registry, "scopeMap")]
+
+    async def token(self, registry: str, name: str) -> TokenDoc | None:
+        doc = await self._read(registry, token_id(name))
+        return TokenDoc.model_validate(doc) if doc else None
+
+    async def tokens(self, registry: str) -> list[TokenDoc]:
+        return [TokenDoc.model_validate(d) for d in await self._list(registry, "token")]
+
+    async def role_assignments(self, registry: str) -> list[RoleAssignmentDoc]:
+        return [RoleAssignmentDoc.model_validate(d) for d in await self._list(registry, "roleAssignment")]
