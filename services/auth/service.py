@@ -166,7 +166,7 @@ class AuthService:
         self._cache_key = secrets.token_bytes(32)  # passwords are cached under an HMAC, never in clear
         self._passwords: _TtlCache[bytes, Identity] = _TtlCache()
         self._identities: _TtlCache[tuple[str, str, str], Identity] = _TtlCache()
-        self._bearers: _TtlCache[str, Caller] = _TtlCache()
+        self._bearers: _TtlCache[tuple[str, str], Caller] = _TtlCache()
 
     @property
     def ring(self) -> KeyRing:
@@ -214,7 +214,8 @@ class AuthService:
         return Caller(known, known.permissions)
 
     def _bearer(self, token: str, registry: RegistryDoc) -> Caller | None:
-        cached = self._bearers.get(token)
+        key = (registry.loginServer, token)  # a token is only ever good for the registry it names
+        cached = self._bearers.get(key)
         if cached is not None:
             return cached
         try:
@@ -228,7 +229,7 @@ class AuthService:
             return None
         granted = perms.permissions_from_access(claims["access"])
         caller = Caller(Identity(kind, str(claims["sub"]), granted, str(claims.get("tid", ""))), granted)
-        self._bearers.put(token, caller, max(0.0, float(claims["exp"]) - time.time()))
+        self._bearers.put(key, caller, max(0.0, float(claims["exp"]) - time.time()))
         return caller
 
     # --- authentication -----------------------------------------------------------------------------------

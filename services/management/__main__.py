@@ -4,6 +4,8 @@
     python -m services.management registry list
     python -m services.management registry delete myregistry
 
+Identity and access (groups access, admin, scope-map, token, role): see access_commands.py.
+
 It reads the same settings as the app (environment variables; `make run` prints them in
 `.local/env` for the local stack).
 """
@@ -15,6 +17,8 @@ import asyncio
 import json
 import sys
 
+from services.management import access_commands
+from services.management.access import AccessError
 from services.management.registries import RegistryNameInvalid, create_registry, delete_registry
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore
@@ -27,6 +31,8 @@ async def _run(args: argparse.Namespace) -> int:
     await metadata.open()
     await blobs.open()
     try:
+        if args.group in access_commands.GROUPS:
+            return await access_commands.run(args, metadata)
         if args.command == "create":
             doc, created = await create_registry(metadata, blobs, settings, args.name, args.sku)
             print(json.dumps(doc.to_item() | {"created_now": created}, indent=2))
@@ -55,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list")
     delete = commands.add_parser("delete")
     delete.add_argument("name")
+    access_commands.add_parsers(groups)  # access, admin, scope-map, token, role
     args = parser.parse_args(argv)
     try:
         return asyncio.run(_run(args))
-    except RegistryNameInvalid as exc:
+    except (RegistryNameInvalid, AccessError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from services.platform.access import AccessStore
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings
@@ -50,6 +51,7 @@ async def create_registry(
 
 
 async def delete_registry(metadata: MetadataStore, blobs: BlobStore, name: str) -> bool:
+    await AccessStore(metadata).delete_all(name)  # admin user, tokens, scope maps, role assignments
     deleted = await metadata.delete_registry(name)
     await blobs.delete_registry_container(name)
     return deleted
