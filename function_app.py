@@ -15,9 +15,15 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from services.auth.functions import bp as auth_functions
+from services.events.functions import bp as events_functions
+from services.management.functions import bp as management_functions
 from services.registry.app import registry_api
+from services.webhooks.functions import bp as webhooks_functions
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app.register_functions(events_functions)  # relay_outbox (timer)
+app.register_functions(webhooks_functions)  # deliver_webhooks (Service Bus topic subscription "webhooks")
+app.register_functions(management_functions)  # management_arm: the ARM-shaped API under /subscriptions/
 app.register_functions(auth_functions)  # /oauth2/token, /oauth2/exchange
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]

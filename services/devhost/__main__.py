@@ -88,10 +88,18 @@ async def _first_login(state_dir: Path, address: str) -> dict[str, str]:
 def serve(host: str, port: int) -> None:
     import function_app
     from services.devhost.server import build_app
+    from services.devhost.triggers import TriggerRunner
+    from services.platform.settings import get_settings
     from services.registry.app import registry_api
 
     asyncio.run(_prepare_default_registry())
-    app = build_app(function_app.app, on_shutdown=registry_api().close)
+    triggers = TriggerRunner(get_settings())  # timer triggers, and bus triggers fed from the local bus
+
+    async def shutdown() -> None:
+        await triggers.stop()
+        await registry_api().close()
+
+    app = build_app(function_app.app, on_shutdown=shutdown, on_startup=triggers.start)
     config = uvicorn.Config(
         app,
         host=host,
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=_env_int("API_PORT", 5000))
     args = parser.parse_args(argv)
+    # A local host: webhooks to loopback and private addresses are allowed (refused by default in Azure).
+    os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every request at INFO
     if args.command == "run":

@@ -57,12 +57,20 @@ def http_routes(functions: Iterable[Function]) -> list[Route]:
 
 
 def build_app(
-    function_app: func.FunctionApp, on_shutdown: Callable[[], Awaitable[None]] | None = None
+    function_app: func.FunctionApp,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    on_startup: Callable[[list[Function]], Awaitable[None]] | None = None,
 ) -> Starlette:
+    """The HTTP functions as a Starlette app; `on_startup` gets the whole function table (the timer and bus
+    triggers are started from it, see triggers.py)."""
+    functions = function_app.get_functions()  # may be called only once per app
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup(functions)
         yield
         if on_shutdown is not None:
             await on_shutdown()
 
-    return Starlette(routes=http_routes(function_app.get_functions()), lifespan=lifespan)
+    return Starlette(routes=http_routes(functions), lifespan=lifespan)

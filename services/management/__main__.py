@@ -5,6 +5,8 @@
     python -m services.management registry delete myregistry
 
 Identity and access (groups access, admin, scope-map, token, role): see access_commands.py.
+Webhooks (group webhook: create, update, list, show, delete, ping, events, config, redeliver): see
+webhooks_cli.py.
 
 It reads the same settings as the app (environment variables; `make run` prints them in
 `.local/env` for the local stack).
@@ -17,12 +19,14 @@ import asyncio
 import json
 import sys
 
-from services.management import access_commands
+from services.management import access_commands, webhooks_cli
 from services.management.access import AccessError
 from services.management.registries import RegistryNameInvalid, create_registry, delete_registry
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore
 from services.platform.settings import get_settings
+from services.webhooks.resources import RegistryNotFound, WebhookNotFound
+from services.webhooks.rules import WebhookInvalid
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -33,6 +37,8 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         if args.group in access_commands.GROUPS:
             return await access_commands.run(args, metadata)
+        if args.group == "webhook":
+            return await webhooks_cli.run(args, settings, metadata)
         if args.command == "create":
             doc, created = await create_registry(metadata, blobs, settings, args.name, args.sku)
             print(json.dumps(doc.to_item() | {"created_now": created}, indent=2))
@@ -62,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     delete = commands.add_parser("delete")
     delete.add_argument("name")
     access_commands.add_parsers(groups)  # access, admin, scope-map, token, role
+    webhooks_cli.add_commands(groups)  # webhook
     args = parser.parse_args(argv)
     try:
         return asyncio.run(_run(args))
-    except (RegistryNameInvalid, AccessError) as exc:
+    except (RegistryNameInvalid, AccessError, WebhookInvalid) as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except (RegistryNotFound, WebhookNotFound) as exc:
+        print(f"not found: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

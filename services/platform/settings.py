@@ -29,6 +29,14 @@ def azurite_connection_string(blob_port: int = 10000, host: str = "127.0.0.1") -
     )
 
 
+def azurite_queue_connection_string(queue_port: int = 10001, host: str = "127.0.0.1") -> str:
+    return (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"QueueEndpoint=http://{host}:{queue_port}/devstoreaccount1;"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
@@ -80,6 +88,29 @@ class Settings(BaseSettings):
     # Manifests at most this big are kept inline in their Cosmos document (one point read per GET).
     inline_manifest_bytes: int = 256 * 1024
     manifest_cache_entries: int = 4096
+
+    # Events and the bus (services/platform/bus.py): "storage-queues" is one Azure Storage queue per
+    # subscription (Azurite locally); "service-bus" is a topic with one subscription per consumer.
+    bus_kind: Literal["storage-queues", "service-bus"] = "storage-queues"
+    queue_connection_string: str = Field(default_factory=lambda: azurite_queue_connection_string())
+    servicebus_connection_string: str = ""
+    bus_topic: str = "registry-events"
+    bus_subscriptions: list[str] = Field(default_factory=lambda: ["webhooks", "scanning", "replication"])
+    bus_max_deliveries: int = 5  # then the message goes to the poison / dead-letter queue
+    bus_visibility_timeout_seconds: int = 300  # how long a received queue message stays invisible
+    # The outbox relay republishes events committed but still unpublished after this long.
+    outbox_relay_after_seconds: float = 5.0
+    outbox_published_ttl_seconds: int = 24 * 3600
+    # Fault injection for tests only: SIGKILL the process between the commit of an event and its publish.
+    fault_kill_before_publish: bool = False
+
+    # Webhook delivery: per-attempt timeout, attempts, exponential backoff with jitter between them.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 5
+    webhook_backoff_base_seconds: float = 1.0
+    webhook_backoff_max_seconds: float = 30.0
+    # Deliveries to private, loopback and link-local addresses are refused unless this is set (local runs).
+    webhook_allow_private_targets: bool = False
 
 
 @lru_cache(maxsize=1)

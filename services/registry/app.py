@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from services.auth.permissions import route_need
 from services.auth.service import AuthService, Caller
+from services.events.outbox import EventPublisher
 from services.platform.blobs import BlobStore
 from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings, get_settings
@@ -73,6 +74,7 @@ class RegistryApi:
         self.metadata = MetadataStore(self.settings)
         self.blobs = BlobStore(self.settings)
         self.uploads = UploadService(self.settings, self.metadata, self.blobs)
+        self.events = EventPublisher(self.settings, self.metadata)
         self.auth = AuthService(self.settings, self.metadata)
         self.manifests = ManifestCache(self.settings.manifest_cache_entries)
         self._registries: dict[str, tuple[float, RegistryDoc]] = {}
@@ -84,11 +86,13 @@ class RegistryApi:
             if not self._opened:
                 await self.metadata.open()
                 await self.blobs.open()
+                await self.events.open()
                 self._opened = True
 
     async def close(self) -> None:
         await self.metadata.close()
         await self.blobs.close()
+        await self.events.close()
         self._opened = False
 
     async def handle(self, request: Request) -> Response:

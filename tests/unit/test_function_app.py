@@ -53,7 +53,23 @@ def test_host_json_puts_v2_at_the_root() -> None:
 
 def test_devhost_serves_every_http_function(functions) -> None:
     routes = http_routes(_table())
-    assert {r.path for r in routes} == {"/v2/{path:path}", "/v2", "/oauth2/token", "/oauth2/exchange"}
+    assert {r.path for r in routes} == {
+        "/v2/{path:path}",
+        "/v2",
+        "/oauth2/token",
+        "/oauth2/exchange",
+        "/subscriptions/{path:path}",
+        "/subscriptions",
+    }
+
+
+def test_event_pipeline_functions_are_a_timer_and_a_service_bus_topic_trigger(functions) -> None:
+    relay = functions["relay_outbox"].get_trigger()
+    assert relay.get_binding_name() == "timerTrigger"
+    assert relay.schedule == "*/5 * * * * *"
+    worker = functions["deliver_webhooks"].get_trigger()
+    assert worker.get_binding_name() == "serviceBusTrigger"
+    assert (worker.topic_name, worker.subscription_name) == ("registry-events", "webhooks")
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """`PUT`/`GET`/`HEAD`/`DELETE /v2/<name>/manifests/<reference>`, by tag or by digest.
 
 PUT validates the manifest (`manifest.parse_manifest`), checks that everything it references is in the
-repository, stores its bytes content-addressed, then commits the manifest document and its tags in one
-transactional batch. HEAD by tag is one point read (the tag document carries digest, type and size).
+repository, stores its bytes content-addressed, then commits the manifest document, its tags and the outbox
+of the events it raises (`services/events/actions.py`) in one transactional batch, then publishes the
+events. HEAD by tag is one point read (the tag document carries digest, type and size).
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ import base64
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.events.actions import (
+    Chart,
+    ManifestFacts,
+    chart_from_config,
+    delete_events,
+    push_events,
+    request_info,
+    untag_events,
+)
+from services.events.models import EventRequest
+from services.events.outbox import outbox_for
 from services.platform.metadata import ManifestDoc, TagDoc, repo_key
 from services.registry.app import Call
 from services.registry.errors import ErrorCode, RegistryError
@@ -101,6 +113,7 @@ async def put_manifest(call: Call) -> Response:
     await _check_references(call, repo, manifest)
 
     digest = str(manifest.digest)
+    chart = await _chart_of(call, manifest)
     inline = len(data) <= settings.inline_manifest_bytes
     if not inline:
         await call.api.blobs.put(registry, digest, data)
@@ -114,6 +127,8 @@ async def put_manifest(call: Call) -> Response:
         subject=str(manifest.subject.digest) if manifest.subject else None,
         referrer=manifest.referrer_descriptor() if manifest.subject else None,
         configMediaType=manifest.config.media_type if manifest.config else None,
+        chartName=chart.name if chart else None,
+        chartVersion=chart.version if chart else None,
         blobs=[str(d.digest) for d in manifest.required_blobs],
         children=[str(d.digest) for d in manifest.manifests],
         content=base64.b64encode(data).decode() if inline else None,
@@ -130,12 +145,32 @@ async def put_manifest(call: Call) -> Response:
         for tag in tags
     ]
     await call.api.metadata.ensure_repository(registry, call.name)
-    await call.api.metadata.commit_manifest(doc, tag_docs)
+    facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
+    outbox = outbox_for(registry, repo, push_events(facts, tags, _event_request(call)))
+    await call.api.metadata.commit_manifest(doc, tag_docs, outbox)
+    await call.api.events.publish(outbox)
     call.api.manifests.put(registry, digest, data)
     headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}
     if manifest.subject is not None:
         headers["OCI-Subject"] = str(manifest.subject.digest)
     return Response(status_code=201, headers=headers | {"Content-Length": "0"})
+
+
+async def _chart_of(call: Call, manifest: ParsedManifest) -> Chart | None:
+    """A Helm chart's name and version, from its config blob (only read for chart manifests)."""
+    if manifest.config is None or not manifest.is_helm_chart:
+        return None
+    config = await call.api.blobs.read_all(call.registry.registry, str(manifest.config.digest))
+    return chart_from_config(manifest.config.media_type, config)
+
+
+def _event_request(call: Call) -> EventRequest:
+    return request_info(call.request.headers, call.request.method)
+
+
+def _facts(name: str, doc: ManifestDoc) -> ManifestFacts:
+    chart = Chart(doc.chartName, doc.chartVersion) if doc.chartName and doc.chartVersion else None
+    return ManifestFacts(name, doc.digest, doc.mediaType, doc.size, chart)
 
 
 def _tags_of(call: Call, reference: Reference) -> list[str]:
@@ -168,14 +203,28 @@ async def _check_references(call: Call, repo: str, manifest: ParsedManifest) -> 
 
 
 async def delete_manifest(call: Call) -> Response:
-    """By tag: remove only the tag. By digest: remove the manifest and every tag pointing at it."""
+    """By tag: remove only the tag (raises our `untag`, no ACR `delete`). By digest: remove the manifest
+    and every tag pointing at it (raises `delete`)."""
     reference = Reference.parse(call.reference)
-    repo = repo_key(call.registry.registry, call.name)
+    registry = call.registry.registry
+    repo = repo_key(registry, call.name)
+    metadata = call.api.metadata
     if reference.tag is not None:
-        if not await call.api.metadata.delete_tag(repo, reference.tag):
+        tag = await metadata.get_tag(repo, reference.tag)
+        if tag is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
+        facts = ManifestFacts(call.name, tag.digest, tag.mediaType, tag.size)
+        outbox = outbox_for(registry, repo, untag_events(facts, reference.tag, _event_request(call)))
+        if not await metadata.delete_tag(repo, reference.tag, outbox):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
+        await call.api.events.publish(outbox)
         return Response(status_code=202)
     assert reference.digest is not None
-    if not await call.api.metadata.delete_manifest(repo, str(reference.digest)):
+    doc = await metadata.get_manifest(repo, str(reference.digest))
+    if doc is None:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
+    outbox = outbox_for(registry, repo, delete_events(_facts(call.name, doc), _event_request(call)))
+    if not await metadata.delete_manifest(repo, str(reference.digest), outbox):
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
+    await call.api.events.publish(outbox)
     return Response(status_code=202)

@@ -1,0 +1,243 @@
+"""The ARM-shaped management API for webhooks (`Microsoft.ContainerRegistry/registries/webhooks`), so the
+`azure-mgmt-containerregistry` SDK's `webhooks` operations work against it:
+
+    PUT|GET|PATCH|DELETE /subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ContainerRegistry
+                         /registries/{registry}/webhooks/{webhook}?api-version=2025-11-01
+    GET                  .../registries/{registry}/webhooks
+    POST                 .../webhooks/{webhook}/ping | /listEvents | /getCallbackConfig
+
+Create, update and delete are long-running operations in ARM; they finish at once here and answer
+200/201 with the final body (`provisioningState: Succeeded`), which completes the SDK's poller. Registries are
+found by name: the subscription and resource group are echoed in ids, not checked (the rest of the ARM
+control plane, and its authorization, come later and live in this package). Custom headers are secrets:
+getCallbackConfig shows them masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.platform.metadata import DeliveryDoc, MetadataStore, WebhookDoc
+from services.platform.settings import Settings, get_settings
+from services.webhooks import resources, rules
+from services.webhooks.delivery import WebhookDispatcher, delivery_key
+
+log = logging.getLogger("management")
+
+PROVIDER = "Microsoft.ContainerRegistry"
+WEBHOOK_PATH = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry"
+    r"/registries/(?P<registry>[^/]+)/webhooks(?:/(?P<webhook>[^/]+)(?:/(?P<action>ping|listEvents|getCallbackConfig))?)?/?$",
+    re.IGNORECASE,
+)
+
+
+# --- request bodies (ARM's WebhookCreateParameters / WebhookUpdateParameters) ----------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class WebhookProperties(_Body):
+    serviceUri: str | None = None
+    customHeaders: dict[str, str] | None = None
+    status: Literal["enabled", "disabled"] | None = None
+    scope: str | None = None
+    actions: list[str] | None = None
+    # ours, beyond ACR
+    signingSecret: str | None = None
+    payloadFormat: Literal["acr", "cloudevents"] | None = None
+
+
+class WebhookParameters(_Body):
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    properties: WebhookProperties = Field(default_factory=WebhookProperties)
+
+    def changes(self) -> resources.WebhookChanges:
+        p = self.properties
+        return resources.WebhookChanges(
+            service_uri=p.serviceUri,
+            custom_headers=p.customHeaders,
+            actions=p.actions,
+            status=p.status,
+            scope=p.scope,
+            location=self.location,
+            tags=self.tags,
+            signing_secret=p.signingSecret,
+            payload_format=p.payloadFormat,
+        )
+
+
+class ArmError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"code": self.code, "message": self.message}}, status_code=self.status)
+
+
+# --- resource shapes --------------------------------------------------------------------------------------
+def resource_id(sub: str, rg: str, registry: str, webhook: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/registries/{registry}/webhooks/{webhook}"
+
+
+def webhook_resource(doc: WebhookDoc, sub: str, rg: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "status": doc.status,
+        "scope": doc.scope,
+        "actions": doc.actions,
+        "provisioningState": "Succeeded",
+        "payloadFormat": doc.payloadFormat,
+        "signingSecretSet": doc.signingSecret is not None,
+    }
+    return {
+        "id": resource_id(sub, rg, doc.registry, doc.name),
+        "name": doc.name,
+        "type": f"{PROVIDER}/registries/webhooks",
+        "location": doc.location,
+        "tags": doc.tags,
+        "properties": properties,
+    }
+
+
+def callback_config(doc: WebhookDoc) -> dict[str, Any]:
+    return {
+        "serviceUri": doc.serviceUri,
+        "customHeaders": rules.masked_headers(doc.customHeaders, doc.customHeaders),
+    }
+
+
+def event_rows(delivery: DeliveryDoc) -> list[dict[str, Any]]:
+    """ACR's `Event` list shape: one row per delivery attempt, newest first, plus our own fields."""
+    rows: list[dict[str, Any]] = []
+    for attempt in reversed(delivery.attempts):
+        request = attempt.get("request", {})
+        response = attempt.get("response") or {}
+        try:
+            content = json.loads(request.get("content") or "{}")
+        except ValueError:
+            content = {}
+        rows.append(
+            {
+                "id": attempt.get("id"),
+                "eventRequestMessage": {
+                    "content": content.get("data", content) if "specversion" in content else content,
+                    "headers": request.get("headers", {}),
+                    "method": request.get("method", "POST"),
+                    "requestUri": request.get("requestUri", ""),
+                    "version": request.get("version", "1.1"),
+                },
+                "eventResponseMessage": {
+                    "content": response.get("content", attempt.get("error", "")),
+                    "headers": response.get("headers", {}),
+                    "reasonPhrase": response.get("reasonPhrase", attempt.get("error", "")),
+                    "statusCode": str(response["statusCode"]) if "statusCode" in response else "",
+                    "version": response.get("version", ""),
+                },
+                # ours: the delivery this attempt belongs to and how it went
+                "eventId": delivery.eventId,
+                "deliveryState": delivery.state,
+                "attempt": attempt.get("attempt"),
+                "timestamp": attempt.get("timestamp"),
+                "durationMs": attempt.get("durationMs"),
+            }
+        )
+    return rows
+
+
+# --- the API ----------------------------------------------------------------------------------------------
+class ManagementApi:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.metadata = MetadataStore(self.settings)
+        self.dispatcher = WebhookDispatcher(self.settings, self.metadata)
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.metadata.open()
+            await self.dispatcher.open()
+            self._opened = True
+
+    async def close(self) -> None:
+        await self.dispatcher.close()
+        await self.metadata.close()
+        self._opened = False
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            await self.open()
+            return await self._dispatch(request)
+        except ArmError as error:
+            return error.response()
+        except rules.WebhookInvalid as error:
+            return ArmError(400, "InvalidRequest", str(error)).response()
+        except resources.RegistryNotFound as error:
+            return ArmError(404, "ResourceNotFound", f"registry {error} was not found").response()
+        except resources.WebhookNotFound as error:
+            return ArmError(404, "ResourceNotFound", f"webhook {error} was not found").response()
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return ArmError(500, "InternalServerError", "internal error").response()
+
+    async def _dispatch(self, request: Request) -> Response:
+        match = WEBHOOK_PATH.match(request.url.path)
+        if match is None:
+            raise ArmError(404, "NotFound", "no such resource type")
+        if not request.query_params.get("api-version"):
+            raise ArmError(400, "MissingApiVersionParameter", "the api-version query parameter is required")
+        sub, rg, registry = match["sub"], match["rg"], match["registry"]
+        name, action, method = match["webhook"], match["action"], request.method
+        metadata = self.metadata
+        if name is None:
+            if method != "GET":
+                raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a webhook list")
+            docs = await resources.list_webhooks(metadata, registry)
+            return JSONResponse({"value": [webhook_resource(d, sub, rg) for d in docs]})
+        if action is not None:
+            if method != "POST":
+                raise ArmError(405, "MethodNotAllowed", f"{action} takes POST")
+            doc = await resources.get_webhook(metadata, registry, name)
+            if action == "ping":
+                return JSONResponse({"id": await self.dispatcher.ping(doc)})
+            if action == "getCallbackConfig":
+                return JSONResponse(callback_config(doc))
+            deliveries = await metadata.list_deliveries(delivery_key(registry, name))
+            return JSONResponse({"value": [row for d in deliveries for row in event_rows(d)]})
+        if method == "GET":
+            doc = await resources.get_webhook(metadata, registry, name)
+            return JSONResponse(webhook_resource(doc, sub, rg))
+        if method == "DELETE":
+            deleted = await resources.delete_webhook(metadata, registry, name)
+            return Response(status_code=200 if deleted else 204)
+        if method in ("PUT", "PATCH"):
+            try:
+                body = WebhookParameters.model_validate_json(await request.body() or b"{}")
+            except ValidationError as error:
+                raise ArmError(400, "InvalidRequestContent", str(error)) from error
+            if method == "PUT":
+                if body.location is None:
+                    raise ArmError(400, "LocationRequired", "location is required")
+                doc, created = await resources.put_webhook(metadata, registry, name, body.changes())
+                return JSONResponse(webhook_resource(doc, sub, rg), status_code=201 if created else 200)
+            doc = await resources.update_webhook(metadata, registry, name, body.changes())
+            return JSONResponse(webhook_resource(doc, sub, rg))
+        raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a webhook")
+
+
+_api: ManagementApi | None = None
+
+
+def management_api() -> ManagementApi:
+    global _api
+    if _api is None:
+        _api = ManagementApi()
+    return _api
