@@ -47,5 +47,9 @@ integration: setup
 e2e: setup apt
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+# Side by side with CNCF distribution (not part of `make test`); BENCH_ARGS=--quick is the smoke run.
+bench: setup apt
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -97,7 +97,7 @@ def _wait_until_serving(host: Devhost, process: subprocess.Popen[bytes]) -> None
         if process.poll() is not None:
             raise RuntimeError(f"devhost exited with {process.returncode}:\n{host.log.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{host.url}/v2/", timeout=2).status_code == 200:
+            if httpx.get(f"{host.url}/v2/", timeout=2).status_code in (200, 401):  # 401: asks for credentials
                 return
         except httpx.TransportError:
             pass

@@ -193,7 +193,9 @@ class AuthService:
         header = request.headers.get("authorization", "")
         if not header:
             identity = Identity("anonymous", "", anonymous_permissions(registry))
-            if need.kind == "base" and identity.permissions == perms.NOTHING:
+            if need.kind == "base":
+                # Always a challenge, even with anonymous pull: clients decide from this ping whether to
+                # use token auth at all, and would never send their credentials for a later push.
                 raise unauthorized(request, registry, None, "authentication required")
             if not perms.satisfies(identity.permissions, need):
                 raise unauthorized(request, registry, need, "authentication required")

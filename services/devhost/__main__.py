@@ -110,7 +110,41 @@ def serve(host: str, port: int) -> None:
         access_log=bool(os.environ.get("ACCESS_LOG")),
         timeout_keep_alive=30,
     )
-    uvicorn.Server(config).run()
+    tls_port = _env_int("API_TLS_PORT", 0)
+    if not tls_port:
+        uvicorn.Server(config).run()
+        return
+    import uvloop
+
+    from services.devhost.stack import ensure_certificate
+
+    # HTTPS beside plain HTTP, with the locally made certificate (its own CA: .local/tls/cert.pem). Python's
+    # server context refuses anything older than TLS 1.2, ACR's minimum. Only the HTTP server runs the app's
+    # lifespan (startup and shutdown happen once).
+    cert, key = ensure_certificate(Path(os.environ.get("STATE_DIR", ROOT / ".local")))
+    tls = uvicorn.Config(
+        app,
+        host=host,
+        port=tls_port,
+        loop="uvloop",
+        http="httptools",
+        log_level=config.log_level,
+        access_log=config.access_log,
+        timeout_keep_alive=30,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        lifespan="off",
+    )
+    uvloop.run(_serve_all([uvicorn.Server(config), uvicorn.Server(tls)]))
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    """Run the servers until any of them stops (a signal stops them all)."""
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _exit_on_sigterm() -> None:
@@ -139,6 +173,9 @@ def run(host: str, port: int) -> None:
         os.environ.update(env)
         (state_dir / "env").write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())))
         address = f"{host}:{port}"
+        os.environ.setdefault("API_TLS_PORT", "5443")  # HTTPS beside HTTP (serve() reads both)
+        os.environ["STATE_DIR"] = str(state_dir)  # where serve() finds the certificate
+        tls_address = f"{host}:{os.environ['API_TLS_PORT']}"
         asyncio.run(_prepare_default_registry())
         login = asyncio.run(_first_login(state_dir, address))
         user, password, creds_file = login["username"], login["password"], state_dir / "credentials.json"
@@ -150,6 +187,7 @@ def run(host: str, port: int) -> None:
                     f"Registry API       http://{address}  (default registry "
                     f"{os.environ.get('DEFAULT_REGISTRY', 'local')!r})",
                     f"Login server       {address}",
+                    f"HTTPS (TLS >= 1.2) https://{tls_address}  (certificate: {state_dir / 'tls' / 'cert.pem'})",
                     f"Admin user         {user}",
                     f"Password           {password}",
                     f"Credentials        {creds_file}  (registry, loginServer, username, password)",

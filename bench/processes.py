@@ -1,0 +1,264 @@
+"""The servers the benchmark starts and stops: our API (the devhost) and the peer (CNCF distribution).
+
+Each runs in a process group of its own (`start_new_session`), logs to a file and is stopped with SIGTERM to
+the group, then SIGKILL to whatever is left, so nothing outlives the harness. The emulator stack itself is
+`services.devhost.stack.LocalStack`, which does the same for Azurite and the Cosmos DB emulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from services.devhost.stack import HOST, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerError(RuntimeError):
+    """A server did not start (the message carries the end of its log)."""
+
+
+class ServerProcess:
+    """One HTTP server on 127.0.0.1, ready once `GET /v2/` answers (200, or 401 asking for credentials)."""
+
+    def __init__(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str], log: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.env = dict(env)
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerError(f"{self.name} is not running")
+        return self.process.pid
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    raise ServerError(f"{self.name} exited with {code} while starting:\n{self.tail()}")
+                if _answers(f"{self.url}/v2/"):
+                    return
+                if time.monotonic() > deadline:
+                    raise ServerError(f"{self.name} did not answer within {timeout:.0f} s:\n{self.tail()}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, wait up to `timeout`, then SIGKILL the group and reap the leader."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as error:
+        return error.code == 401
+    except OSError:
+        return False
+
+
+def ours(stack_env: Mapping[str, str], logs_dir: Path) -> ServerProcess:
+    """Our API as `make run` serves it (uvicorn, uvloop, httptools), against the stack in `stack_env`.
+
+    Its default registry takes anonymous callers (`authDisabled`, as the test devhosts do), like the
+    peer, which runs without auth: both are measured without credentials.
+    """
+    port = free_port()
+    env = dict(os.environ) | {"DEFAULT_REGISTRY_AUTH_DISABLED": "true"} | dict(stack_env)
+    env |= {"API_PORT": str(port), "LOG_LEVEL": "warning"}
+    env.pop("ACCESS_LOG", None)
+    argv = [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)]
+    return ServerProcess("ours", argv, port, env, logs_dir / "ours.log")
+
+
+def distribution_binary() -> str:
+    binary = shutil.which("docker-registry") or shutil.which("registry")
+    if binary is None:
+        raise ServerError("docker-registry (CNCF distribution) is not installed: apt-get install docker-registry")
+    return binary
+
+
+def distribution_version() -> str:
+    try:
+        done = subprocess.run(
+            [distribution_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, ServerError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def distribution_config(root: Path, port: int) -> str:
+    """The peer's config: filesystem storage under `root`, loopback, relative URLs, deletes enabled.
+
+    The blob descriptor cache is `inmemory`, as in the config distribution ships; no access log (ours has
+    none either) and errors only.
+    """
+    return "\n".join(
+        [
+            "version: 0.1",
+            "log:",
+            "  level: error",
+            "  accesslog:",
+            "    disabled: true",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {root}",
+            "  delete:",
+            "    enabled: true",
+            "  cache:",
+            "    blobdescriptor: inmemory",
+            "  maintenance:",
+            "    uploadpurging:",
+            "      enabled: false",
+            "http:",
+            f"  addr: {HOST}:{port}",
+            "  relativeurls: true",
+            "",
+        ]
+    )
+
+
+def peer(state_dir: Path, logs_dir: Path) -> ServerProcess:
+    """CNCF distribution (`docker-registry serve CONFIG`) with its own config and storage in `state_dir`."""
+    port = free_port()
+    root = state_dir / "storage"
+    root.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "config.yml"
+    config.write_text(distribution_config(root, port))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    argv = [distribution_binary(), "serve", str(config)]
+    return ServerProcess("peer", argv, port, env, logs_dir / "peer.log")
+
+
+# --- memory --------------------------------------------------------------------------------------------
+
+
+def _status_kib(pid: int, field: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class RssSampler:
+    """Peak resident memory of a process over a `with` block, in bytes.
+
+    On entry the kernel's high-water mark (VmHWM) is reset through /proc/<pid>/clear_refs where allowed;
+    meanwhile VmRSS is polled every `interval` seconds. The peak is the larger of the polled maximum and
+    VmHWM at exit (when the reset worked; otherwise VmHWM would include everything before the block).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.before = 0
+        self.polled_peak = 0
+        self.hwm: int | None = None
+        self._hwm_reset = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def peak(self) -> int:
+        return max(self.polled_peak, self.hwm or 0)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            rss = _status_kib(self.pid, "VmRSS")
+            if rss is not None:
+                self.polled_peak = max(self.polled_peak, rss * 1024)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as clear:
+                clear.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
+            self._hwm_reset = True
+        except OSError:
+            self._hwm_reset = False
+        self.before = (_status_kib(self.pid, "VmRSS") or 0) * 1024
+        self.polled_peak = self.before
+        self._thread = threading.Thread(target=self._poll, name=f"rss-{self.pid}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._hwm_reset:
+            hwm = _status_kib(self.pid, "VmHWM")
+            self.hwm = hwm * 1024 if hwm is not None else None
