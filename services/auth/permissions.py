@@ -228,6 +228,7 @@ class Need:
     kind: Literal["repository", "catalog", "base"]
     repository: str = ""
     action: str = ""
+    route: str = ""  # the route kind (what the rate limits count it as)
 
     def scope(self) -> str:
         """The scope a challenge names for this need (empty for the base route)."""
@@ -259,11 +260,11 @@ _ROUTE_ACTIONS: dict[tuple[str, str], str] = {
 def route_need(kind: str, method: str, repository: str) -> Need:
     """The access a `/v2/` route needs; an unknown (kind, method) needs everything a push needs."""
     if kind == "base":
-        return Need("base")
+        return Need("base", route=kind)
     if kind == "catalog":
-        return Need("catalog")
+        return Need("catalog", route=kind)
     method = "GET" if method == "HEAD" and (kind, "HEAD") not in _ROUTE_ACTIONS else method
-    return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH))
+    return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH), kind)
 
 
 def satisfies(permissions: Permissions, need: Need) -> bool:

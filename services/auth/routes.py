@@ -139,6 +139,8 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     try:
         await api.open()
         registry = await api.registry_for(request)
+        api.auth.check_network(request, registry)
+        await api.auth.limit(request, registry, "", "oauth")  # per registry only (ACR's table)
         return await endpoint(api.auth, registry, request)
     except RegistryError as error:
         return error_response(error, request.method)

@@ -32,12 +32,15 @@ from starlette.requests import Request
 
 from services.auth import permissions as perms
 from services.auth.entra import EntraVerifier, parse_issuers
+from services.auth.network import NetworkRuleInvalid, NetworkRuleSet, client_address, parse_proxies
 from services.auth.passwords import verify_password
 from services.auth.permissions import Need, Permissions
+from services.auth.ratelimit import RateLimiter, bucket_keys, categories, retry_after_header
 from services.auth.scopes import Scope
 from services.auth.signing import KeyRing, TokenInvalid, new_claims
 from services.platform.access import AccessStore, PasswordDoc, RoleAssignmentDoc
 from services.platform.metadata import MetadataStore, RegistryDoc
+from services.platform.ratelimits import RateLimitStore, SharedStateContended
 from services.platform.settings import Settings
 from services.registry.errors import ErrorCode, RegistryError
 
@@ -167,6 +170,8 @@ class AuthService:
         self._passwords: _TtlCache[bytes, Identity] = _TtlCache()
         self._identities: _TtlCache[tuple[str, str, str], Identity] = _TtlCache()
         self._bearers: _TtlCache[tuple[str, str], Caller] = _TtlCache()
+        self._proxies = parse_proxies(settings.trusted_proxies)
+        self.limiter = RateLimiter(RateLimitStore(metadata).update)
 
     @property
     def ring(self) -> KeyRing:
@@ -188,32 +193,82 @@ class AuthService:
 
     # --- the data plane's one question ------------------------------------------------------------------
     async def admit(self, request: Request, registry: RegistryDoc, need: Need) -> Caller:
+        """Network rules, then who is calling, then the rate limits (their identity's buckets), then may they."""
+        self.check_network(request, registry)
+        caller, refusal = await self._identify(request, registry, need)
+        if not registry.authDisabled:  # dev/test registries: neither authentication nor rate limits
+            await self.limit(request, registry, caller.identity.rate_key if caller else "anonymous", need.route)
+        if refusal is not None:
+            raise refusal
+        assert caller is not None
+        return caller
+
+    async def _identify(
+        self, request: Request, registry: RegistryDoc, need: Need
+    ) -> tuple[Caller | None, RegistryError | None]:
+        """The caller, or why not: the refusal is raised after the request has counted against the limits."""
         if registry.authDisabled:
-            return Caller(OPEN, OPEN.permissions)
+            return Caller(OPEN, OPEN.permissions), None
         header = request.headers.get("authorization", "")
         if not header:
             identity = Identity("anonymous", "", anonymous_permissions(registry))
+            caller = Caller(identity, identity.permissions)
             if need.kind == "base":
                 # Always a challenge, even with anonymous pull: clients decide from this ping whether to
                 # use token auth at all, and would never send their credentials for a later push.
-                raise unauthorized(request, registry, None, "authentication required")
+                return caller, unauthorized(request, registry, None, "authentication required")
             if not perms.satisfies(identity.permissions, need):
-                raise unauthorized(request, registry, need, "authentication required")
-            return Caller(identity, identity.permissions)
+                return caller, unauthorized(request, registry, need, "authentication required")
+            return caller, None
         if header[:7].lower() == "bearer ":
-            caller = self._bearer(header[7:].strip(), registry)
-            if caller is None:
-                raise unauthorized(request, registry, need, "the access token is invalid", "invalid_token")
-            if not perms.satisfies(caller.permissions, need):
-                raise unauthorized(request, registry, need, "the access token lacks this scope", "insufficient_scope")
-            return caller
+            bearer = self._bearer(header[7:].strip(), registry)
+            if bearer is None:
+                return None, unauthorized(request, registry, need, "the access token is invalid", "invalid_token")
+            if not perms.satisfies(bearer.permissions, need):
+                lacking = unauthorized(
+                    request, registry, need, "the access token lacks this scope", "insufficient_scope"
+                )
+                return bearer, lacking
+            return bearer, None
         credentials = basic_credentials(header)
         known = await self.authenticate(registry, *credentials) if credentials else None
         if known is None:
-            raise unauthorized(request, registry, need, "invalid username or password")
-        if not perms.satisfies(known.permissions, need):
-            raise denied(known, need)
-        return Caller(known, known.permissions)
+            return None, unauthorized(request, registry, need, "invalid username or password")
+        caller = Caller(known, known.permissions)
+        return caller, (denied(known, need) if not perms.satisfies(known.permissions, need) else None)
+
+    # --- network rules and rate limits ------------------------------------------------------------------
+    def check_network(self, request: Request, registry: RegistryDoc) -> None:
+        """403 DENIED naming the client's address when the registry's network rules keep it out."""
+        if not registry.networkRuleSet or registry.sku != "Premium":  # network rules are a Premium feature
+            return
+        address = client_address(
+            request.client.host if request.client else None, request.headers.get("x-forwarded-for"), self._proxies
+        )
+        try:
+            rules = NetworkRuleSet.parse(registry.networkRuleSet)
+            admitted = rules is None or rules.admits(address)
+        except NetworkRuleInvalid:
+            admitted = False  # a broken rule set keeps everyone out rather than everyone in
+        if not admitted:
+            raise RegistryError(ErrorCode.DENIED, f"client with IP '{address}' is not allowed access")
+
+    async def limit(self, request: Request, registry: RegistryDoc, rate_key: str, route: str) -> None:
+        """429 TOOMANYREQUESTS with Retry-After when a bucket the request counts in is empty."""
+        if not self.settings.rate_limits_enabled:
+            return
+        cats = categories(request.method, route)
+        keys = bucket_keys(registry.sku, registry.registry, rate_key, cats, self.settings.rate_limit_scale)
+        try:
+            wait = await self.limiter.check(keys)
+        except SharedStateContended:
+            wait = 1.0
+        if wait is not None:
+            raise RegistryError(
+                ErrorCode.TOOMANYREQUESTS,
+                "too many requests: the registry's request-rate limit was reached",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
 
     def _bearer(self, token: str, registry: RegistryDoc) -> Caller | None:
         key = (registry.loginServer, token)  # a token is only ever good for the registry it names

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from services.auth.network import NetworkRuleInvalid, NetworkRuleSet
 from services.auth.passwords import generate_password, hash_password
 from services.auth.permissions import BUILT_IN_SCOPE_MAPS, ROLES, parse_scope_map_action
 from services.platform.access import (
@@ -75,8 +76,26 @@ async def update_registry(
     *,
     anonymous_pull: bool | None = None,
     auth_disabled: bool | None = None,
+    default_action: Literal["Allow", "Deny"] | None = None,
+    allow_ips: list[str] | None = None,
 ) -> RegistryDoc:
+    """Change access properties; `default_action`/`allow_ips` replace the network rules (Premium only)."""
     doc = await _registry(metadata, registry)
+    if default_action is not None or allow_ips is not None:
+        if doc.sku != "Premium":
+            raise AccessError("network rules need the Premium tier (as in ACR)")
+        current = doc.networkRuleSet or {"defaultAction": "Allow", "ipRules": []}
+        wanted = {
+            "defaultAction": default_action or current.get("defaultAction", "Allow"),
+            "ipRules": [{"action": "Allow", "value": v} for v in allow_ips]
+            if allow_ips is not None
+            else current.get("ipRules", []),
+        }
+        try:
+            rules = NetworkRuleSet.parse(wanted)
+        except NetworkRuleInvalid as exc:
+            raise AccessError(str(exc)) from exc
+        doc.networkRuleSet = rules.to_doc() if rules is not None else None
     if anonymous_pull is not None:
         if anonymous_pull and doc.sku == "Basic":
             raise AccessError("anonymous pull needs the Standard or Premium tier (as in ACR)")

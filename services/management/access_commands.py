@@ -1,7 +1,7 @@
 """Command-line groups for identity and access (until the management API exists):
 
     python -m services.management access show|update REGISTRY [--anonymous-pull true|false]
-                                                              [--auth-disabled true|false]
+                        [--auth-disabled true|false] [--default-action Allow|Deny] [--allow-ip CIDR ...]
     python -m services.management admin enable|disable|show REGISTRY
     python -m services.management admin regenerate REGISTRY --password password1|password2
     python -m services.management scope-map create|update REGISTRY NAME --action repositories/<repo>/<action> ...
@@ -13,6 +13,7 @@
     python -m services.management role assign REGISTRY --principal OID --role ROLE [--tenant TID]
                                               [--repositories-equal NAME ... | --repositories-prefix PREFIX ...]
     python -m services.management role list REGISTRY | delete REGISTRY ASSIGNMENT_ID
+    python -m services.management signing-key rotate [--keep 2] | list
 
 Passwords are printed once, when made; only their hashes are stored.
 """
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Literal
 
+from services.auth.signing import parse_ring, rotate_key_file
 from services.management import access
 from services.platform.metadata import MetadataStore
+from services.platform.settings import get_settings
 
-GROUPS = ("access", "admin", "scope-map", "token", "role")
+GROUPS = ("access", "admin", "scope-map", "token", "role", "signing-key")
 
 
 def _bool(text: str) -> bool:
@@ -45,6 +49,9 @@ def add_parsers(groups: Any) -> None:
     update.add_argument("registry")
     update.add_argument("--anonymous-pull", type=_bool)
     update.add_argument("--auth-disabled", type=_bool, help="dev/test registries only: no authentication")
+    update.add_argument("--default-action", choices=["Allow", "Deny"], help="network rules (Premium)")
+    update.add_argument("--allow-ip", action="append", metavar="CIDR", help="replaces the IP allow rules")
+    update.add_argument("--clear-ip-rules", action="store_true")
 
     group = groups.add_parser("admin", help="the registry's admin user")
     commands = group.add_subparsers(dest="command", required=True)
@@ -90,6 +97,12 @@ def add_parsers(groups: Any) -> None:
     delete.add_argument("registry")
     delete.add_argument("name")
 
+    group = groups.add_parser("signing-key", help="the token service's signing keys (AUTH_SIGNING_KEYS_FILE)")
+    commands = group.add_subparsers(dest="command", required=True)
+    rotate = commands.add_parser("rotate", help="a new signing key first; older keys keep verifying")
+    rotate.add_argument("--keep", type=int, default=2, help="keys kept in all, the new one included")
+    commands.add_parser("list")
+
     group = groups.add_parser("role", help="role assignments of Entra ID principals")
     commands = group.add_subparsers(dest="command", required=True)
     assign = commands.add_parser("assign")
@@ -114,17 +127,47 @@ def _passwords(made: list[access.NewPassword]) -> list[dict[str, Any]]:
     return [{"name": p.name, "value": p.value, "expiry": p.expiry} for p in made]
 
 
+def _signing_keys(args: argparse.Namespace) -> int:
+    path = get_settings().auth_signing_keys_file
+    if not path:
+        raise access.AccessError("AUTH_SIGNING_KEYS_FILE is not set (in Azure, rotate the AUTH_SIGNING_KEYS setting)")
+    if args.command == "rotate":
+        new = rotate_key_file(Path(path), keep=args.keep)
+        print(f"new signing key {new.kid}; running instances pick it up within seconds")
+    for key in parse_ring(Path(path).read_text()):
+        print(key.kid)
+    return 0
+
+
 async def run(args: argparse.Namespace, metadata: MetadataStore) -> int:
+    if args.group == "signing-key":
+        return _signing_keys(args)
     group, command, registry = args.group, args.command, args.registry
     if group == "access":
         if command == "update":
             await access.update_registry(
-                metadata, registry, anonymous_pull=args.anonymous_pull, auth_disabled=args.auth_disabled
+                metadata,
+                registry,
+                anonymous_pull=args.anonymous_pull,
+                auth_disabled=args.auth_disabled,
+                default_action=args.default_action,
+                allow_ips=[] if args.clear_ip_rules else args.allow_ip,
             )
         doc = await metadata.get_registry(registry)
         if doc is None:
             raise access.AccessError(f"registry {registry!r} does not exist")
-        _print(doc.model_dump(include={"registry", "sku", "adminUserEnabled", "anonymousPullEnabled", "authDisabled"}))
+        _print(
+            doc.model_dump(
+                include={
+                    "registry",
+                    "sku",
+                    "adminUserEnabled",
+                    "anonymousPullEnabled",
+                    "authDisabled",
+                    "networkRuleSet",
+                }
+            )
+        )
     elif group == "admin":
         if command == "enable":
             made = await access.enable_admin_user(metadata, registry)

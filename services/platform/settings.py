@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     # Request-rate limits (ACR's per-tier table); off for benchmarks that measure the registry alone.
     rate_limits_enabled: bool = True
+    # Multiplies every limit of the table (tests use small limits; 1.0 is ACR's).
+    rate_limit_scale: float = 1.0
 
     # Blob downloads: "redirect" answers 307 to a short-lived read-only SAS URL (ACR's behaviour);
     # "proxy" streams the bytes through the API and honours Range.

@@ -192,3 +192,45 @@ def test_signed_tokens_verify_and_bad_ones_never_do() -> None:
     for garbage in ("", "a.b", "a.b.c", "🙂"):
         with pytest.raises(TokenInvalid):
             ring.verify(garbage, audience="reg.example", issuer="iss")
+
+
+# --- Entra ID tokens through a JWKS URI ---------------------------------------------------------------------------
+
+
+async def test_entra_verifier_fetches_the_issuers_jwks_over_http() -> None:
+    import http.server
+    import threading
+
+    from services.auth.entra import EntraTokenInvalid, EntraVerifier, IssuerConfig
+    from tests.entra_issuer import TestIssuer
+
+    issuer, fetched = TestIssuer(), []
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetched.append(self.path)
+            body = json.dumps(issuer.jwks()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}/discovery/v2.0/keys"
+        verifier = EntraVerifier({issuer.issuer: IssuerConfig(issuer=issuer.issuer, jwksUri=uri)})
+        principal = await verifier.verify(issuer.token("object-1"))
+        assert (principal.object_id, principal.tenant_id) == ("object-1", issuer.tenant)
+        await verifier.verify(issuer.token("object-2"))
+        assert len(fetched) == 1  # cached
+        with pytest.raises(EntraTokenInvalid):
+            await verifier.verify(TestIssuer().token("x"))  # another issuer
+    finally:
+        server.shutdown()
+        server.server_close()
