@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.auth_overhead [--seconds 5] [--rounds 3] [--concurrency 16]
 
-One emulator stack, one devhost process (our API), two registries on it holding the same image:
-`open` (authDisabled: no authentication, no rate limits) and `auth` (admin user). HEAD of the manifest by
-tag is measured, alternating, for: open; auth with a bearer access token (what docker/skopeo/podman send);
-auth with Basic credentials directly on /v2/. The devhost runs with RATE_LIMIT_SCALE=1000 (limits on, but
+One emulator stack, two registries holding the same image, each the default registry of its own devhost
+process: `benchopen` (authDisabled: no authentication, no rate limits) and `benchauth` (admin user).
+HEAD of the manifest by tag is measured, alternating, for: open; auth with a bearer access token (what docker/skopeo/podman send);
+auth with Basic credentials directly on /v2/. The devhosts run with RATE_LIMIT_SCALE=1000 (limits on, but
 never reached), so the rate limiter's local fast path and its leases are part of the auth figures.
 """
 
@@ -49,16 +49,12 @@ async def _registries(env: dict[str, str]) -> str:
         await blobs.close()
 
 
-def _push(http: httpx.Client, host: str, auth: dict[str, str]) -> None:
+def _push(http: httpx.Client, base: str, auth: dict[str, str]) -> None:
     config = b'{"architecture":"amd64","os":"linux"}'
     digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    headers = {"Host": host} | auth
-    assert (
-        http.post(
-            "/v2/bench/app/blobs/uploads/", params={"digest": digest}, content=config, headers=headers
-        ).status_code
-        == 201
-    )
+    headers = auth
+    upload = http.post(f"{base}/v2/bench/app/blobs/uploads/", params={"digest": digest}, content=config, headers=auth)
+    assert upload.status_code == 201, upload.text
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -66,7 +62,9 @@ def _push(http: httpx.Client, host: str, auth: dict[str, str]) -> None:
         "layers": [],
     }
     body = json.dumps(manifest).encode()
-    reply = http.put("/v2/bench/app/manifests/v1", content=body, headers=headers | {"Content-Type": OCI_MANIFEST})
+    reply = http.put(
+        f"{base}/v2/bench/app/manifests/v1", content=body, headers=headers | {"Content-Type": OCI_MANIFEST}
+    )
     assert reply.status_code == 201, reply.text
 
 
@@ -79,31 +77,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalStack.on_free_ports(Path(tmp) / "stack") as stack:
         env = stack.env()
         password = asyncio.run(_registries(env))
-        with running_devhost(env | {"RATE_LIMIT_SCALE": "1000"}, Path(tmp)) as devhost:
-            port = devhost.host.rsplit(":", 1)[1]
-            open_host, auth_host = f"benchopen.azurecr.localhost:{port}", f"benchauth.azurecr.localhost:{port}"
+        # One devhost per registry, each serving it as its default registry on the bare address (the load
+        # generator sets Host itself); the two processes are alike in everything else.
+        common = env | {"RATE_LIMIT_SCALE": "1000", "DEFAULT_REGISTRY_AUTH_DISABLED": "false"}
+        with (
+            running_devhost(common | {"DEFAULT_REGISTRY": "benchopen"}, Path(tmp)) as open_host,
+            running_devhost(common | {"DEFAULT_REGISTRY": "benchauth"}, Path(tmp)) as auth_host,
+        ):
             basic = {"Authorization": "Basic " + base64.b64encode(f"benchauth:{password}".encode()).decode()}
-            with httpx.Client(base_url=devhost.url, timeout=30) as http:
-                _push(http, open_host, {})
-                _push(http, auth_host, basic)
+            with httpx.Client(timeout=30) as http:
+                _push(http, open_host.url, {})
+                _push(http, auth_host.url, basic)
                 token = http.get(
-                    "/oauth2/token",
+                    f"{auth_host.url}/oauth2/token",
                     params={"service": "benchauth.azurecr.localhost", "scope": "repository:bench/app:pull"},
-                    headers={"Host": auth_host} | basic,
+                    headers=basic,
                 ).json()["access_token"]
             cases = {
-                "no auth (authDisabled)": {"Host": open_host},
-                "bearer access token": {"Host": auth_host, "Authorization": f"Bearer {token}"},
-                "Basic on /v2/": {"Host": auth_host} | basic,
+                "no auth (authDisabled)": (open_host, {}),
+                "bearer access token": (auth_host, {"Authorization": f"Bearer {token}"}),
+                "Basic on /v2/": (auth_host, basic),
             }
             results: dict[str, list[float]] = {name: [] for name in cases}
-            url = f"{devhost.url}/v2/bench/app/manifests/v1"
             for _ in range(args.rounds):
-                for name, headers in cases.items():
+                for name, (devhost, headers) in cases.items():
                     load = asyncio.run(
                         run_load(
                             "HEAD",
-                            url,
+                            f"{devhost.url}/v2/bench/app/manifests/v1",
                             concurrency=args.concurrency,
                             duration=args.seconds,
                             headers=headers | {"Accept": OCI_MANIFEST},

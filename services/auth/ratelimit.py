@@ -28,7 +28,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Category = Literal["read", "write", "delete", "referrers", "oauth"]
@@ -141,6 +141,13 @@ class _Local:
     tokens: int = 0
     lease_until: float = 0.0
     blocked_until: float = 0.0
+    leasing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one lease in flight per bucket
+
+    def spend(self, now: float) -> bool:
+        if self.tokens > 0 and self.lease_until > now:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class RateLimiter:
@@ -154,27 +161,33 @@ class RateLimiter:
     async def check(self, keys: list[BucketKey]) -> float | None:
         """None if admitted, else the seconds to wait (the request is refused)."""
         now = self._clock()
-        wait = 0.0
+        waits = [0.0]
         leases: list[tuple[BucketKey, _Local]] = []
         for key in keys:
             local = self._local.setdefault((key.registry, key.id), _Local())
             if local.blocked_until > now:
-                wait = max(wait, local.blocked_until - now)
-            elif local.tokens > 0 and local.lease_until > now:
-                local.tokens -= 1
-            else:
+                waits.append(local.blocked_until - now)
+            elif not local.spend(now):
                 leases.append((key, local))
         if leases:  # the buckets without a local token, from the store at once
-            results = await asyncio.gather(
-                *(self._lease(key, max(1, int(key.per_minute * LEASE_FRACTION)), now) for key, _ in leases)
-            )
-            for (_, local), (granted, retry) in zip(leases, results, strict=True):
-                if granted == 0:
-                    local.tokens, local.blocked_until = 0, now + retry
-                    wait = max(wait, retry)
-                else:
-                    local.tokens, local.lease_until = granted - 1, now + LEASE_SECONDS
+            waits += await asyncio.gather(*(self._refill(key, local) for key, local in leases))
+        wait = max(waits)
         return wait if wait > 0 else None
+
+    async def _refill(self, key: BucketKey, local: _Local) -> float:
+        """Spend a token of a new lease (one lease at a time per bucket: the others wait for it)."""
+        async with local.leasing:
+            now = self._clock()
+            if local.spend(now):  # a concurrent request's lease arrived meanwhile
+                return 0.0
+            if local.blocked_until > now:
+                return local.blocked_until - now
+            granted, retry = await self._lease(key, max(1, int(key.per_minute * LEASE_FRACTION)), now)
+            if granted == 0:
+                local.tokens, local.blocked_until = 0, now + retry
+                return retry
+            local.tokens, local.lease_until = granted - 1, now + LEASE_SECONDS
+            return 0.0
 
     async def _lease(self, key: BucketKey, chunk: int, now: float) -> tuple[int, float]:
         def update(state: dict[str, Any] | None) -> tuple[dict[str, Any], tuple[int, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -134,6 +135,7 @@ class FakeStore:
 
     async def update(self, partition: str, item: str, update: Any) -> Any:
         self.calls += 1
+        await asyncio.sleep(0)  # a round trip: other requests run meanwhile
         state, result = update(self.docs.get((partition, item)))
         self.docs[(partition, item)] = state
         return result
@@ -155,3 +157,12 @@ async def test_instances_sharing_a_store_never_exceed_the_limit_together() -> No
     assert later is not None and later < waits[0]  # Retry-After counts down
     now[0] += 60
     assert await instances[1].check(key) is None  # refilled
+
+
+async def test_concurrent_requests_share_one_lease() -> None:
+    store = FakeStore()
+    limiter = RateLimiter(store.update, clock=lambda: 5000.0)
+    key = [BucketKey("reg", "read", "registry", 60_000)]  # leases of 600
+    results = await asyncio.gather(*(limiter.check(key) for _ in range(50)))
+    assert results == [None] * 50
+    assert store.calls == 1
