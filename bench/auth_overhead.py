@@ -4,9 +4,10 @@
 
 One emulator stack, two registries holding the same image, each the default registry of its own devhost
 process: `benchopen` (authDisabled: no authentication, no rate limits) and `benchauth` (admin user).
-HEAD of the manifest by tag is measured, alternating, for: open; auth with a bearer access token (what docker/skopeo/podman send);
-auth with Basic credentials directly on /v2/. The devhosts run with RATE_LIMIT_SCALE=1000 (limits on, but
-never reached), so the rate limiter's local fast path and its leases are part of the auth figures.
+HEAD of the manifest by tag is measured, alternating, for: open; auth with a bearer access token (what
+docker, skopeo and podman send); auth with Basic credentials directly on /v2/. The devhosts run with
+RATE_LIMIT_SCALE=1000 (limits on, never reached), so the rate limiter's local fast path and its leases
+are part of the auth figures.
 """
 
 from __future__ import annotations
