@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from bench import processes, report, storage, workloads
 from bench.loadgen import ENGINES, Engine, run_load
-from bench.processes import RssSampler, ServerProcess
+from bench.processes import CpuMeter, RssSampler, ServerProcess
 from bench.report import OURS, PEER, RAW_CURL, RAW_SDK, Results
 from bench.workloads import GiB, MiB, RandomPool, SkopeoRunner
 from services.devhost.stack import LocalStack
@@ -203,6 +203,21 @@ class Bench:
         self.settings = Settings()
         self.stamp = results.meta["timestamp"].replace(":", "").replace("-", "")
 
+    def pids(self, subject: str) -> dict[str, int]:
+        """The server-side processes of a subject: our API and the emulators, or distribution."""
+        if subject == OURS:
+            return {"api": self.servers[OURS].pid, **self.stack.pids}
+        if subject == PEER:
+            return {"api": self.servers[PEER].pid}
+        return {"azurite": self.stack.pids["azurite"]}
+
+    def add_cpu(self, key: str, title: str, unit: str, subject: str, meter: CpuMeter, per: float) -> None:
+        """CPU of each process of `subject` per unit of work (`per` units were done)."""
+        figure = self.results.figure(key, title, unit, "lower")
+        scale = 1e6 if unit == "us/request" else 1e3
+        for name, seconds in meter.seconds.items():
+            figure.add(f"{subject}:{name}", scale * seconds / max(per, 1e-9))
+
     def order(self, run: int, subjects: Sequence[str] = (OURS, PEER)) -> list[str]:
         shift = run % len(subjects)
         return [*subjects[shift:], *subjects[:shift]]
@@ -243,7 +258,10 @@ class Bench:
                 for run in range(self.options.runs):
                     for subject in self.order(run):
                         method, url, headers = targets[subject][kind]
-                        with self.profiler(f"{kind}-c{c}", subject, c == 16 and run == 0):
+                        with (
+                            self.profiler(f"{kind}-c{c}", subject, c == 16 and run == 0),
+                            CpuMeter(self.pids(subject)) as cpu,
+                        ):
                             result = await run_load(
                                 method,
                                 url,
@@ -252,6 +270,14 @@ class Bench:
                                 headers=headers,
                                 engine=self.options.loadgen,
                             )
+                        self.add_cpu(
+                            f"cpu_req_{kind}_c{c}",
+                            f"CPU per {label}, c={c}",
+                            "us/request",
+                            subject,
+                            cpu,
+                            result.completed,
+                        )
                         if not result.ok:
                             self.results.notes.append(
                                 f"{subject} {label} c={c} run {run}: statuses {dict(result.statuses)}, "
@@ -346,45 +372,97 @@ class Bench:
                     if subject == "raw":
                         if size_key == "big":
                             source = big.layout.blob_path(big_layer.digest)
-                            seconds = _run_async(partial(raw.upload, source, raw_name))
+                            with CpuMeter(self.pids("raw")) as cpu:
+                                seconds = _run_async(partial(raw.upload, source, raw_name))
                             raw_up.add(RAW_SDK, big_layer.size / mb / seconds)
-                            seconds = raw.curl_put(source, raw_name + ".curl")
+                            self.add_cpu(
+                                "cpu_raw_upload",
+                                "CPU per MiB, raw SDK upload",
+                                "ms/MiB",
+                                RAW_SDK,
+                                cpu,
+                                big_layer.size / MiB,
+                            )
+                            with CpuMeter(self.pids("raw")) as cpu:
+                                seconds = raw.curl_put(source, raw_name + ".curl")
                             curl_put.add(RAW_CURL, big_layer.size / mb / seconds)
+                            self.add_cpu(
+                                "cpu_raw_put_curl",
+                                "CPU per MiB, curl PUT Blob",
+                                "ms/MiB",
+                                RAW_CURL,
+                                cpu,
+                                big_layer.size / MiB,
+                            )
                         continue
                     server = self.servers[subject]
+                    with (
+                        RssSampler(server.pid) as sampler,
+                        self.profiler("push-big", subject, run == 0 and size_key == "big"),
+                        CpuMeter(self.pids(subject)) as cpu,
+                    ):
+                        seconds = skopeo.push(image, server.host, repo)
                     if size_key == "big":
-                        with (
-                            RssSampler(server.pid) as sampler,
-                            self.profiler("push-big", subject, run == 0),
-                        ):
-                            seconds = skopeo.push(image, server.host, repo)
                         rss.add(subject, sampler.peak / MiB)
                         rss_before.add(subject, sampler.before / MiB)
-                    else:
-                        seconds = skopeo.push(image, server.host, repo)
                     figures["push", size_key].add(subject, image.layer_bytes / mb / seconds)
+                    self.add_cpu(
+                        f"cpu_push_{size_key}",
+                        f"CPU per MiB pushed, {size_key}",
+                        "ms/MiB",
+                        subject,
+                        cpu,
+                        image.layer_bytes / MiB,
+                    )
                 self._log_transfer("push", size_key, run, figures["push", size_key], raw_up, size_key == "big")
                 for subject in order:
                     if subject == "raw":
                         if size_key == "big":
                             target = self.workdir / "raw-download.bin"
-                            seconds = _run_async(partial(raw.download, raw_name, target))
+                            with CpuMeter(self.pids("raw")) as cpu:
+                                seconds = _run_async(partial(raw.download, raw_name, target))
                             raw_down.add(RAW_SDK, big_layer.size / mb / seconds)
+                            self.add_cpu(
+                                "cpu_raw_download",
+                                "CPU per MiB, raw SDK download",
+                                "ms/MiB",
+                                RAW_SDK,
+                                cpu,
+                                big_layer.size / MiB,
+                            )
                             target.unlink()
                             url = (
                                 raw.registry_blob_url(self.settings.default_registry, big_layer.digest)
                                 if do_push
                                 else raw.sas_url(storage.RAW_CONTAINER, raw_name, _read_permission())
                             )
-                            seconds = raw.curl_get(url, target, big_layer.size)
+                            with CpuMeter(self.pids("raw")) as cpu:
+                                seconds = raw.curl_get(url, target, big_layer.size)
                             curl_get.add(RAW_CURL, big_layer.size / mb / seconds)
+                            self.add_cpu(
+                                "cpu_raw_get_curl",
+                                "CPU per MiB, curl GET via SAS",
+                                "ms/MiB",
+                                RAW_CURL,
+                                cpu,
+                                big_layer.size / MiB,
+                            )
                             target.unlink()
                         continue
                     server = self.servers[subject]
                     destination = self.workdir / f"pulled-{subject}"
-                    seconds = skopeo.pull(image, server.host, repo, destination)
+                    with CpuMeter(self.pids(subject)) as cpu:
+                        seconds = skopeo.pull(image, server.host, repo, destination)
                     workloads.remove_tree(destination)
                     figures["pull", size_key].add(subject, image.layer_bytes / mb / seconds)
+                    self.add_cpu(
+                        f"cpu_pull_{size_key}",
+                        f"CPU per MiB pulled, {size_key}",
+                        "ms/MiB",
+                        subject,
+                        cpu,
+                        image.layer_bytes / MiB,
+                    )
                 self._log_transfer("pull", size_key, run, figures["pull", size_key], raw_down, size_key == "big")
             if do_raw:
                 _run_async(partial(_delete_raw, raw, [raw_name, raw_name + ".curl"]))

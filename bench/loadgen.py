@@ -40,6 +40,7 @@ class LoadResult:
     latencies: list[float]  # seconds, sorted
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0
+    completed: int = 0  # every response, the warm-up's and the late ones too (for CPU per request)
 
     @property
     def rps(self) -> float:
@@ -104,12 +105,14 @@ class _Window:
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
         self.errors = 0
+        self.completed = 0
         self.last = self.measure_from
 
     def sending(self) -> bool:
         return time.perf_counter() < self.stop_at and len(self.latencies) < self.max_requests
 
     def record(self, status: int, started: float, ended: float) -> None:
+        self.completed += 1
         if self.measure_from <= started and ended <= self.stop_at and len(self.latencies) < self.max_requests:
             self.latencies.append(ended - started)
             self.statuses[status] += 1
@@ -222,7 +225,7 @@ async def _lean(
     counted = len(window.latencies)
     seconds = duration if counted < max_requests else window.last - window.measure_from
     window.latencies.sort()
-    return LoadResult(counted, seconds, window.latencies, window.statuses, window.errors)
+    return LoadResult(counted, seconds, window.latencies, window.statuses, window.errors, window.completed)
 
 
 # --- aiohttp -------------------------------------------------------------------------------------------
@@ -262,4 +265,4 @@ async def _aiohttp(
     counted = len(window.latencies)
     seconds = duration if counted < max_requests else window.last - window.measure_from
     window.latencies.sort()
-    return LoadResult(counted, seconds, window.latencies, window.statuses, window.errors)
+    return LoadResult(counted, seconds, window.latencies, window.statuses, window.errors, window.completed)

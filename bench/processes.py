@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -262,3 +263,51 @@ class RssSampler:
         if self._hwm_reset:
             hwm = _status_kib(self.pid, "VmHWM")
             self.hwm = hwm * 1024 if hwm is not None else None
+
+
+# --- CPU -----------------------------------------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT = "client"  # the harness itself, plus the children it waited for (skopeo, curl)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _client_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds each named process spent during a `with` block; `CLIENT` is the harness and the
+    children it waited for (skopeo, curl). On a 2-core machine this is the cost that load from others
+    does not change much, unlike throughput."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = dict(pids)
+        self.seconds: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now[CLIENT] = _client_seconds()
+        return now
+
+    def __enter__(self) -> Self:
+        self._start = self._now()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        end = self._now()
+        self.seconds = {name: end[name] - self._start[name] for name in end}

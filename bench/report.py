@@ -212,6 +212,67 @@ REQUEST_KINDS = (
 )
 
 
+CPU_ROWS = (
+    ("cpu_push_big", "skopeo push {big}", "ms/MiB"),
+    ("cpu_pull_big", "skopeo pull {big}", "ms/MiB"),
+    ("cpu_push_small", "skopeo push {small}", "ms/MiB"),
+    ("cpu_raw_upload", "raw SDK upload {big}", "ms/MiB"),
+    ("cpu_raw_put_curl", "raw curl PUT {big}", "ms/MiB"),
+    ("cpu_raw_download", "raw SDK download {big}", "ms/MiB"),
+    ("cpu_raw_get_curl", "raw curl GET {big}", "ms/MiB"),
+    *(
+        (f"cpu_req_{kind}_c16", f"{label}, c=16", "us/request")
+        for kind, label in (
+            ("manifest_head_tag", "manifest HEAD by tag"),
+            ("manifest_head_digest", "manifest HEAD by digest"),
+            ("manifest_get_tag", "manifest GET by tag"),
+            ("manifest_get_digest", "manifest GET by digest"),
+            ("blob_head", "blob HEAD"),
+        )
+    ),
+)
+CPU_PROCESSES = ("api", "cosmos", "azurite", "client")
+
+
+def _cpu_section(results: Results) -> list[str]:
+    """CPU per MiB or per request of each process, for ours, the peer and the raw reference."""
+    rows: list[list[str]] = []
+    big, small = results.meta.get("big_label", "1 GiB"), results.meta.get("small_label", "")
+    for key, label, unit in CPU_ROWS:
+        figure = results.get(key)
+        if figure is None or not figure.values:
+            continue
+        for subject in (OURS, PEER, RAW_SDK, RAW_CURL):
+            parts = {name: figure.median(f"{subject}:{name}") for name in CPU_PROCESSES}
+            if all(math.isnan(v) for v in parts.values()):
+                continue
+            server = sum(v for name, v in parts.items() if name != "client" and not math.isnan(v))
+            rows.append(
+                [
+                    label.format(big=big, small=small),
+                    unit,
+                    subject,
+                    *(_num(parts[name]) for name in CPU_PROCESSES),
+                    _num(server),
+                ]
+            )
+    if not rows:
+        return []
+    out = ["## CPU per unit of work (median of the runs)", ""]
+    out += _table(
+        ["workload", "unit", "who", "API server", "Cosmos emulator", "Azurite", "client", "server side"],
+        rows,
+    )
+    out += [
+        "",
+        "API server: our devhost process, or distribution; client: the harness (load generator, Storage "
+        "SDK) plus skopeo/curl. Server side = API + emulators: what the registry costs per unit on this "
+        "machine, which the load of others changes much less than throughput.",
+        "",
+    ]
+    return out
+
+
 def markdown(results: Results) -> str:
     meta = results.meta
     out: list[str] = [f"# Benchmark {meta['timestamp']}", ""]
@@ -347,6 +408,8 @@ def markdown(results: Results) -> str:
         out += ["## Tags list and catalog (ms per page; lower is better)", ""]
         out += _table(["", "ours ms", "ours pages", "distribution ms", "dist. pages", "ours/peer time"], list_rows)
         out.append("")
+
+    out += _cpu_section(results)
 
     found = targets(results)
     out += ["## Targets (issue 5)", ""]

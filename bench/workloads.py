@@ -306,10 +306,11 @@ async def seed_tags(http: aiohttp.ClientSession, base: str, repo: str, count: in
     """`count` tags t00000... on one tiny image in `repo`: multi-tag PUTs by digest (`?tag=`, 50 per PUT)
     where the registry supports them, else one PUT per tag."""
     started = time.monotonic()
-    image = await push_small_image(http, base, repo, "seed")
     tags = [f"t{i:05d}" for i in range(count)]
+    image = await push_small_image(http, base, repo, tags[0])
     await put_manifest(http, base, repo, image.digest, image.manifest, tags[:50])
-    if await manifest_exists(http, base, repo, tags[0]):
+    # tags[0] came with the image; tags[1] exists only if the registry took the `?tag=` parameters.
+    if count < 2 or await manifest_exists(http, base, repo, tags[1]):
         batches = [tags[i : i + 50] for i in range(50, count, 50)]
         await _bounded(concurrency, [put_manifest(http, base, repo, image.digest, image.manifest, b) for b in batches])
         method = "PUT by digest ?tag= (50 per request)"
