@@ -179,7 +179,8 @@ def run(host: str, port: int) -> None:
         asyncio.run(_prepare_default_registry())
         login = asyncio.run(_first_login(state_dir, address))
         user, password, creds_file = login["username"], login["password"], state_dir / "credentials.json"
-        read_password = f"jq -r .password {creds_file}"
+        # python3 is on every machine that runs this; jq may not be.
+        read_password = f"python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"password\"])' {creds_file}"
         print(
             "\n".join(
                 [
