@@ -89,15 +89,15 @@ def serve(host: str, port: int) -> None:
     import function_app
     from services.devhost.server import build_app
     from services.devhost.triggers import TriggerRunner
+    from services.platform.lifecycle import close_all
     from services.platform.settings import get_settings
-    from services.registry.app import registry_api
 
     asyncio.run(_prepare_default_registry())
     triggers = TriggerRunner(get_settings())  # timer triggers, and bus triggers fed from the local bus
 
     async def shutdown() -> None:
         await triggers.stop()
-        await registry_api().close()
+        await close_all()
 
     app = build_app(function_app.app, on_shutdown=shutdown, on_startup=triggers.start)
     config = uvicorn.Config(

@@ -13,6 +13,7 @@ import logging
 import azure.functions as func
 
 from services.events.outbox import EventPublisher
+from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import MetadataStore
 from services.platform.settings import get_settings
 
@@ -33,6 +34,8 @@ async def outbox_publisher() -> EventPublisher:
             await metadata.open()
             publisher = EventPublisher(settings, metadata)
             await publisher.open()
+            close_on_shutdown(metadata.close)
+            close_on_shutdown(publisher.close)
             _publisher = publisher
     return _publisher
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
 from services.webhooks import resources, rules
@@ -240,4 +241,5 @@ def management_api() -> ManagementApi:
     global _api
     if _api is None:
         _api = ManagementApi()
+        close_on_shutdown(_api.close)
     return _api

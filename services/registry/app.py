@@ -22,6 +22,7 @@ from services.auth.permissions import route_need
 from services.auth.service import AuthService, Caller
 from services.events.outbox import EventPublisher
 from services.platform.blobs import BlobStore
+from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings, get_settings
 from services.registry.errors import ErrorCode, RegistryError
@@ -160,4 +161,5 @@ def registry_api() -> RegistryApi:
     global _api
     if _api is None:
         _api = RegistryApi()
+        close_on_shutdown(_api.close)
     return _api

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from services.events.models import EventMessage, RegistryEvent, event_timestamp, new_event_id
+from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import ConcurrentUpdate, DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
 from services.webhooks import rules
@@ -261,4 +262,5 @@ def webhook_dispatcher() -> WebhookDispatcher:
     global _dispatcher
     if _dispatcher is None:
         _dispatcher = WebhookDispatcher(get_settings())
+        close_on_shutdown(_dispatcher.close)
     return _dispatcher
