@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     sas_ttl_seconds: int = 900
 
     # Uploads: the smallest chunk we ask clients for, and the size of the blocks we stage.
-    chunk_min_length: int = 0
+    # Blob Storage allows 50,000 blocks a blob: asking for chunks of at least 1 MiB keeps 50 GiB blobs possible.
+    chunk_min_length: int = 1024 * 1024
     block_size: int = 4 * 1024 * 1024
     upload_concurrency: int = 4
 

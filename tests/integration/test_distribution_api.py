@@ -339,6 +339,14 @@ def test_streamed_patch_without_content_range(registry: RegistryClient) -> None:
     assert follow_redirect(http.get(f"/v2/streamed/blobs/{digest_of(data)}")) == data
 
 
+def test_upload_sessions_advertise_the_minimum_chunk_length(registry: RegistryClient) -> None:
+    started = registry.http.post("/v2/chunky/blobs/uploads/")
+    assert started.status_code == 202
+    assert started.headers["OCI-Chunk-Min-Length"] == str(1024 * 1024)
+    chunk = registry.http.patch(path_of(started.headers["Location"]), content=os.urandom(2 * 1024 * 1024))
+    assert chunk.headers["OCI-Chunk-Min-Length"] == str(1024 * 1024)
+
+
 def test_upload_status(registry: RegistryClient) -> None:
     http = registry.http
     location = start_upload(http, "status")
