@@ -61,6 +61,7 @@ class Options:
     page_size: int = 100
     out: Path = RESULTS_DIR
     loadgen: Engine = "lean"
+    ours_env: dict[str, str] = field(default_factory=dict)
     profile: bool = False
     keep: bool = False
     quick: bool = False
@@ -83,6 +84,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--page-size", type=int, default=100, help="n for the paged lists (default 100)")
     parser.add_argument(
         "--loadgen", choices=ENGINES, default="lean", help="load generator engine (default lean; see loadgen.py)"
+    )
+    parser.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra setting for our API only (repeatable), e.g. UPLOAD_CONCURRENCY=8, for A/B runs",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and Markdown go")
     parser.add_argument(
@@ -107,6 +115,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         keep=args.keep,
     )
     options.concurrency = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    for setting in args.ours_env:
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            parser.error(f"--ours-env wants NAME=VALUE, not {setting!r}")
+        options.ours_env[name] = value
     if args.quick:
         options.quick = True
         options.runs, options.duration = 1, 0.5
@@ -249,6 +262,7 @@ class Bench:
                     "manifest_get_tag": ("GET", f"{manifests}/latest", accept),
                     "manifest_get_digest": ("GET", f"{manifests}/{image.digest}", accept),
                     "blob_head": ("HEAD", f"{server.url}/v2/{repo}/blobs/{image.layer.digest}", {}),
+                    "base_get": ("GET", f"{server.url}/v2/", {}),
                 }
         for kind, label in report.REQUEST_KINDS:
             for c in self.options.concurrency:
@@ -529,6 +543,7 @@ def meta(options: Options) -> dict[str, Any]:
         "page_size": options.page_size,
         "quick": options.quick,
         "profile": options.profile,
+        "ours_env": options.ours_env,
         "loadgen": f"bench/loadgen.py, engine {options.loadgen} (asyncio on uvloop, one process, keep-alive)",
         "load_start": os.getloadavg(),
     }
@@ -545,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack = LocalStack.on_free_ports(workdir / "stack")
             print(f"[bench] starting the emulators, our API and distribution in {workdir}", flush=True)
             running.enter_context(stack)
-            ours = running.enter_context(processes.ours(stack.env(), workdir / "logs"))
+            ours = running.enter_context(processes.ours(stack.env(), workdir / "logs", options.ours_env))
             peer = running.enter_context(processes.peer(workdir / "peer", workdir / "logs"))
             bench = Bench(options, results, stack, ours, peer, workdir)
             if "manifests" in options.only:

@@ -124,7 +124,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def ours(stack_env: Mapping[str, str], logs_dir: Path) -> ServerProcess:
+def ours(stack_env: Mapping[str, str], logs_dir: Path, extra_env: Mapping[str, str] | None = None) -> ServerProcess:
     """Our API as `make run` serves it (uvicorn, uvloop, httptools), against the stack in `stack_env`.
 
     Its default registry takes anonymous callers (`authDisabled`, as the test devhosts do), like the
@@ -132,7 +132,7 @@ def ours(stack_env: Mapping[str, str], logs_dir: Path) -> ServerProcess:
     """
     port = free_port()
     env = dict(os.environ) | {"DEFAULT_REGISTRY_AUTH_DISABLED": "true"} | dict(stack_env)
-    env |= {"API_PORT": str(port), "LOG_LEVEL": "warning"}
+    env |= {"API_PORT": str(port), "LOG_LEVEL": "warning"} | dict(extra_env or {})
     env.pop("ACCESS_LOG", None)
     argv = [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)]
     return ServerProcess("ours", argv, port, env, logs_dir / "ours.log")

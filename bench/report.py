@@ -209,6 +209,7 @@ REQUEST_KINDS = (
     ("manifest_get_tag", "manifest GET by tag"),
     ("manifest_get_digest", "manifest GET by digest"),
     ("blob_head", "blob HEAD"),
+    ("base_get", "GET /v2/ (no storage: the floor)"),
 )
 
 
@@ -228,6 +229,7 @@ CPU_ROWS = (
             ("manifest_get_tag", "manifest GET by tag"),
             ("manifest_get_digest", "manifest GET by digest"),
             ("blob_head", "blob HEAD"),
+            ("base_get", "GET /v2/ (no storage)"),
         )
     ),
 )
@@ -282,6 +284,9 @@ def markdown(results: Results) -> str:
         f"{meta.get('skopeo_version', '')}; runs per figure: {meta['runs']}; "
         f"request duration {meta['duration']} s.  "
     )
+    if meta.get("ours_env"):
+        settings = ", ".join(f"`{k}={v}`" for k, v in meta["ours_env"].items())
+        out.append(f"Extra settings of our API for this run: {settings}.  ")
     loads = [entry["load1"] for entry in results.load]
     if loads:
         out.append(
@@ -420,9 +425,14 @@ def markdown(results: Results) -> str:
             for t in found
         ],
     )
-    if results.notes:
+    notes = list(results.notes)
+    if results.meta.get("profile"):
+        notes.append(
+            "py-spy profiled our API during the c=16 cells and the first big push: those figures are perturbed"
+        )
+    if notes:
         out += ["", "## Notes", ""]
-        out += [f"- {note}" for note in results.notes]
+        out += [f"- {note}" for note in notes]
     out.append("")
     return "\n".join(out)
 

@@ -47,6 +47,44 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
 )
 
 
+LIBRARIES = frozenset(
+    {
+        "ours (services/)",
+        "azure-cosmos",
+        "azure-storage-blob",
+        "azure-core",
+        "aiohttp",
+        "uvicorn",
+        "starlette",
+        "pydantic",
+        "azure-functions",
+        "hashing",
+    }
+)
+# aiohttp with trust_env=True (azure-core's default) looks up ~/.netrc and the proxy variables in a
+# worker thread on every request.
+_TRUST_ENV = re.compile(r"netrc|get_env_proxy_for_url|proxies_from_env|_get_netrc_auth")
+
+
+def attribute(frames: Sequence[str]) -> str:
+    """Who a sample is for: the nearest library frame from the leaf (a stdlib leaf such as json, ssl or
+    uuid counts for the library that called it), with idle waits and aiohttp's trust_env work apart."""
+    function, file = parse_frame(frames[-1])
+    if function == "_worker" and "concurrent/futures/thread.py" in file:
+        return "idle: thread-pool workers waiting"
+    if function == "Runner.run":
+        return "event loop in C (uvloop I/O, httptools) or idle"
+    if any(_TRUST_ENV.search(frame) for frame in frames):
+        return "aiohttp trust_env lookups in threads (netrc, proxy variables)"
+    if function in ("ThreadPoolExecutor.submit", "BaseEventLoop.run_in_executor") or ("to_thread" in function):
+        return "thread hand-off (run_in_executor/to_thread)"
+    for frame in reversed(frames):
+        name = component(parse_frame(frame)[1])
+        if name in LIBRARIES:
+            return name
+    return "other (stdlib)"
+
+
 def parse_frame(frame: str) -> tuple[str, str]:
     match = _FRAME.match(frame.strip())
     if match is None:
@@ -76,11 +114,13 @@ def summary(stacks: Sequence[tuple[list[str], int]], top: int = 20) -> str:
     if not total:
         return "no samples"
     by_component: Counter[str] = Counter()
+    by_owner: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for frames, count in stacks:
         function, file = parse_frame(frames[-1])
         by_component[component(file)] += count
+        by_owner[attribute(frames)] += count
         self_time[f"{function} ({file})"] += count
         seen: set[str] = set()
         for frame in frames:
@@ -89,7 +129,9 @@ def summary(stacks: Sequence[tuple[list[str], int]], top: int = 20) -> str:
             if key not in seen:
                 seen.add(key)
                 inclusive[key] += count
-    lines = [f"{total} samples", "", "self time by component:"]
+    lines = [f"{total} samples", "", "samples by owner (nearest library frame from the leaf):"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_owner.most_common()]
+    lines += ["", "self time by component (of the leaf frame):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in by_component.most_common()]
     lines += ["", f"top {top} inclusive:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
