@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
@@ -61,7 +62,9 @@ class BlobStore:
             from azure.identity.aio import DefaultAzureCredential
 
             self._service = BlobServiceClient(
-                self._settings.blob_account_url, credential=DefaultAzureCredential()
+                self._settings.blob_account_url,
+                credential=DefaultAzureCredential(),
+                transport=AioHttpTransport(use_env_settings=self._settings.proxy_from_environment),
             )
         else:
             values = _connection_values(self._settings.blob_connection_string)
@@ -71,6 +74,7 @@ class BlobStore:
                 self._settings.blob_connection_string,
                 max_block_size=self._settings.block_size,
                 max_single_put_size=self._settings.block_size,
+                transport=AioHttpTransport(use_env_settings=self._settings.proxy_from_environment),
             )
 
     async def close(self) -> None:

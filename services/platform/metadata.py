@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosBatchOperationError
@@ -236,6 +237,7 @@ class MetadataStore:
             kwargs["connection_verify"] = self._settings.cosmos_ca_file
         if self._settings.cosmos_endpoint.startswith("http://"):
             kwargs["enable_endpoint_discovery"] = False
+        kwargs["transport"] = AioHttpTransport(use_env_settings=self._settings.proxy_from_environment)
         client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)
         db = await client.create_database_if_not_exists(self._settings.cosmos_database)
         containers = (

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     block_size: int = 4 * 1024 * 1024
     upload_concurrency: int = 4
 
+    # Whether the Storage and Cosmos clients read HTTP(S)_PROXY/NO_PROXY from the environment. aiohttp then
+    # looks the proxy settings up again on every request, a third of a manifest HEAD's CPU here: off unless
+    # the app really runs behind a proxy.
+    proxy_from_environment: bool = False
+
     max_manifest_bytes: int = 4 * 1024 * 1024
     # Manifests at most this big are kept inline in their Cosmos document (one point read per GET).
     inline_manifest_bytes: int = 256 * 1024
