@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -100,16 +101,16 @@ def serve(host: str, port: int) -> None:
         await close_all()
 
     app = build_app(function_app.app, on_shutdown=shutdown, on_startup=triggers.start)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=os.environ.get("LOG_LEVEL", "warning").lower(),
-        access_log=bool(os.environ.get("ACCESS_LOG")),
-        timeout_keep_alive=30,
-    )
+    # One set of server options for HTTP and HTTPS: uvloop, httptools, keep-alive.
+    options: dict[str, Any] = {
+        "host": host,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": os.environ.get("LOG_LEVEL", "warning").lower(),
+        "access_log": bool(os.environ.get("ACCESS_LOG")),
+        "timeout_keep_alive": 30,
+    }
+    config = uvicorn.Config(app, port=port, **options)
     tls_port = _env_int("API_TLS_PORT", 0)
     if not tls_port:
         uvicorn.Server(config).run()
@@ -122,19 +123,7 @@ def serve(host: str, port: int) -> None:
     # server context refuses anything older than TLS 1.2, ACR's minimum. Only the HTTP server runs the app's
     # lifespan (startup and shutdown happen once).
     cert, key = ensure_certificate(Path(os.environ.get("STATE_DIR", ROOT / ".local")))
-    tls = uvicorn.Config(
-        app,
-        host=host,
-        port=tls_port,
-        loop="uvloop",
-        http="httptools",
-        log_level=config.log_level,
-        access_log=config.access_log,
-        timeout_keep_alive=30,
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-        lifespan="off",
-    )
+    tls = uvicorn.Config(app, port=tls_port, ssl_certfile=str(cert), ssl_keyfile=str(key), lifespan="off", **options)
     uvloop.run(_serve_all([uvicorn.Server(config), uvicorn.Server(tls)]))
 
 
@@ -206,8 +195,7 @@ def run(host: str, port: int) -> None:
                     f"docker://{address}/alpine:latest",
                     f"  podman push --tls-verify=false <image> {address}/<repository>:<tag>",
                     "Pull it back:",
-                    f"  skopeo copy --src-tls-verify=false docker://{address}/alpine:latest "
-                    "oci:./alpine:latest",
+                    f"  skopeo copy --src-tls-verify=false docker://{address}/alpine:latest oci:./alpine:latest",
                     "",
                     "Ctrl-C stops the registry and the emulators.",
                     "",
