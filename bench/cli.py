@@ -385,6 +385,7 @@ class Bench:
             for size_key, image in (("big", big), ("small", small)):
                 repo = f"bench/push-{size_key}-{run}"
                 for subject in order:
+                    _settle()
                     if subject == "raw":
                         if size_key == "big":
                             source = big.layout.blob_path(big_layer.digest)
@@ -432,6 +433,7 @@ class Bench:
                     )
                 self._log_transfer("push", size_key, run, figures["push", size_key], raw_up, size_key == "big")
                 for subject in order:
+                    _settle()
                     if subject == "raw":
                         if size_key == "big":
                             target = self.workdir / "raw-download.bin"
@@ -515,6 +517,12 @@ class Bench:
         if with_raw and len(raw.values.get(RAW_SDK, [])) > run:
             parts.append(f"raw SDK {raw.values[RAW_SDK][-1]:7.1f} MB/s")
         self.log(f"{way} {size_key} run {run}: " + ", ".join(parts))
+
+
+def _settle() -> None:
+    """Flush dirty pages before a timed transfer: each writes 1 GiB, and the kernel's writeback of what the
+    previous one (or the image build) left would otherwise land on whoever comes next."""
+    os.sync()
 
 
 def _read_permission() -> Any:
