@@ -492,9 +492,12 @@ class Bench:
     def warm_up(
         self, skopeo: SkopeoRunner, raw: storage.RawStorage, pool: RandomPool, do_push: bool, do_raw: bool
     ) -> None:
-        """One untimed push and pull of a small image to each registry, and a raw upload: the first big
-        write into a fresh Azurite ran at less than half the speed of the next ones (run 0 was always the
-        outlier), which is not what a registry in service sees."""
+        """One untimed push and pull of a small image to each registry, and a raw upload, so no timed run
+        pays for first use (connections, Azurite's first extents, caches).
+
+        It does not remove everything: our first timed 1 GiB push still runs at about half the speed of
+        the next two, with Azurite spending twice the CPU per MiB; neither this warm-up nor `_settle`
+        changed that, and it is not explained yet. The median of three runs is not affected by it."""
         size = min(WARM_UP_BYTES, pool.size)
         self.log(f"warm-up: {_size_label(size)} to each registry and to Azurite, untimed")
         image = workloads.build_image(self.workdir / "warm-up", pool, [size], f"warm-{uuid.uuid4().hex[:8]}")
