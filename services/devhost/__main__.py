@@ -5,7 +5,8 @@
     serve  serve the API only, against the emulators named by the environment (used by the tests).
 
 Ports and paths come from options or the environment: API_PORT (5000), AZURITE_BLOB_PORT (10000),
-AZURITE_QUEUE_PORT (10001), AZURITE_TABLE_PORT (10002), COSMOS_PORT (8081), STATE_DIR (.local).
+AZURITE_QUEUE_PORT (the blob port + 1), AZURITE_TABLE_PORT (the blob port + 2), COSMOS_PORT (8081),
+STATE_DIR (.local).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvicorn
 
@@ -27,6 +29,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+class EmulatorPorts(NamedTuple):
+    blob: int
+    queue: int
+    table: int
+    cosmos: int
+
+
+def emulator_ports(env: Mapping[str, str]) -> EmulatorPorts:
+    """The emulators' ports: moving the blob port moves the queue and table ports with it (as the README
+    says), so a second `make run AZURITE_BLOB_PORT=...` does not collide with the first one's queue."""
+    blob = int(env.get("AZURITE_BLOB_PORT", 10000))
+    return EmulatorPorts(
+        blob=blob,
+        queue=int(env.get("AZURITE_QUEUE_PORT", blob + 1)),
+        table=int(env.get("AZURITE_TABLE_PORT", blob + 2)),
+        cosmos=int(env.get("COSMOS_PORT", 8081)),
+    )
 
 
 async def _prepare_default_registry() -> str:
@@ -84,6 +105,38 @@ async def _first_login(state_dir: Path, address: str) -> dict[str, str]:
     path.write_text(json.dumps(credentials, indent=2) + "\n")
     path.chmod(0o600)
     return credentials
+
+
+async def _management_login(state_dir: Path, address: str) -> None:
+    """`make run`: the local developer (services/management/dev_issuer.py) is Owner of the default registry,
+    and `.local/credentials.json` gets what a management client needs under `"arm"` (a token for a day)."""
+    from services.management import dev_issuer
+    from services.management.access import assign_role
+    from services.platform.access import AccessStore
+    from services.platform.metadata import MetadataStore
+    from services.platform.settings import get_settings
+
+    settings = get_settings()
+    issuer = dev_issuer.load_or_create(state_dir / "auth" / "dev-issuer.json")
+    metadata = MetadataStore(settings)
+    await metadata.open()
+    try:
+        name = settings.default_registry
+        assignments = await AccessStore(metadata).role_assignments(name)
+        if not any(a.principalId == issuer.principal and a.role == "Owner" for a in assignments):
+            await assign_role(metadata, name, issuer.principal, "Owner", tenant=issuer.tenant)
+    finally:
+        await metadata.close()
+    path = state_dir / "credentials.json"
+    credentials = json.loads(path.read_text())
+    credentials["arm"] = {
+        "endpoint": f"http://{address}",
+        "subscriptionId": dev_issuer.LOCAL_SUBSCRIPTION,
+        "resourceGroup": dev_issuer.LOCAL_RESOURCE_GROUP,
+        "token": issuer.token(),
+    }
+    path.write_text(json.dumps(credentials, indent=2) + "\n")
+    path.chmod(0o600)
 
 
 def serve(host: str, port: int) -> None:
@@ -148,18 +201,24 @@ def run(host: str, port: int) -> None:
     _exit_on_sigterm()
 
     state_dir = Path(os.environ.get("STATE_DIR", ROOT / ".local")).resolve()
+    ports = emulator_ports(os.environ)
     stack = LocalStack(
         state_dir,
-        azurite_blob_port=_env_int("AZURITE_BLOB_PORT", 10000),
-        azurite_queue_port=_env_int("AZURITE_QUEUE_PORT", 10001),
-        azurite_table_port=_env_int("AZURITE_TABLE_PORT", 10002),
-        cosmos_port=_env_int("COSMOS_PORT", 8081),
+        azurite_blob_port=ports.blob,
+        azurite_queue_port=ports.queue,
+        azurite_table_port=ports.table,
+        cosmos_port=ports.cosmos,
         node_modules=ROOT / "node_modules",
     )
     print(f"starting Azurite and the Cosmos DB emulator (state in {state_dir}) ...", flush=True)
     with stack:
         env = stack.env()
         os.environ.update(env)
+        from services.management import dev_issuer
+
+        # The management API takes Entra tokens only: trust the local issuer (made on first run) too.
+        issuer = dev_issuer.load_or_create(state_dir / "auth" / "dev-issuer.json")
+        os.environ["ENTRA_ISSUERS"] = dev_issuer.with_issuer(os.environ.get("ENTRA_ISSUERS", ""), issuer)
         (state_dir / "env").write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())))
         address = f"{host}:{port}"
         os.environ.setdefault("API_TLS_PORT", "5443")  # HTTPS beside HTTP (serve() reads both)
@@ -167,6 +226,7 @@ def run(host: str, port: int) -> None:
         tls_address = f"{host}:{os.environ['API_TLS_PORT']}"
         asyncio.run(_prepare_default_registry())
         login = asyncio.run(_first_login(state_dir, address))
+        asyncio.run(_management_login(state_dir, address))
         user, password, creds_file = login["username"], login["password"], state_dir / "credentials.json"
         # python3 is on every machine that runs this; jq may not be.
         read_password = f"python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"password\"])' {creds_file}"
@@ -182,6 +242,8 @@ def run(host: str, port: int) -> None:
                     f"Password           {password}",
                     f"Credentials        {creds_file}  (registry, loginServer, username, password)",
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
+                    f"Management API     http://{address}/subscriptions/...  (token: python -m services.management "
+                    "dev-token; also in the credentials file under \"arm\")",
                     "",
                     "Log in once (the client keeps the credentials):",
                     f"  {read_password} | podman login --tls-verify=false -u {user} --password-stdin {address}",
