@@ -162,6 +162,9 @@ def serve(host: str, port: int) -> None:
         "log_level": os.environ.get("LOG_LEVEL", "warning").lower(),
         "access_log": bool(os.environ.get("ACCESS_LOG")),
         "timeout_keep_alive": 30,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 and hand the app a forged client address,
+        # which decides IP rules and rate-limit buckets: only TRUSTED_PROXIES (services/auth/network.py) may.
+        "proxy_headers": False,
     }
     config = uvicorn.Config(app, port=port, **options)
     tls_port = _env_int("API_TLS_PORT", 0)
