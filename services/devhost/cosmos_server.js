@@ -22,7 +22,8 @@
  *   {"a":[..],"k":"docs","x":"<rid>"}                          delete the item with that _rid
  *   {"a":[..],"k":"docs","n":42}                               rid counter only (compacted journals)
  *
- * One server per data directory: DIR/server.pid holds the owner's pid while it runs.
+ * One server per data directory: DIR/server.pid holds the owner's pid while it runs. Everything it writes
+ * is private to its user (umask 077).
  * Prints "cosmos ready https://HOST:PORT ..." once it accepts connections.
  */
 "use strict";
@@ -290,7 +291,10 @@ class Journal {
 function main() {
   const args = parseArgs(process.argv.slice(2));
   const started = Date.now();
-  fs.mkdirSync(args.dataDir, { recursive: true });
+  // The journal holds password hashes and webhook headers: files 0600, folders 0700, also when this is
+  // started by hand rather than by stack.py (which sets the same umask).
+  process.umask(0o077);
+  fs.mkdirSync(args.dataDir, { recursive: true, mode: 0o700 });
   const lock = takeLock(args.dataDir);
 
   const account = new Account(args.host, args.port);

@@ -37,6 +37,9 @@ COSMOS_LAUNCHER = Path(__file__).with_name("cosmos_server.js")
 HOST = "127.0.0.1"
 
 _LOG_TAIL_LINES = 40
+# The emulators' data is the registry's: the Cosmos journal holds password hashes and webhook headers,
+# Azurite holds every pushed blob. Whatever they create is for this user only (files 0600, folders 0700).
+_PRIVATE_UMASK = 0o077
 
 
 class StackError(RuntimeError):
@@ -105,11 +108,14 @@ def queue_connection_string(queue_port: int, host: str = HOST) -> str:
 class _Child:
     """One emulator process, in a process group of its own, logging to a file."""
 
-    def __init__(self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str], umask: int = -1
+    ) -> None:
         self.name = name
         self.command = list(command)
         self.log = log
         self.env = dict(env)
+        self.umask = umask  # -1: inherit ours
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -126,6 +132,7 @@ class _Child:
                 env=self.env,
                 cwd=REPO_ROOT,
                 start_new_session=True,
+                umask=self.umask,
             )
 
     @property
@@ -171,8 +178,8 @@ class _Child:
 class LocalStack:
     """Azurite and the Cosmos DB emulator on 127.0.0.1, with their data and logs under `state_dir`.
 
-    state_dir/azurite   Azurite's data (--location)
-    state_dir/cosmos    the Cosmos DB emulator's journal
+    state_dir/azurite   Azurite's data (--location), 0700
+    state_dir/cosmos    the Cosmos DB emulator's journal, 0700, its files 0600
     state_dir/tls       its certificate (see ensure_certificate)
     state_dir/logs      azurite.log, cosmos.log
 
@@ -241,6 +248,8 @@ class LocalStack:
             "COSMOS_CA_FILE": str(self.cert_file),
             # The token service's signing keys (services/auth/signing.py makes the file on first use).
             "AUTH_SIGNING_KEYS_FILE": str(self.state_dir / "auth" / "signing-keys.json"),
+            # The key ring that seals secrets at rest (services/platform/secrets.py makes it on first use).
+            "SECRETS_KEYS_FILE": str(self.state_dir / "auth" / "secrets-keys.json"),
         }
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -294,9 +303,10 @@ class LocalStack:
             azurite.append("--silent")
         if self.cosmos_fsync:
             cosmos.append("--fsync")
-        (self.state_dir / "azurite").mkdir(parents=True, exist_ok=True)
-        self._azurite = _Child("azurite", azurite, self.logs_dir / "azurite.log", env)
-        self._cosmos = _Child("cosmos", cosmos, self.logs_dir / "cosmos.log", env)
+        _make_private(self.state_dir / "azurite")
+        _make_private(self.state_dir / "cosmos")
+        self._azurite = _Child("azurite", azurite, self.logs_dir / "azurite.log", env, umask=_PRIVATE_UMASK)
+        self._cosmos = _Child("cosmos", cosmos, self.logs_dir / "cosmos.log", env, umask=_PRIVATE_UMASK)
         try:
             deadline = time.monotonic() + timeout
             # Cosmos first: it refuses a data directory in use, before Azurite would share one.
@@ -365,6 +375,16 @@ class LocalStack:
             return False
         finally:
             connection.close()
+
+
+def _make_private(folder: Path) -> None:
+    """`folder` 0700 and the files directly in it 0600: new ones are made so by the children's umask, these
+    are what a stack before that umask left behind (the folder's mode alone already shuts others out)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for entry in folder.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(0o600)
 
 
 def _accepts(port: int) -> bool:

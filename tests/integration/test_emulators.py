@@ -686,3 +686,32 @@ def test_start_refuses_a_port_in_use(tmp_path: Path) -> None:
         with pytest.raises(StackError, match="already in use"):
             stack.start()
         assert not stack.running
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_cosmos_journal_is_private(tmp_path: Path) -> None:
+    """The journal holds password hashes and webhook headers: 0600 in a 0700 folder, even when an older
+    stack left them world-readable and whatever the umask of whoever runs `make run`."""
+    old_umask = os.umask(0o022)
+    try:
+        legacy = tmp_path / "cosmos"
+        legacy.mkdir(mode=0o755)
+        (legacy / "journal.log").write_text("")
+        (legacy / "journal.log").chmod(0o644)
+        with LocalStack.on_free_ports(tmp_path) as stack, sync_client(stack) as client:
+            database = client.create_database_if_not_exists("registry")
+            container = database.create_container_if_not_exists(id="c", partition_key=PartitionKey(path="/repo"))
+            container.create_item({"id": "secret", "repo": "r", "hash": "$argon2id$..."})
+            assert _mode(legacy) == 0o700
+            assert _mode(legacy / "journal.log") == 0o600  # compacted on start: a new file replaced it
+            assert _mode(legacy / "server.pid") == 0o600
+            assert _mode(tmp_path / "azurite") == 0o700
+        # the journal a restart compacts into is made private as well
+        with LocalStack.on_free_ports(tmp_path):
+            assert _mode(legacy / "journal.log") == 0o600
+            assert sorted(p.name for p in legacy.iterdir() if _mode(p) & 0o077) == []
+    finally:
+        os.umask(old_umask)
