@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.entra_issuer import TestIssuer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,8 +88,17 @@ def running_devhost(env: dict[str, str], log_dir: Path) -> Iterator[Devhost]:
 
 
 @pytest.fixture(scope="session")
-def devhost(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
-    with running_devhost(stack, tmp_path_factory.mktemp("devhost")) as host:
+def entra_issuer() -> TestIssuer:
+    """The Entra ID stand-in the session's devhost trusts (management calls and /oauth2/exchange)."""
+    return TestIssuer()
+
+
+@pytest.fixture(scope="session")
+def devhost(
+    stack: dict[str, str], entra_issuer: TestIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Devhost]:
+    env = stack | {"ENTRA_ISSUERS": entra_issuer.setting()}
+    with running_devhost(env, tmp_path_factory.mktemp("devhost")) as host:
         yield host
 
 

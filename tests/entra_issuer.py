@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import jwt
+from azure.core.credentials import AccessToken
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -55,3 +56,15 @@ class TestIssuer:
             "tid": self.tenant,
         } | claims
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": self.kid})
+
+
+class IssuerCredential:
+    """A TokenCredential as azure-identity would give, but from a test's own Entra issuer."""
+
+    def __init__(self, issuer: TestIssuer, object_id: str, audience: str = ARM_AUDIENCE) -> None:
+        self.issuer, self.object_id, self.audience = issuer, object_id, audience
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        return AccessToken(self.issuer.token(self.object_id, audience=self.audience), int(time.time()) + 3600)

@@ -34,6 +34,7 @@ class WebhookReceiver:
         self.answers: list[int] = []  # answered in order, then `default_status`
         self.default_status = 200
         self.retry_after: str | None = None
+        self.redirects: dict[str, str] = {}  # path -> Location: answered 307, with a body and header to leak
         self._lock = threading.Lock()
         receiver = self
 
@@ -43,8 +44,19 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
+                    location = receiver.redirects.get(self.path)
                     status = receiver.answers.pop(0) if receiver.answers else receiver.default_status
+                    status = 307 if location else status
                     receiver.requests.append(ReceivedRequest(self.path, dict(self.headers), body, status))
+                if location:
+                    payload = b"internal: the private service's banner"
+                    self.send_response(307)
+                    self.send_header("Location", location)
+                    self.send_header("X-Internal", "topsecret")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 payload = b'{"ok": true}' if status < 300 else b'{"error": "not now"}'
                 self.send_response(status)
                 if status == 429 and receiver.retry_after is not None:

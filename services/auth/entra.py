@@ -48,6 +48,7 @@ class IssuerConfig(BaseModel):
 class EntraPrincipal:
     object_id: str
     tenant_id: str
+    audience: str = ""  # the audience the token was for (one of its issuer's configured audiences)
 
 
 def parse_issuers(text: str) -> dict[str, IssuerConfig]:
@@ -114,7 +115,8 @@ class EntraVerifier:
         tenant = str(claims.get("tid") or "")
         if not object_id or not tenant:
             raise EntraTokenInvalid("the token names no principal (oid) or tenant (tid)")
-        return EntraPrincipal(object_id, tenant)
+        audience = claims.get("aud")
+        return EntraPrincipal(object_id, tenant, audience if isinstance(audience, str) else "")
 
 
 def _keys_of(jwks: dict[str, Any]) -> dict[str, jwt.PyJWK]:

@@ -3,6 +3,7 @@
     python -m services.management registry create myregistry --sku Premium
     python -m services.management registry list
     python -m services.management registry delete myregistry
+    python -m services.management dev-token     # a management token of the local developer (make run)
 
 Identity and access (groups access, admin, scope-map, token, role): see access_commands.py.
 Webhooks (group webhook: create, update, list, show, delete, ping, events, config, redeliver): see
@@ -17,9 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 
-from services.management import access_commands, webhooks_cli
+from services.management import access_commands, dev_issuer, webhooks_cli
 from services.management.access import AccessError
 from services.management.registries import RegistryNameInvalid, create_registry, delete_registry
 from services.platform.blobs import BlobStore
@@ -69,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     delete.add_argument("name")
     access_commands.add_parsers(groups)  # access, admin, scope-map, token, role
     webhooks_cli.add_commands(groups)  # webhook
+    groups.add_parser("dev-token", help="print a management token of the local developer (make run)")
     args = parser.parse_args(argv)
+    if args.group == "dev-token":
+        path = Path(os.environ.get("STATE_DIR", ".local")) / "auth" / "dev-issuer.json"
+        if not path.is_file():
+            print(f"{path} does not exist: start `make run` once first", file=sys.stderr)
+            return 1
+        print(dev_issuer.load_or_create(path).token())
+        return 0
     try:
         return asyncio.run(_run(args))
     except (RegistryNameInvalid, AccessError, WebhookInvalid) as exc:

@@ -9,8 +9,9 @@
 Create, update and delete are long-running operations in ARM; they finish at once here and answer
 200/201 with the final body (`provisioningState: Succeeded`), which completes the SDK's poller. Registries are
 found by name: the subscription and resource group are echoed in ids, not checked (the rest of the ARM
-control plane, and its authorization, come later and live in this package). Custom headers are secrets:
-getCallbackConfig shows them masked.
+control plane comes later and lives in this package). Every call is authenticated and authorized first
+(`authorization.py`: an Entra token for the management endpoint, Owner/Contributor/Reader on the registry).
+Custom headers are secrets: getCallbackConfig shows them masked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.auth.entra import EntraVerifier, parse_issuers
+from services.management.authorization import Access, ManagementAuthorizer, ManagementDenied
+from services.platform.access import AccessStore
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
@@ -33,6 +37,7 @@ from services.webhooks.delivery import WebhookDispatcher, delivery_key
 log = logging.getLogger("management")
 
 PROVIDER = "Microsoft.ContainerRegistry"
+REGISTRY_NAME = re.compile(r"[a-z0-9]{5,50}")
 WEBHOOK_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry"
     r"/registries/(?P<registry>[^/]+)/webhooks(?:/(?P<webhook>[^/]+)(?:/(?P<action>ping|listEvents|getCallbackConfig))?)?/?$",
@@ -77,12 +82,14 @@ class WebhookParameters(_Body):
 
 
 class ArmError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"code": self.code, "message": self.message}}, status_code=self.status)
+        body = {"error": {"code": self.code, "message": self.message}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 # --- resource shapes --------------------------------------------------------------------------------------
@@ -160,6 +167,9 @@ class ManagementApi:
         self.settings = settings or get_settings()
         self.metadata = MetadataStore(self.settings)
         self.dispatcher = WebhookDispatcher(self.settings, self.metadata)
+        self.authorizer = ManagementAuthorizer(
+            EntraVerifier(parse_issuers(self.settings.entra_issuers)), AccessStore(self.metadata)
+        )
         self._opened = False
 
     async def open(self) -> None:
@@ -179,6 +189,8 @@ class ManagementApi:
             return await self._dispatch(request)
         except ArmError as error:
             return error.response()
+        except ManagementDenied as error:
+            return ArmError(error.status, error.code, error.message, error.headers).response()
         except rules.WebhookInvalid as error:
             return ArmError(400, "InvalidRequest", str(error)).response()
         except resources.RegistryNotFound as error:
@@ -195,8 +207,9 @@ class ManagementApi:
             raise ArmError(404, "NotFound", "no such resource type")
         if not request.query_params.get("api-version"):
             raise ArmError(400, "MissingApiVersionParameter", "the api-version query parameter is required")
-        sub, rg, registry = match["sub"], match["rg"], match["registry"]
+        sub, rg, registry = match["sub"], match["rg"], match["registry"].lower()  # ARM names ignore case
         name, action, method = match["webhook"], match["action"], request.method
+        await self._authorize(request, sub, rg, registry, name, action)
         metadata = self.metadata
         if name is None:
             if method != "GET":
@@ -232,6 +245,24 @@ class ManagementApi:
             doc = await resources.update_webhook(metadata, registry, name, body.changes())
             return JSONResponse(webhook_resource(doc, sub, rg))
         raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a webhook")
+
+    async def _authorize(
+        self, request: Request, sub: str, rg: str, registry: str, name: str | None, action: str | None
+    ) -> None:
+        """401 or 403 before anything is read or changed (ARM's action names in the refusal)."""
+        operation = f"{PROVIDER}/registries/webhooks/"
+        access: Access = "write"
+        if action is not None:
+            operation += f"{action}/action"
+        elif request.method == "GET":
+            operation, access = operation + "read", "read"
+        else:
+            operation += "delete" if request.method == "DELETE" else "write"
+        scope = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/registries/{registry}"
+        if not REGISTRY_NAME.fullmatch(registry):
+            await self.authorizer.authenticate(request)  # 401 first for strangers, then no such scope for anyone
+            raise ManagementDenied(403, "AuthorizationFailed", f"the scope '{scope}' is invalid")
+        await self.authorizer.authorize(request, registry, access, operation, scope)
 
 
 _api: ManagementApi | None = None

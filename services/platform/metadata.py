@@ -172,6 +172,8 @@ class WebhookDoc(Document):
     signingSecret: str | None = None
     payloadFormat: Literal["acr", "cloudevents"] = "acr"
     created: str = Field(default_factory=utcnow)
+    # customHeaders and signingSecret as stored: sealed (services/webhooks/resources.py), both then empty.
+    sealedSecrets: str | None = None
 
 
 class DeliveryDoc(Document):
@@ -226,6 +228,10 @@ class MetadataStore:
         self._db: DatabaseProxy | None = None
         self._containers: dict[str, ContainerProxy] = {}
         self._known_repositories: dict[tuple[str, str], float] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     async def open(self) -> None:
         """Create the client (it makes network calls, hence not in __init__) and the containers."""

@@ -119,6 +119,20 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = 30.0
     # Deliveries to private, loopback and link-local addresses are refused unless this is set (local runs).
     webhook_allow_private_targets: bool = False
+    # Secrets kept at rest (webhook custom headers and signing secrets) are sealed with this key ring
+    # (services/platform/secrets.py): JSON [{"kid", "key": base64 of 32 bytes}], the first seals; in Azure a
+    # Key Vault reference. Or a file holding it, made on first use (locally .local/auth/secrets-keys.json).
+    secrets_keys: str = ""
+    secrets_keys_file: str = ""
+    # Failed sign-ins (services/auth/failures.py): how many wrong passwords a client address, and a username
+    # of a registry, may send per minute (burst: a minute's worth) before further attempts are refused with
+    # 429 and Retry-After without hashing anything; a right password does not count. 0 turns a limit off.
+    # Per instance, in memory. The per-username budget is the larger, so that one address alone cannot spend
+    # a name's budget and lock its owner out.
+    auth_failures_per_address_per_minute: int = 20
+    auth_failures_per_username_per_minute: int = 30
+    # Threads that verify passwords (argon2id, ~30 ms of CPU and 19 MiB each) off the event loop.
+    password_verify_workers: int = 2
 
 
 @lru_cache(maxsize=1)

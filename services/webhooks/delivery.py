@@ -7,11 +7,18 @@ appended to it, which is what `listEvents` shows. An attempt that fails on the n
 5xx, 429 or 408, is tried again after an exponential delay with jitter (or the receiver's `Retry-After`);
 after `webhook_max_attempts` attempts, or a final 4xx answer, the delivery is dead-lettered and waits for
 `redeliver`. Custom headers are secrets: the records keep them masked and nothing logs them.
+
+A webhook's owner chooses where it points, so a delivery must not become a way into the service's network:
+redirects are never followed (a 3xx is a failed attempt), every address a service URI resolves to is
+checked and the connection goes to an address that was checked (the connector's own resolver does the
+check, so there is no second lookup for DNS rebinding to answer differently), and a failed attempt records
+only its status and timing, never what the target answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import socket
@@ -22,16 +29,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from services.events.models import EventMessage, RegistryEvent, event_timestamp, new_event_id
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import ConcurrentUpdate, DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
-from services.webhooks import rules
+from services.webhooks import resources, rules
 
 log = logging.getLogger("webhooks")
 
 RESPONSE_CONTENT_LIMIT = 4096
+# Of a successful answer, listEvents shows these headers only (nothing that maps the receiver's internals).
+SHOWN_RESPONSE_HEADERS = frozenset({"content-type", "content-length", "date"})
 USER_AGENT = "acr-serverless-webhooks/1.0"
 
 
@@ -68,9 +78,12 @@ class WebhookDispatcher:
             if self._session is None:
                 if self._owns_metadata:
                     await self.metadata.open()
+                resolver = CheckedResolver(aiohttp.ThreadedResolver(), self._settings.webhook_allow_private_targets)
                 self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False),
                     timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_seconds),
                     headers={"User-Agent": USER_AGENT},
+                    trust_env=False,  # never through a proxy from the environment: the checked address is the peer
                 )
 
     async def close(self) -> None:
@@ -88,7 +101,7 @@ class WebhookDispatcher:
         message = EventMessage.model_validate_json(body)
         webhooks = [
             hook
-            for hook in await self.metadata.list_webhooks(message.registry)
+            for hook in await resources.webhooks_of(self.metadata, message.registry)
             if rules.wants(hook.status, hook.actions, hook.scope, message.event)
         ]
         await asyncio.gather(*(self.deliver(hook, message.event) for hook in webhooks))
@@ -158,10 +171,10 @@ class WebhookDispatcher:
         else:
             body = json.dumps(event).encode()
             content_type = "application/json"
-        headers = {"Content-Type": content_type, **webhook.customHeaders}
-        headers[rules.DELIVERY_HEADER] = delivery_id(str(event.get("id")), webhook.name)
+        own = {"Content-Type": content_type, rules.DELIVERY_HEADER: delivery_id(str(event.get("id")), webhook.name)}
         if webhook.signingSecret:
-            headers[rules.SIGNATURE_HEADER] = rules.signature(webhook.signingSecret, int(time.time()), body)
+            own[rules.SIGNATURE_HEADER] = rules.signature(webhook.signingSecret, int(time.time()), body)
+        headers = rules.delivery_headers(webhook.customHeaders, own)
         secret_names = [*webhook.customHeaders, rules.SIGNATURE_HEADER]
         record: dict[str, Any] = {
             "id": str(uuid.uuid4()),
@@ -179,44 +192,51 @@ class WebhookDispatcher:
         status: int | None = None
         retry_after: float | None = None
         try:
-            await self._check_target(webhook.serviceUri)
-            async with self._session.post(webhook.serviceUri, data=body, headers=headers) as response:
-                content = await response.content.read(RESPONSE_CONTENT_LIMIT)
+            self._check_literal_target(webhook.serviceUri)
+            async with self._session.post(
+                webhook.serviceUri, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 status = response.status
                 retry_after = rules.parse_retry_after(response.headers.get("Retry-After"))
-                record["response"] = {
-                    "statusCode": status,
-                    "reasonPhrase": response.reason or "",
-                    "version": f"{response.version.major}.{response.version.minor}" if response.version else "",
-                    "headers": dict(response.headers),
-                    "content": content.decode(errors="replace"),
-                }
+                record["response"] = {"statusCode": status}
+                if 200 <= status < 300:  # what the owner's own receiver said; a failure shows nothing of it
+                    content = await response.content.read(RESPONSE_CONTENT_LIMIT)
+                    record["response"] |= {
+                        "reasonPhrase": response.reason or "",
+                        "version": f"{response.version.major}.{response.version.minor}" if response.version else "",
+                        "headers": {k: v for k, v in response.headers.items() if k.lower() in SHOWN_RESPONSE_HEADERS},
+                        "content": content.decode(errors="replace"),
+                    }
         except TargetRefused as exc:
             record["error"] = str(exc)
             record["refused"] = True
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            record["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, TargetRefused):
+                record["error"], record["refused"] = str(exc.os_error), True
+            else:
+                record["error"] = "the connection to the service URI failed"
+        except TimeoutError:
+            record["error"] = "the service URI did not answer in time"
+        except (aiohttp.ClientError, OSError):
+            record["error"] = "the request to the service URI failed"
         record["durationMs"] = round((time.perf_counter() - started) * 1000, 3)
         record["status"] = status
         if record.get("refused"):
             status = 403  # final: not retried
         return AttemptResult(record, status, retry_after)
 
-    async def _check_target(self, uri: str) -> None:
+    def _check_literal_target(self, uri: str) -> None:
+        """An address written in the URI is connected to without any lookup: check it here (names are
+        checked by the connector's resolver, `CheckedResolver`)."""
         if self._settings.webhook_allow_private_targets:
             return
-        parts = urlsplit(uri)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        loop = asyncio.get_running_loop()
+        host = (urlsplit(uri).hostname or "").strip("[]")
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise TargetRefused(f"cannot resolve {host}: {exc}") from exc
-        for info in infos:
-            address = str(info[4][0])
-            if rules.address_refused(address):
-                raise TargetRefused(f"{host} resolves to {address}, a private or local address (refused)")
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        if rules.address_refused(host):
+            raise TargetRefused(f"{host} is a private or local address (refused)")
 
     # --- commands ----------------------------------------------------------------------------------
     async def ping(self, webhook: WebhookDoc) -> str:
@@ -250,8 +270,32 @@ class WebhookDispatcher:
         return results
 
 
-class TargetRefused(Exception):
+class TargetRefused(OSError):
     """The service URI resolves to an address deliveries may not go to."""
+
+
+class CheckedResolver(AbstractResolver):
+    """The connector's resolver: what it returns is what the connector connects to, so refusing here (any
+    private, loopback or link-local answer refuses the name) leaves no gap between check and connect."""
+
+    def __init__(self, inner: AbstractResolver, allow_private: bool) -> None:
+        self._inner, self._allow_private = inner, allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        try:
+            results = await self._inner.resolve(host, port, family)
+        except OSError as exc:
+            raise TargetRefused(f"cannot resolve {host}") from exc
+        if not self._allow_private:
+            for result in results:
+                if rules.address_refused(result["host"]):
+                    raise TargetRefused(f"{host} resolves to a private or local address (refused)")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 _dispatcher: WebhookDispatcher | None = None

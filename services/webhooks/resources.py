@@ -1,14 +1,22 @@
 """Webhook resources of a registry: create or replace, update, read, list, delete, with ACR's rules and
-tier caps. The management API (`services/management/webhooks_api.py`) and the command line call these.
+tier caps. The management API (`services/management/webhooks_api.py`), the command line and the delivery
+worker read and write webhooks through these only.
+
+A webhook's custom headers and signing secret are secrets the service must read back, so they are stored
+sealed (services/platform/secrets.py), bound to the webhook's registry and name: the Cosmos DB document
+(and the local emulator's journal) never holds them in clear. Documents written before sealing existed
+are read as they are and sealed on their next write.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from services.platform.metadata import MetadataStore, RegistryDoc, WebhookDoc
+from services.platform.secrets import SecretBox, secret_box
 from services.webhooks import rules
 
 
@@ -42,17 +50,57 @@ async def _registry(metadata: MetadataStore, registry: str) -> RegistryDoc:
     return doc
 
 
+def _box(metadata: MetadataStore) -> SecretBox:
+    return secret_box(metadata.settings.secrets_keys, metadata.settings.secrets_keys_file)
+
+
+def _context(doc: WebhookDoc) -> str:
+    return f"webhook:{doc.registry}/{doc.name}"
+
+
+def sealed(doc: WebhookDoc, box: SecretBox) -> WebhookDoc:
+    """The document as stored: its secrets sealed, the clear fields empty."""
+    secrets = {"customHeaders": doc.customHeaders, "signingSecret": doc.signingSecret}
+    value = box.seal(json.dumps(secrets).encode(), _context(doc))
+    return doc.model_copy(update={"customHeaders": {}, "signingSecret": None, "sealedSecrets": value})
+
+
+def opened(doc: WebhookDoc, box: SecretBox) -> WebhookDoc:
+    """The document as the service uses it: its secrets in memory (SealedValueInvalid if they do not open)."""
+    if doc.sealedSecrets is None:
+        return doc
+    secrets = json.loads(box.open(doc.sealedSecrets, _context(doc)))
+    return doc.model_copy(
+        update={
+            "customHeaders": dict(secrets["customHeaders"]),
+            "signingSecret": secrets["signingSecret"],
+            "sealedSecrets": None,
+        }
+    )
+
+
 async def get_webhook(metadata: MetadataStore, registry: str, name: str) -> WebhookDoc:
     await _registry(metadata, registry)
     doc = await metadata.get_webhook(registry, name)
     if doc is None:
         raise WebhookNotFound(name)
-    return doc
+    return opened(doc, _box(metadata))
 
 
 async def list_webhooks(metadata: MetadataStore, registry: str) -> list[WebhookDoc]:
     await _registry(metadata, registry)
-    return await metadata.list_webhooks(registry)
+    return await webhooks_of(metadata, registry)
+
+
+async def webhooks_of(metadata: MetadataStore, registry: str) -> list[WebhookDoc]:
+    """Every webhook of the registry, opened (the delivery worker's read: no registry check)."""
+    box = _box(metadata)
+    return [opened(doc, box) for doc in await metadata.list_webhooks(registry)]
+
+
+async def _store(metadata: MetadataStore, doc: WebhookDoc) -> WebhookDoc:
+    box = _box(metadata)
+    return opened(await metadata.put_webhook(sealed(doc, box)), box)
 
 
 async def put_webhook(
@@ -74,15 +122,15 @@ async def put_webhook(
             actions=list(changes.actions),
         )
     else:
-        base = existing
+        base = opened(existing, _box(metadata))
     doc = _apply(base, changes)
-    return await metadata.put_webhook(doc), existing is None
+    return await _store(metadata, doc), existing is None
 
 
 async def update_webhook(metadata: MetadataStore, registry: str, name: str, changes: WebhookChanges) -> WebhookDoc:
     """Change the settings given (PATCH)."""
     existing = await get_webhook(metadata, registry, name)
-    return await metadata.put_webhook(_apply(existing, changes))
+    return await _store(metadata, _apply(existing, changes))
 
 
 async def delete_webhook(metadata: MetadataStore, registry: str, name: str) -> bool:
@@ -97,7 +145,7 @@ def _apply(doc: WebhookDoc, changes: WebhookChanges) -> WebhookDoc:
     else:
         rules.check_service_uri(values.serviceUri)
     if changes.custom_headers is not None:
-        values.customHeaders = dict(changes.custom_headers)
+        values.customHeaders = rules.check_custom_headers(changes.custom_headers)
     if changes.actions is not None:
         values.actions = rules.check_actions(changes.actions)
     else:

@@ -39,6 +39,34 @@ CLOUDEVENT_TYPES: Mapping[str, str] = {  # Event Grid's names for ACR events, pl
 }
 
 
+# RFC 9110 field names (tokens) and values (visible ASCII, spaces and tabs inside; no CR, LF or NUL).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t]*[\x21-\x7e])*)?")
+MAX_CUSTOM_HEADERS = 16
+MAX_HEADER_VALUE = 4096
+# Set by the HTTP client or the delivery itself; a custom header must never replace them.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "content-type",
+        "content-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+        "user-agent",
+        DELIVERY_HEADER.lower(),
+        SIGNATURE_HEADER.lower(),
+    }
+)
+
+
 class WebhookInvalid(ValueError):
     """A webhook setting breaks a rule (the message says which)."""
 
@@ -70,6 +98,37 @@ def check_scope(scope: str) -> str:
     if scope and not re.fullmatch(r"[a-z0-9*._/-]+(:[A-Za-z0-9*_.-]+)?", scope):
         raise WebhookInvalid(f"scope {scope!r} is invalid: use repository, repository:tag or repository:*")
     return scope
+
+
+def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Custom headers go on every delivery verbatim, so each must be a well-formed HTTP header that cannot
+    split the request (CR, LF, NUL) or replace a header the delivery itself sets (framing, signature)."""
+    if len(headers) > MAX_CUSTOM_HEADERS:
+        raise WebhookInvalid(f"at most {MAX_CUSTOM_HEADERS} custom headers are allowed")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        shown = name[:64]
+        if not HEADER_NAME.fullmatch(name) or len(name) > 256:
+            raise WebhookInvalid(f"custom header name {shown!r} is invalid: use letters, digits and !#$%&'*+-.^_`|~")
+        if name.lower() in RESERVED_HEADERS:
+            raise WebhookInvalid(f"custom header {name!r} is set by the delivery itself and cannot be overridden")
+        if name.lower() in seen:
+            raise WebhookInvalid(f"custom header {shown!r} is given twice")
+        seen.add(name.lower())
+        if not isinstance(value, str) or not HEADER_VALUE.fullmatch(value) or len(value) > MAX_HEADER_VALUE:
+            raise WebhookInvalid(
+                f"the value of custom header {shown!r} is invalid: printable ASCII only (no CR, LF or"
+                f" control characters), at most {MAX_HEADER_VALUE} characters"
+            )
+    return dict(headers)
+
+
+def delivery_headers(custom: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """The headers of one delivery: the custom ones (reserved names dropped, should any predate the checks)
+    with the delivery's own on top, whatever their case."""
+    owned = {name.lower() for name in own}
+    kept = {k: v for k, v in custom.items() if k.lower() not in RESERVED_HEADERS and k.lower() not in owned}
+    return kept | dict(own)
 
 
 def check_capacity(sku: str, existing: int) -> None:
@@ -143,8 +202,8 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def mask(value: str) -> str:
-    """A secret header value as shown by the API: never in full."""
-    return value[:3] + "*****" if len(value) > 12 else "*****"
+    """A secret header value as shown by the API: nothing of it (not even its length)."""
+    return "*****"
 
 
 def masked_headers(headers: Mapping[str, str], secret_names: Iterable[str]) -> dict[str, str]:

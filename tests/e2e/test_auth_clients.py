@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from azure.containerregistry import ContainerRegistryClient
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from services.devhost.stack import free_port
@@ -44,7 +43,7 @@ from tests.e2e.clients import (
     build_single_platform_image,
 )
 from tests.e2e.test_azure_sdk import AllowPlainHttpPolicy
-from tests.entra_issuer import TestIssuer
+from tests.entra_issuer import IssuerCredential, TestIssuer
 from tests.integration.conftest import settings_from_env
 
 PUSHER_OID, READER_OID = str(uuid.uuid4()), str(uuid.uuid4())
@@ -211,25 +210,6 @@ def test_docker_login(auth_registry: AuthRegistry, tmp_path: Path) -> None:
     ).json()["refresh_token"]
     guid = _docker_login(tmp_path / "d4", reg.host, "00000000-0000-0000-0000-000000000000", refresh)
     assert guid.returncode == 0, guid.stderr
-
-
-class IssuerCredential:
-    """A TokenCredential as azure-identity would give, but from the test's own Entra issuer."""
-
-    def __init__(self, issuer: TestIssuer, object_id: str) -> None:
-        self.issuer, self.object_id = issuer, object_id
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.calls += 1
-        token = self.issuer.token(self.object_id)
-        return AccessToken(token, int(self.issuer_expiry()))
-
-    @staticmethod
-    def issuer_expiry() -> float:
-        import time
-
-        return time.time() + 3600
 
 
 def _sdk(reg: AuthRegistry, credential: Any) -> ContainerRegistryClient:

@@ -3,17 +3,21 @@ API, fed by skopeo pushes, received by a real HTTP receiver in the test."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.credentials import AccessToken
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
+from services.management.access import assign_role
+from services.platform.metadata import MetadataStore
+from tests.conftest import Devhost
 from tests.e2e.clients import Skopeo, build_single_platform_image
+from tests.entra_issuer import IssuerCredential, TestIssuer
+from tests.integration.conftest import settings_from_env
 from tests.webhook_receiver import WebhookReceiver
 
 SUBSCRIPTION, GROUP = "00000000-0000-0000-0000-000000000000", "local-rg"
@@ -21,16 +25,22 @@ REGISTRY = "local"  # the devhost's default registry (the bare address)
 HTTP = {"enforce_https": False}  # plain http on loopback, per call (carried into LRO polling)
 
 
-class LocalCredential:
-    """A bearer token for the SDK's pipeline (the local management API does not check it yet)."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("local-token", int(time.time()) + 3600)
+async def _assign_owner(env: dict[str, str], principal: str, tenant: str) -> None:
+    metadata = MetadataStore(settings_from_env(env))
+    await metadata.open()
+    try:
+        await assign_role(metadata, REGISTRY, principal, "Owner", tenant=tenant)
+    finally:
+        await metadata.close()
 
 
 @pytest.fixture
-def arm(registry_url: str) -> Iterator[ContainerRegistryManagementClient]:
-    client = ContainerRegistryManagementClient(LocalCredential(), SUBSCRIPTION, base_url=registry_url)  # type: ignore[arg-type]
+def arm(registry_url: str, devhost: Devhost, entra_issuer: TestIssuer) -> Iterator[ContainerRegistryManagementClient]:
+    """The management SDK signed in as an Owner of the registry (an Entra token from the test's issuer)."""
+    owner = str(uuid.uuid4())
+    asyncio.run(_assign_owner(devhost.env, owner, entra_issuer.tenant))
+    credential = IssuerCredential(entra_issuer, owner)
+    client = ContainerRegistryManagementClient(credential, SUBSCRIPTION, base_url=registry_url)  # type: ignore[arg-type]
     with client:
         yield client
 

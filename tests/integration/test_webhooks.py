@@ -151,6 +151,29 @@ async def test_push_reaches_the_webhook_as_acr_payload_with_headers_and_signatur
     recorded = delivery.attempts[0]
     assert recorded["response"]["statusCode"] == 200
     assert "s3cret" not in json.dumps(recorded["request"]["headers"])  # secrets are masked
+    # ... and stored sealed: neither the document nor the emulator's journal on disk holds them in clear
+    raw = await registry.stores.metadata.get_webhook(registry.name, "hookone")
+    assert raw is not None and raw.customHeaders == {} and raw.signingSecret is None and raw.sealedSecrets
+    journal = Path(registry.stores.settings.secrets_keys_file).parents[1] / "cosmos"
+    assert list(journal.rglob("*")), "the emulator's journal was not found"
+    assert not any(b"s3cret-value" in f.read_bytes() for f in journal.rglob("*") if f.is_file())
+
+
+async def test_redirects_are_not_followed_and_a_failure_records_nothing_of_the_answer(
+    registry: Registry, receiver: WebhookReceiver
+) -> None:
+    # Issue 8, item 2: a 307 to a private address used to be followed (custom headers and body along), and
+    # listEvents showed the final answer (status, headers, 4 KiB of body): a readable SSRF.
+    receiver.redirects["/hop"] = f"{receiver.url}/internal"
+    await registry.webhook("redirected", f"{receiver.url}/hop", custom_headers={"Authorization": "Bearer s3cret"})
+    push_image(registry.http, "redir", "v1")
+    receiver.wait_for(lambda r: len(r.on("/hop")) == 1)
+    event_id = receiver.on("/hop")[0].json()["id"]
+    delivery = await registry.delivery("redirected", event_id, state="deadlettered")
+    assert receiver.on("/internal") == []
+    assert [a["response"] for a in delivery.attempts] == [{"statusCode": 307}]
+    recorded = delivery.model_dump_json()
+    assert "topsecret" not in recorded and "banner" not in recorded and "/internal" not in recorded
 
 
 async def test_multi_tag_push_by_digest_gives_one_event_per_tag_and_delete_gives_delete(

@@ -88,12 +88,54 @@ def test_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
     assert header == f"t=1700000000,v1={expected}"
 
 
-def test_masking_never_shows_a_secret_in_full() -> None:
-    assert rules.mask("Bearer abcdefghijklmnop") == "Bea*****"
+def test_masking_shows_nothing_of_a_secret() -> None:
+    # Issue 8, item 14: the first three characters used to show ("Bea*****").
+    assert rules.mask("Bearer abcdefghijklmnop") == "*****"
     assert rules.mask("short") == "*****"
     assert rules.masked_headers({"Authorization": "Bearer abcdefghijklmnop", "Accept": "x"}, ["authorization"]) == {
-        "Authorization": "Bea*****",
+        "Authorization": "*****",
         "Accept": "x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({"X-Evil": "a\r\nHost: attacker"}, "X-Evil"),  # request splitting
+        ({"X-Evil": "a\nb"}, "X-Evil"),
+        ({"X-Evil": "a\x00b"}, "X-Evil"),
+        ({"X-Evil\r\nInjected": "v"}, "X-Evil"),
+        ({"Bad Name": "v"}, "Bad Name"),
+        ({"": "v"}, "''"),
+        ({"Host": "attacker.example"}, "Host"),
+        ({"content-length": "0"}, "content-length"),
+        ({"Transfer-Encoding": "chunked"}, "Transfer-Encoding"),
+        ({"Content-Type": "text/plain"}, "Content-Type"),
+        ({"X-Registry-Signature": "t=1,v1=forged"}, "X-Registry-Signature"),
+        ({"X-Long": "v" * 5000}, "X-Long"),
+        ({f"X-{i}": "v" for i in range(17)}, "at most 16"),
+    ],
+)
+def test_custom_headers_that_could_split_or_override_a_delivery_are_refused(
+    headers: dict[str, str], named: str
+) -> None:
+    with pytest.raises(rules.WebhookInvalid) as caught:
+        rules.check_custom_headers(headers)
+    assert named in str(caught.value)
+
+
+def test_well_formed_custom_headers_are_kept() -> None:
+    headers = {"Authorization": "Bearer a.b.c", "X-Api-Key": "k e y\tx", "X-Empty": ""}
+    assert rules.check_custom_headers(headers) == headers
+
+
+def test_the_delivery_headers_win_over_custom_ones_whatever_their_case() -> None:
+    custom = {"content-type": "text/plain", "HOST": "evil", "X-Team": "a", "x-registry-delivery": "forged"}
+    own = {"Content-Type": "application/json", "X-Registry-Delivery": "d1"}
+    assert rules.delivery_headers(custom, own) == {
+        "X-Team": "a",
+        "Content-Type": "application/json",
+        "X-Registry-Delivery": "d1",
     }
 
 
