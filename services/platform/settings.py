@@ -95,7 +95,6 @@ class Settings(BaseSettings):
     max_manifest_bytes: int = 4 * 1024 * 1024
     # Manifests at most this big are kept inline in their Cosmos document (one point read per GET).
     inline_manifest_bytes: int = 256 * 1024
-    manifest_cache_entries: int = 4096
 
     # Events and the bus (services/platform/bus.py): "storage-queues" is one Azure Storage queue per
     # subscription (Azurite locally); "service-bus" is a topic with one subscription per consumer.
@@ -133,6 +132,11 @@ class Settings(BaseSettings):
     auth_failures_per_username_per_minute: int = 30
     # Threads that verify passwords (argon2id, ~30 ms of CPU and 19 MiB each) off the event loop.
     password_verify_workers: int = 2
+    # The manifest cache of each instance (services/registry/app.py ManifestCache), in bytes, and the
+    # largest manifest it keeps (larger ones are read from Blob Storage each time; the default is the
+    # largest manifest kept inline in Cosmos, `inline_manifest_bytes`).
+    manifest_cache_bytes: int = 64 * 1024 * 1024
+    manifest_cache_max_manifest_bytes: int = 256 * 1024
 
 
 @lru_cache(maxsize=1)

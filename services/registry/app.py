@@ -51,11 +51,29 @@ Handler = Callable[[Call], Awaitable[Response]]
 
 
 class ManifestCache:
-    """Manifests by digest are immutable, so their bytes can be kept; existence is still checked."""
+    """Manifests by digest are immutable, so their bytes can be kept; existence is still checked.
 
-    def __init__(self, entries: int) -> None:
-        self._entries = entries
+    Bounded by bytes, least recently used out first: manifests range from a few hundred bytes to 4 MiB, so
+    a bound on entries bounds nothing (4,096 entries of 4 MiB are 16 GiB). Manifests over `max_item_bytes`
+    are never kept: they are rare, each would push out hundreds of small ones, and they are read from Blob
+    Storage anyway (they are too big to be inline in their Cosmos document).
+    """
+
+    # What an entry costs besides its bytes: the key's strings and tuple and the OrderedDict node.
+    ENTRY_OVERHEAD = 200
+
+    def __init__(self, max_bytes: int, max_item_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._max_item_bytes = min(max_item_bytes, max_bytes)
         self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.bytes = 0  # what the kept entries cost, by `cost`
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @classmethod
+    def cost(cls, registry: str, digest: str, data: bytes) -> int:
+        return len(data) + len(registry) + len(digest) + cls.ENTRY_OVERHEAD
 
     def get(self, registry: str, digest: str) -> bytes | None:
         data = self._items.get((registry, digest))
@@ -64,9 +82,17 @@ class ManifestCache:
         return data
 
     def put(self, registry: str, digest: str, data: bytes) -> None:
-        self._items[(registry, digest)] = data
-        if len(self._items) > self._entries:
-            self._items.popitem(last=False)
+        if len(data) > self._max_item_bytes:
+            return
+        key = (registry, digest)
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self.bytes -= self.cost(registry, digest, previous)
+        self._items[key] = data
+        self.bytes += self.cost(registry, digest, data)
+        while self.bytes > self._max_bytes:
+            (old_registry, old_digest), old = self._items.popitem(last=False)
+            self.bytes -= self.cost(old_registry, old_digest, old)
 
 
 class RegistryApi:
@@ -77,7 +103,9 @@ class RegistryApi:
         self.uploads = UploadService(self.settings, self.metadata, self.blobs)
         self.events = EventPublisher(self.settings, self.metadata)
         self.auth = AuthService(self.settings, self.metadata)
-        self.manifests = ManifestCache(self.settings.manifest_cache_entries)
+        self.manifests = ManifestCache(
+            self.settings.manifest_cache_bytes, self.settings.manifest_cache_max_manifest_bytes
+        )
         self._registries: dict[str, tuple[float, RegistryDoc]] = {}
         self._opened = False
         self._opening = asyncio.Lock()

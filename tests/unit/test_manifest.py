@@ -623,3 +623,59 @@ def test_arbitrary_json_objects_raise_only_registry_errors(
         parse_manifest(encode(document), content_type)
     except RegistryError as exc:
         assert exc.code is ErrorCode.MANIFEST_INVALID
+
+
+# --- the manifest cache (issue 8, item 6) -------------------------------------------------------------
+
+
+def _cache_digest(i: int) -> str:
+    return f"sha256:{i:064x}"
+
+
+def test_manifest_cache_keeps_large_manifests_out() -> None:
+    """400 distinct 4 MiB manifests once took the process from 119 MiB to 1.7 GiB: none of them is kept."""
+    from services.platform.settings import Settings
+    from services.registry.app import ManifestCache
+
+    settings = Settings()
+    cache = ManifestCache(settings.manifest_cache_bytes, settings.manifest_cache_max_manifest_bytes)
+    large = b"x" * (4 * 1024 * 1024)
+    for i in range(400):
+        cache.put("reg", _cache_digest(i), large)
+    assert cache.bytes == 0
+    assert len(cache) == 0
+    assert cache.get("reg", _cache_digest(0)) is None
+    at_limit = b"y" * settings.manifest_cache_max_manifest_bytes
+    cache.put("reg", "sha256:" + "a" * 64, at_limit)
+    assert cache.get("reg", "sha256:" + "a" * 64) is at_limit
+
+
+def test_manifest_cache_is_bounded_by_bytes_least_recently_used_first() -> None:
+    from services.registry.app import ManifestCache
+
+    limit = 1024 * 1024
+    cache = ManifestCache(limit, 64 * 1024)
+    manifest = b"m" * (50 * 1024)
+    for i in range(100):
+        cache.put("reg", _cache_digest(i), manifest)
+        assert cache.bytes <= limit
+    # What is kept is counted with its keys: within the limit, and the limit is used.
+    kept = len(cache)
+    assert kept == limit // cache.cost("reg", _cache_digest(0), manifest)
+    assert cache.bytes == kept * cache.cost("reg", _cache_digest(0), manifest)
+    oldest = 100 - kept
+    assert cache.get("reg", _cache_digest(oldest - 1)) is None
+    assert cache.get("reg", _cache_digest(oldest)) is manifest  # used: now the most recent
+    cache.put("reg", _cache_digest(100), manifest)
+    assert cache.get("reg", _cache_digest(oldest)) is manifest
+    assert cache.get("reg", _cache_digest(oldest + 1)) is None  # the least recently used went instead
+
+
+def test_manifest_cache_counts_a_digest_once() -> None:
+    from services.registry.app import ManifestCache
+
+    cache = ManifestCache(1024 * 1024, 64 * 1024)
+    for _ in range(5):
+        cache.put("reg", _cache_digest(1), b"z" * 1000)
+    assert len(cache) == 1
+    assert cache.bytes == cache.cost("reg", _cache_digest(1), b"z" * 1000)
