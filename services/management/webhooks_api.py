@@ -38,6 +38,8 @@ log = logging.getLogger("management")
 
 PROVIDER = "Microsoft.ContainerRegistry"
 REGISTRY_NAME = re.compile(r"[a-z0-9]{5,50}")
+SUBSCRIPTION = re.compile(r"[0-9A-Fa-f-]{1,64}")
+RESOURCE_GROUP = re.compile(r"[-\w.()]{1,90}")  # ARM's resource group names
 WEBHOOK_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry"
     r"/registries/(?P<registry>[^/]+)/webhooks(?:/(?P<webhook>[^/]+)(?:/(?P<action>ping|listEvents|getCallbackConfig))?)?/?$",
@@ -258,10 +260,11 @@ class ManagementApi:
             operation, access = operation + "read", "read"
         else:
             operation += "delete" if request.method == "DELETE" else "write"
+        if not (REGISTRY_NAME.fullmatch(registry) and SUBSCRIPTION.fullmatch(sub) and RESOURCE_GROUP.fullmatch(rg)):
+            # 401 first for strangers; then no such scope for anyone (and nothing of the path echoed back)
+            await self.authorizer.authenticate(request)
+            raise ManagementDenied(403, "AuthorizationFailed", "the scope of the request is invalid")
         scope = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{PROVIDER}/registries/{registry}"
-        if not REGISTRY_NAME.fullmatch(registry):
-            await self.authorizer.authenticate(request)  # 401 first for strangers, then no such scope for anyone
-            raise ManagementDenied(403, "AuthorizationFailed", f"the scope '{scope}' is invalid")
         await self.authorizer.authorize(request, registry, access, operation, scope)
 
 

@@ -293,3 +293,89 @@ def test_authorization_matrix(world: World, column: str) -> None:
 
 def test_matrix_size() -> None:
     assert len(ROWS) * len(COLUMNS) == 33 * 21
+
+
+# --- the management API (ARM-shaped, /subscriptions/...) --------------------------------------------------
+# Only Entra tokens for the management endpoint count there; data-plane credentials (admin user, tokens) are
+# refused as unauthenticated. `401`/`403` are the exact answers expected, `Y` that the call went through.
+# Extra column xo: the Owner of ANOTHER registry (same tenant and issuer), nothing on this one.
+MANAGEMENT_COLUMNS = "an ad t3 pl ps ow co rd rc xo".split()  # noqa: SIM905
+
+# fmt: off
+MANAGEMENT_MATRIX = """
+                                         an  ad  t3  pl  ps  ow  co  rd  rc  xo
+GET    webhooks                          401 401 401 403 403 Y   Y   Y   403 403
+GET    webhooks/matrixhook               401 401 401 403 403 Y   Y   Y   403 403
+PUT    webhooks/matrixhook               401 401 401 403 403 Y   Y   403 403 403
+PATCH  webhooks/matrixhook               401 401 401 403 403 Y   Y   403 403 403
+POST   webhooks/matrixhook/ping          401 401 401 403 403 Y   Y   403 403 403
+POST   webhooks/matrixhook/listEvents    401 401 401 403 403 Y   Y   403 403 403
+POST   webhooks/matrixhook/getCallbackConfig 401 401 401 403 403 Y Y  403 403 403
+DELETE webhooks/nosuchhook               401 401 401 403 403 Y   Y   403 403 403
+"""
+# fmt: on
+
+MATRIX_HOOK = {"serviceUri": "http://127.0.0.1:9/matrix", "actions": ["push"], "customHeaders": {"X-Key": "k"}}
+
+
+def _management_rows() -> list[tuple[str, str, dict[str, str]]]:
+    lines = [line for line in MANAGEMENT_MATRIX.strip().splitlines() if line.strip()]
+    assert lines[0].split() == MANAGEMENT_COLUMNS
+    rows = []
+    for line in lines[1:]:
+        method, path, *cells = line.split()
+        assert len(cells) == len(MANAGEMENT_COLUMNS) and set(cells) <= {"Y", "401", "403"}, line
+        rows.append((method, path, dict(zip(MANAGEMENT_COLUMNS, cells, strict=True))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+async def outsider(world: World, stores: Stores, issuer: TestIssuer) -> Identity:
+    """The Owner of the other registry of the world (the anonymous-pull one)."""
+    other = world.identities["ap"].login_server.split(".", 1)[0]
+    principal = str(uuid.uuid4())
+    await assign_role(stores.metadata, other, principal, "Owner", tenant=issuer.tenant)
+    return Identity(
+        world.identities["an"].host, world.identities["an"].login_server, entra_token=issuer.token(principal)
+    )
+
+
+def _management_authorization(who: Identity) -> dict[str, str]:
+    if who.entra_token:
+        return {"Authorization": f"Bearer {who.entra_token}"}
+    if who.username:
+        return {"Authorization": _basic(who.username, who.password)}
+    return {}
+
+
+@pytest.mark.parametrize("column", MANAGEMENT_COLUMNS)
+def test_management_authorization_matrix(world: World, outsider: Identity, column: str) -> None:
+    who = outsider if column == "xo" else world.identities[column]
+    registry = world.identities["an"].login_server.split(".", 1)[0]
+    base = (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+        f"Microsoft.ContainerRegistry/registries/{registry}/"
+    )
+    wrong: list[str] = []
+    with httpx.Client(base_url=world.devhost.url, timeout=30) as http:
+        made = http.put(
+            f"{base}webhooks/matrixhook?api-version=2025-11-01",
+            json={"location": "westeurope", "properties": MATRIX_HOOK},
+            headers=_management_authorization(world.identities["ow"]),
+        )
+        assert made.status_code in (200, 201), made.text
+        for method, path, expected in _management_rows():
+            body = {"location": "westeurope", "properties": MATRIX_HOOK} if method in ("PUT", "PATCH") else None
+            reply = http.request(
+                method,
+                f"{base}{path}?api-version=2025-11-01",
+                json=body,
+                headers=_management_authorization(who),
+            )
+            assert reply.status_code < 500, f"{method} {path}: {reply.status_code} {reply.text}"
+            got = str(reply.status_code) if reply.status_code in (401, 403) else "Y"
+            if got != expected[column]:
+                wrong.append(
+                    f"{method} {path}: expected {expected[column]}, got {reply.status_code} {reply.text[:200]}"
+                )
+    assert not wrong, f"{column}: {len(wrong)} cells differ:\n" + "\n".join(wrong)
