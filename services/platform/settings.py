@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # largest manifest kept inline in Cosmos, `inline_manifest_bytes`).
     manifest_cache_bytes: int = 64 * 1024 * 1024
     manifest_cache_max_manifest_bytes: int = 256 * 1024
+    # The most entries a manifest's `layers` and `manifests` may hold together (more: 400 MANIFEST_INVALID);
+    # each is a read before the push is accepted. See services/registry/manifest.py for why 1,000.
+    max_manifest_descriptors: int = 1000
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,12 @@ Choices, where the specs leave room:
   see a different manifest from the one its clients see.
 - Descriptors are checked strictly (a supported digest, an integer size that is not a bool, a media
   type shaped as RFC 6838 asks); unknown fields are allowed and kept in the stored bytes.
+- How many descriptors a manifest lists (`layers` plus `manifests`) is capped by the caller's
+  `max_descriptors` (the `MAX_MANIFEST_DESCRIPTORS` setting, 1,000). Neither the spec, CNCF distribution nor
+  ACR's documented limits cap the count; only the 4 MiB size limit does, which admits some 25,000
+  descriptors, and each is a read in the repository before the push is accepted. Real images stay far
+  below it (Docker refuses more than 127 layers; multi-platform indexes list tens); repeats are legal
+  (images repeat their empty layer) and count, but are read once.
 """
 
 from __future__ import annotations
@@ -315,11 +321,13 @@ def parse_manifest(
     digest_algorithm: str = "sha256",
     *,
     max_size: int | None = None,
+    max_descriptors: int | None = None,
 ) -> ParsedManifest:
     """Validate a pushed manifest and describe it; raises `RegistryError` for anything unacceptable.
 
     The route layer enforces its configured size limit while reading the body; `max_size` is for
-    callers that hold the bytes already (None: no limit here).
+    callers that hold the bytes already (None: no limit here). `max_descriptors` caps how many entries
+    `layers` and `manifests` hold together (None: no limit).
     """
     data = bytes(data)
     if max_size is not None and len(data) > max_size:
@@ -338,6 +346,14 @@ def parse_manifest(
     media_type = _decide_media_type(body, header)
     if not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version != 2:
         raise _invalid("schemaVersion must be 2")
+    if max_descriptors is not None:
+        # Counted before any descriptor is parsed: the count alone decides.
+        listed = sum(len(body[key]) for key in ("layers", "manifests") if isinstance(body.get(key), list))
+        if listed > max_descriptors:
+            raise _invalid(
+                f"a manifest may list at most {max_descriptors} layers and manifests; this one lists {listed}",
+                {"descriptors": listed, "limit": max_descriptors},
+            )
 
     config: Descriptor | None = None
     layers: tuple[Descriptor, ...] = ()

@@ -23,8 +23,9 @@ async def test_x_forwarded_for_from_loopback_does_not_pass_ip_rules(devhost: Dev
     password = (await enable_admin_user(stores.metadata, name))[0].value
     await update_registry(stores.metadata, name, default_action="Deny", allow_ips=["10.0.0.0/8"])
     port = devhost.host.rsplit(":", 1)[1]
-    with httpx.Client(base_url=devhost.url, headers={"Host": f"{name}.azurecr.localhost:{port}"}) as http:
-        forged = http.get("/v2/", auth=(name, password), headers={"X-Forwarded-For": "10.1.2.3"})
+    async with httpx.AsyncClient(base_url=devhost.url, headers={"Host": f"{name}.azurecr.localhost:{port}"}) as http:
+        forged = await http.get("/v2/", auth=(name, password), headers={"X-Forwarded-For": "10.1.2.3"})
         assert forged.status_code == 403
         assert forged.json()["errors"][0]["message"] == "client with IP '127.0.0.1' is not allowed access"
-        assert http.get("/v2/", auth=(name, password), headers={"X-Real-IP": "10.1.2.3"}).status_code == 403
+        real_ip = await http.get("/v2/", auth=(name, password), headers={"X-Real-IP": "10.1.2.3"})
+        assert real_ip.status_code == 403

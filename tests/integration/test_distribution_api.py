@@ -1623,3 +1623,42 @@ def test_malformed_content_length(devhost: Devhost, registry: RegistryClient, le
     status = int(status_line.split()[1])
     assert 400 <= status < 500, response[:500]
     assert registry.http.get(location).headers["Range"] == "0-0"
+
+
+# --- descriptors: how many a manifest may list (issue 8, item 7) -------------------------------------------
+
+
+def test_manifest_listing_one_layer_25000_times_is_refused(registry: RegistryClient) -> None:
+    """Each listed descriptor used to be one concurrent Cosmos point read: 25,000 of them took 13 s and
+    stalled other requests. Past the limit the manifest is refused before anything is read."""
+    manifest = image_manifest(registry.http, "repo")
+    manifest["layers"] = manifest["layers"] * 25_000
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    assert len(body) < 4 * MiB  # within the size limit: only the count is wrong
+    response = put_manifest(registry.http, "repo", "many", body)
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert "at most 1000" in response.json()["errors"][0]["message"]
+    assert registry.http.get("/v2/repo/manifests/many").status_code == 404
+
+
+def test_index_listing_too_many_children_is_refused(registry: RegistryClient) -> None:
+    _, child = push_manifest(registry.http, "repo", "child", image_manifest(registry.http, "repo"))
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor(OCI_MANIFEST, child)] * 1001}
+    assert_error(put_manifest(registry.http, "repo", "index", encode(index), OCI_INDEX), 400, "MANIFEST_INVALID")
+
+
+def test_repeated_layers_up_to_the_limit_are_accepted(registry: RegistryClient) -> None:
+    """Images do repeat layers (the empty layer of a metadata-only step); repeats are legal, checked once."""
+    manifest = image_manifest(registry.http, "repo")
+    manifest["layers"] = manifest["layers"] * 1000
+    digest, body = push_manifest(registry.http, "repo", "repeats", manifest)
+    pulled = registry.http.get(f"/v2/repo/manifests/{digest}", headers={"Accept": OCI_MANIFEST})
+    assert pulled.status_code == 200
+    assert pulled.content == body
+    missing = dict(manifest, layers=[*manifest["layers"], descriptor(OCI_LAYER, b"never pushed")])
+    response = put_manifest(registry.http, "repo", "missing", encode(missing))
+    assert_error(response, 400, "MANIFEST_INVALID")  # 1001 descriptors: refused before any read
+    missing["layers"] = missing["layers"][-2:]
+    response = put_manifest(registry.http, "repo", "missing", encode(missing))
+    assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
+    assert response.json()["errors"][0]["detail"] == {"digests": [digest_of(b"never pushed")]}

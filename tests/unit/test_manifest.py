@@ -679,3 +679,80 @@ def test_manifest_cache_counts_a_digest_once() -> None:
         cache.put("reg", _cache_digest(1), b"z" * 1000)
     assert len(cache) == 1
     assert cache.bytes == cache.cost("reg", _cache_digest(1), b"z" * 1000)
+
+
+# --- references: how many, and how they are checked (issue 8, item 7) ----------------------------------
+
+
+def _layers(count: int) -> dict[str, Any]:
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(b"l"), "size": 1}
+    return {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": CONFIG, "layers": [layer] * count}
+
+
+def test_too_many_descriptors_is_manifest_invalid() -> None:
+    data = json.dumps(_layers(25_000)).encode()
+    with pytest.raises(RegistryError) as caught:
+        parse_manifest(data, OCI_MANIFEST, max_descriptors=1000)
+    assert caught.value.code is ErrorCode.MANIFEST_INVALID
+    assert caught.value.status == 400
+    assert "at most 1000" in caught.value.message and "25000" in caught.value.message
+
+
+def test_descriptor_limit_counts_index_children_and_allows_the_limit() -> None:
+    child = {"mediaType": OCI_MANIFEST, "digest": digest_of(b"c"), "size": 1}
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child] * 11}).encode()
+    with pytest.raises(RegistryError) as caught:
+        parse_manifest(index, OCI_INDEX, max_descriptors=10)
+    assert caught.value.code is ErrorCode.MANIFEST_INVALID
+    parsed = parse_manifest(json.dumps(_layers(10)).encode(), OCI_MANIFEST, max_descriptors=10)
+    assert len(parsed.layers) == 10
+
+
+def test_unique_references_are_read_once() -> None:
+    from services.registry.routes.manifests import unique_references
+
+    parsed = parse_manifest(json.dumps(_layers(500)).encode(), OCI_MANIFEST)
+    blobs, children = unique_references(parsed)
+    assert blobs == [CONFIG["digest"], digest_of(b"l")]
+    assert children == []
+
+
+async def test_reference_checks_run_at_most_limit_at_once() -> None:
+    import asyncio
+
+    from services.registry.routes.manifests import gather_bounded
+
+    running = 0
+    most = 0
+
+    async def check(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        running -= 1
+        return i * 2
+
+    results = await gather_bounded([lambda i=i: check(i) for i in range(1000)], 16)
+    assert results == [i * 2 for i in range(1000)]
+    assert most == 16
+    assert await gather_bounded([], 16) == []
+
+
+async def test_a_failed_reference_check_stops_the_others() -> None:
+    import asyncio
+
+    from services.registry.routes.manifests import gather_bounded
+
+    started: list[int] = []
+
+    async def check(i: int) -> None:
+        started.append(i)
+        await asyncio.sleep(0)
+        if i == 3:
+            raise RuntimeError("Cosmos said no")
+
+    with pytest.raises(RuntimeError, match="Cosmos said no"):
+        await gather_bounded([lambda i=i: check(i) for i in range(1000)], 4)
+    await asyncio.sleep(0)
+    assert len(started) < 20

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +34,11 @@ from services.registry.manifest import ParsedManifest, parse_manifest
 from services.registry.reference import Reference, is_tag
 
 MAX_TAGS_PER_PUSH = 50  # one transactional batch holds at most 100 operations
+# Point reads one push has in flight while it checks what its manifest references: enough to hide the
+# latency of a read, few enough that one push cannot crowd out everyone else's requests to Cosmos DB.
+REFERENCE_CHECKS_AT_ONCE = 16
+
+T = TypeVar("T")
 
 
 async def _read_manifest_body(request: Request, limit: int) -> bytes:
@@ -100,7 +107,9 @@ async def put_manifest(call: Call) -> Response:
     reference = Reference.parse(call.reference)
     data = await _read_manifest_body(call.request, settings.max_manifest_bytes)
     algorithm = reference.digest.algorithm if reference.digest else "sha256"
-    manifest = parse_manifest(data, call.request.headers.get("content-type"), algorithm)
+    manifest = parse_manifest(
+        data, call.request.headers.get("content-type"), algorithm, max_descriptors=settings.max_manifest_descriptors
+    )
     if reference.digest is not None and reference.digest != manifest.digest:
         raise RegistryError(
             ErrorCode.DIGEST_INVALID,
@@ -186,14 +195,43 @@ def _tags_of(call: Call, reference: Reference) -> list[str]:
     return tags
 
 
+def unique_references(manifest: ParsedManifest) -> tuple[list[str], list[str]]:
+    """(blobs, child manifests) the manifest needs in the repository, each digest once, in first-listed order."""
+    blobs = dict.fromkeys(str(d.digest) for d in manifest.required_blobs)
+    children = dict.fromkeys(str(d.digest) for d in manifest.manifests)
+    return list(blobs), list(children)
+
+
+async def gather_bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """The results of `calls`, in order, with at most `limit` of them running at once; the first failure
+    cancels the rest and is raised as it is (no ExceptionGroup: the error handling above expects it)."""
+    pending = iter(range(len(calls)))
+    results: dict[int, T] = {}
+
+    async def worker() -> None:
+        for index in pending:  # shared: each index is taken by one worker
+            results[index] = await calls[index]()
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(limit, len(calls)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        raise
+    return [results[index] for index in range(len(calls))]
+
+
 async def _check_references(call: Call, repo: str, manifest: ParsedManifest) -> None:
     """Every blob and child manifest the manifest names must already be in the repository."""
     metadata = call.api.metadata
-    blob_checks = [metadata.get_blob_link(repo, str(d.digest)) for d in manifest.required_blobs]
-    child_checks = [metadata.get_manifest(repo, str(d.digest)) for d in manifest.manifests]
-    found = await asyncio.gather(*blob_checks, *child_checks)
-    wanted = [*manifest.required_blobs, *manifest.manifests]
-    missing = [str(d.digest) for d, doc in zip(wanted, found, strict=True) if doc is None]
+    blobs, children = unique_references(manifest)
+    checks: list[Callable[[], Awaitable[object | None]]] = [
+        *(lambda digest=digest: metadata.get_blob_link(repo, digest) for digest in blobs),
+        *(lambda digest=digest: metadata.get_manifest(repo, digest) for digest in children),
+    ]
+    found = await gather_bounded(checks, REFERENCE_CHECKS_AT_ONCE)
+    missing = [digest for digest, doc in zip([*blobs, *children], found, strict=True) if doc is None]
     if missing:
         raise RegistryError(
             ErrorCode.MANIFEST_BLOB_UNKNOWN,
