@@ -4,17 +4,31 @@ Argon2id through `argon2-cffi`. The passwords are 256-bit random strings the reg
 choices, so guessing is hopeless whatever the hash cost; the parameters are OWASP's minimum for Argon2id
 (19 MiB, 2 passes), which keeps a login around ten milliseconds. Verification is argon2's own
 constant-time comparison. Nothing here logs.
+
+Verification costs tens of milliseconds of CPU, so it never runs on the event loop: `PasswordVerifier` runs
+it in a small thread pool of its own (argon2-cffi releases the GIL while hashing), so a flood of wrong
+passwords queues up behind that pool instead of stalling every other request. Every attempt is checked
+against both password slots, a dummy hash standing in for a slot that is empty, expired or disabled (and
+for a credential that does not exist), so a wrong password costs the same whether the name exists or not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 PASSWORD_BYTES = 32
+SLOTS = 2  # password1, password2: what every attempt is verified against
+
+_dummy_lock = threading.Lock()
+_dummy: str | None = None
 
 
 def generate_password() -> str:
@@ -31,3 +45,48 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _HASHER.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def dummy_hash() -> str:
+    """A hash with the real parameters of a password nobody knows: what an absent slot is checked against."""
+    global _dummy
+    with _dummy_lock:
+        if _dummy is None:
+            _dummy = hash_password(generate_password())
+        return _dummy
+
+
+def verify_slots(hashes: Sequence[str | None], password: str) -> int | None:
+    """The index of the first slot whose hash the password matches, else None.
+
+    Exactly `max(SLOTS, len(hashes))` verifications on a mismatch, whatever the slots hold: an absent slot
+    (None) is verified against the dummy hash and can never match.
+    """
+    slots = list(hashes) + [None] * (SLOTS - len(hashes))
+    for index, password_hash in enumerate(slots):
+        if password_hash is None:
+            verify_password(dummy_hash(), password)
+        elif verify_password(password_hash, password):
+            return index
+    return None
+
+
+class PasswordVerifier:
+    """Runs `verify_slots` off the event loop, in a pool of `workers` threads (19 MiB of memory each)."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="password-verify")
+        return self._pool
+
+    async def verify(self, hashes: Sequence[str | None], password: str) -> int | None:
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), verify_slots, hashes, password)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

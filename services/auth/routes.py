@@ -66,10 +66,12 @@ def _anonymous(registry: RegistryDoc) -> Identity:
     return Identity("anonymous", "", permissions)
 
 
-async def _password_identity(auth: AuthService, registry: RegistryDoc, username: str, password: str) -> Identity:
+async def _password_identity(
+    auth: AuthService, registry: RegistryDoc, request: Request, username: str, password: str
+) -> Identity:
     if not username and not password:
         return _anonymous(registry)
-    identity = await auth.authenticate(registry, username, password)
+    identity = await auth.authenticate(registry, username, password, auth.client(request))
     if identity is None:
         raise _unauthorized("invalid username or password")
     return identity
@@ -81,7 +83,7 @@ async def get_token(auth: AuthService, registry: RegistryDoc, request: Request) 
     credentials = basic_credentials(header) if header else ("", "")
     if credentials is None:
         raise _unauthorized("only Basic credentials are accepted here")
-    identity = await _password_identity(auth, registry, *credentials)
+    identity = await _password_identity(auth, registry, request, *credentials)
     scopes = parse_scopes(request.query_params.getlist("scope"))
     return JSONResponse(auth.access_token(registry, identity, scopes))
 
@@ -93,7 +95,7 @@ async def post_token(auth: AuthService, registry: RegistryDoc, request: Request)
     scopes = parse_scopes(form.get("scope", []))
     offline = False
     if grant_type == "password":
-        identity = await _password_identity(auth, registry, _first(form, "username"), _first(form, "password"))
+        identity = await _password_identity(auth, registry, request, _first(form, "username"), _first(form, "password"))
         offline = _first(form, "access_type") == "offline" and identity.kind != "anonymous"
     elif grant_type == "refresh_token":
         refreshed = await auth.from_refresh_token(registry, _first(form, "refresh_token"))

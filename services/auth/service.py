@@ -14,6 +14,15 @@ question or raises the error the client must see:
 
 Verified passwords and resolved identities are cached for `AUTH_CACHE_SECONDS`; verified access tokens
 until they expire, so the hot path of a request with a bearer token is one dictionary lookup.
+
+Passwords are verified off the event loop (passwords.PasswordVerifier), after a failed-sign-in budget per
+client address and per username has been reserved (failures.py), and a wrong password costs the same
+verifications whether the name exists or not. Tokens carry the registry's identity, and refresh tokens the
+version of the credential that made them (credentials.py), so re-creating a registry, and regenerating,
+disabling or deleting a credential, revoke them.
+
+A registry that does not exist is answered by an `UnknownRegistry` standing in for it, which goes through
+the same steps as a real registry and admits nobody: a caller cannot tell the two apart by the answers.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,12 +41,21 @@ from typing import Any, Generic, Literal, TypeVar
 from starlette.requests import Request
 
 from services.auth import permissions as perms
+from services.auth.credentials import credential_version, live_slots, registry_identity
 from services.auth.entra import EntraVerifier, parse_issuers
-from services.auth.network import NetworkRuleInvalid, NetworkRuleSet, client_address, parse_proxies
-from services.auth.passwords import verify_password
+from services.auth.failures import FailureLimiter, failure_keys
+from services.auth.network import (
+    IPAddress,
+    NetworkRuleInvalid,
+    NetworkRuleSet,
+    client_address,
+    parse_address,
+    parse_proxies,
+)
+from services.auth.passwords import PasswordVerifier
 from services.auth.permissions import Need, Permissions
 from services.auth.ratelimit import RateLimiter, bucket_keys, categories, retry_after_header
-from services.auth.scopes import Scope
+from services.auth.scopes import Scope, valid_name
 from services.auth.signing import KeyRing, TokenInvalid, new_claims
 from services.platform.access import AccessStore, PasswordDoc, RoleAssignmentDoc
 from services.platform.metadata import MetadataStore, RegistryDoc
@@ -60,6 +79,7 @@ class Identity:
     subject: str  # admin: registry name; token: token name; entra: object id; anonymous: ""
     permissions: Permissions
     tenant: str = ""
+    credential: str = ""  # the credential version a password identity signed in with (credentials.py)
 
     @property
     def rate_key(self) -> str:
@@ -81,6 +101,17 @@ class Caller:
 OPEN = Identity("open", "", perms.EVERYTHING)
 
 
+class UnknownRegistry(RegistryDoc):
+    """Stands in for a registry that does not exist: answered like a real one, it admits nobody.
+
+    Its `created` is empty, which no real registry's is, so its identity matches no token ever signed.
+    """
+
+
+def unknown_registry(name: str, login_server: str) -> UnknownRegistry:
+    return UnknownRegistry(id=name, registry=name, loginServer=login_server, created="")
+
+
 def anonymous_permissions(registry: RegistryDoc) -> Permissions:
     # ACR offers anonymous pull on Standard and Premium only.
     if registry.anonymousPullEnabled and registry.sku != "Basic":
@@ -88,10 +119,36 @@ def anonymous_permissions(registry: RegistryDoc) -> Permissions:
     return perms.NOTHING
 
 
+# `host[:port]` as a client writes it in `Host`: a DNS name or an IP literal, then at most a port.
+_HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def realm_authority(host_header: str, login_server: str) -> str:
+    """Where clients fetch tokens: the registry's login server, with the port the client connected to.
+
+    Never the `Host` text itself, which the client chose: only its port, when it is a number, is kept. The
+    one exception is a client that reached the registry by IP address or as `localhost` (the default
+    registry of a local run, `127.0.0.1:5000`), whose login server may not resolve where the client is:
+    then the address, parsed and written back out, is the realm's host.
+    """
+    match = _HOST.fullmatch(host_header.strip())
+    if match is None:
+        return login_server
+    port = int(match["port"]) if match["port"] else 0
+    suffix = f":{port}" if 0 < port < 65536 else ""
+    host = match["host"].lower()
+    if host == "localhost":
+        return host + suffix
+    address = parse_address(host)
+    if address is not None and (host.startswith("[") or address.version == 4):
+        return (f"[{address}]" if address.version == 6 else str(address)) + suffix
+    return login_server + suffix
+
+
 def challenge(request: Request, registry: RegistryDoc, need: Need | None, error: str = "") -> str:
-    """`Bearer realm="<scheme>://<host>/oauth2/token",service="<login server>"[,scope=...][,error=...]`."""
-    host = request.headers.get("host") or registry.loginServer
-    parts = [f'realm="{request.url.scheme}://{host}/oauth2/token"', f'service="{registry.loginServer}"']
+    """`Bearer realm="<scheme>://<authority>/oauth2/token",service="<login server>"[,scope=...][,error=...]`."""
+    authority = realm_authority(request.headers.get("host", ""), registry.loginServer)
+    parts = [f'realm="{request.url.scheme}://{authority}/oauth2/token"', f'service="{registry.loginServer}"']
     scope = need.scope() if need is not None else ""
     if scope:
         parts.append(f'scope="{scope}"')
@@ -126,18 +183,6 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (username, password) if colon else None
 
 
-def _password_live(password: PasswordDoc, now: datetime) -> bool:
-    if password.expiry is None:
-        return True
-    try:
-        expiry = datetime.fromisoformat(password.expiry.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if expiry.tzinfo is None:
-        expiry = expiry.replace(tzinfo=UTC)
-    return expiry > now
-
-
 class _TtlCache(Generic[K, V]):
     def __init__(self) -> None:
         self._items: dict[K, tuple[float, V]] = {}
@@ -168,10 +213,12 @@ class AuthService:
         self._entra: EntraVerifier | None = None
         self._cache_key = secrets.token_bytes(32)  # passwords are cached under an HMAC, never in clear
         self._passwords: _TtlCache[bytes, Identity] = _TtlCache()
-        self._identities: _TtlCache[tuple[str, str, str], Identity] = _TtlCache()
+        self._identities: _TtlCache[tuple[str, ...], Identity] = _TtlCache()
         self._bearers: _TtlCache[tuple[str, str], Caller] = _TtlCache()
         self._proxies = parse_proxies(settings.trusted_proxies)
         self.limiter = RateLimiter(RateLimitStore(metadata).update)
+        self.failures = FailureLimiter()
+        self.verifier = PasswordVerifier(settings.password_verify_workers)
 
     @property
     def ring(self) -> KeyRing:
@@ -191,6 +238,12 @@ class AuthService:
         self._identities.clear()
         self._bearers.clear()
 
+    def client(self, request: Request) -> IPAddress | None:
+        """The client's address (the TCP peer, or what a trusted proxy says it forwarded for)."""
+        return client_address(
+            request.client.host if request.client else None, request.headers.get("x-forwarded-for"), self._proxies
+        )
+
     # --- the data plane's one question ------------------------------------------------------------------
     async def admit(self, request: Request, registry: RegistryDoc, need: Need) -> Caller:
         """Network rules, then who is calling, then the rate limits (their identity's buckets), then may they."""
@@ -198,6 +251,9 @@ class AuthService:
         caller, refusal = await self._identify(request, registry, need)
         if not registry.authDisabled:  # dev/test registries: neither authentication nor rate limits
             await self.limit(request, registry, caller.identity.rate_key if caller else "anonymous", need.route)
+        if refusal is None and isinstance(registry, UnknownRegistry):
+            # Unreachable (nothing authenticates there); kept so that no path can ever serve one.
+            refusal = unauthorized(request, registry, need, "authentication required")
         if refusal is not None:
             raise refusal
         assert caller is not None
@@ -231,7 +287,7 @@ class AuthService:
                 return bearer, lacking
             return bearer, None
         credentials = basic_credentials(header)
-        known = await self.authenticate(registry, *credentials) if credentials else None
+        known = await self.authenticate(registry, *credentials, self.client(request)) if credentials else None
         if known is None:
             return None, unauthorized(request, registry, need, "invalid username or password")
         caller = Caller(known, known.permissions)
@@ -242,9 +298,7 @@ class AuthService:
         """403 DENIED naming the client's address when the registry's network rules keep it out."""
         if not registry.networkRuleSet or registry.sku != "Premium":  # network rules are a Premium feature
             return
-        address = client_address(
-            request.client.host if request.client else None, request.headers.get("x-forwarded-for"), self._proxies
-        )
+        address = self.client(request)
         try:
             rules = NetworkRuleSet.parse(registry.networkRuleSet)
             admitted = rules is None or rules.admits(address)
@@ -255,7 +309,8 @@ class AuthService:
 
     async def limit(self, request: Request, registry: RegistryDoc, rate_key: str, route: str) -> None:
         """429 TOOMANYREQUESTS with Retry-After when a bucket the request counts in is empty."""
-        if not self.settings.rate_limits_enabled:
+        if not self.settings.rate_limits_enabled or isinstance(registry, UnknownRegistry):
+            # An unknown registry has no buckets: making some would let anyone write state for any name.
             return
         cats = categories(request.method, route)
         keys = bucket_keys(registry.sku, registry.registry, rate_key, cats, self.settings.rate_limit_scale)
@@ -271,7 +326,10 @@ class AuthService:
             )
 
     def _bearer(self, token: str, registry: RegistryDoc) -> Caller | None:
-        key = (registry.loginServer, token)  # a token is only ever good for the registry it names
+        if isinstance(registry, UnknownRegistry):
+            return None
+        # A token is only ever good for the registry it names, as that registry is now.
+        key = (f"{registry.loginServer}\0{registry_identity(registry)}", token)
         cached = self._bearers.get(key)
         if cached is not None:
             return cached
@@ -280,6 +338,8 @@ class AuthService:
         except TokenInvalid:
             return None
         if claims.get("grant_type") != "access_token" or not isinstance(claims.get("access"), list):
+            return None
+        if claims.get("rid") != registry_identity(registry):  # a deleted registry's of the same name
             return None
         kind = claims.get("idt")
         if kind not in ("anonymous", "admin", "token", "entra"):
@@ -290,8 +350,14 @@ class AuthService:
         return caller
 
     # --- authentication -----------------------------------------------------------------------------------
-    async def authenticate(self, registry: RegistryDoc, username: str, password: str) -> Identity | None:
-        """The identity of a username and password (admin, token, or refresh-token user), else None."""
+    async def authenticate(
+        self, registry: RegistryDoc, username: str, password: str, address: IPAddress | None = None
+    ) -> Identity | None:
+        """The identity of a username and password (admin, token, or refresh-token user), else None.
+
+        Raises 429 TOOMANYREQUESTS, without verifying anything, when the client's address or the username has
+        used up its failed-sign-in budget.
+        """
         if not username or not password:
             return None
         key = hmac.digest(self._cache_key, f"{registry.registry}\0{username}\0{password}".encode(), hashlib.sha256)
@@ -300,32 +366,93 @@ class AuthService:
             return cached
         identity: Identity | None
         if username == REFRESH_TOKEN_USER:
-            identity = await self.from_refresh_token(registry, password)
-        elif username == registry.registry:
-            identity = await self._admin(registry, password)
+            identity = await self.from_refresh_token(registry, password)  # a signature check: nothing to ration
         else:
-            identity = await self._token(registry, username, password)
+            identity = await self._password_sign_in(registry, username, password, address)
         if identity is not None:
             self._passwords.put(key, identity, self.settings.auth_cache_seconds)
         return identity
 
+    async def _password_sign_in(
+        self, registry: RegistryDoc, username: str, password: str, address: IPAddress | None
+    ) -> Identity | None:
+        keys = failure_keys(
+            address,
+            registry.registry,
+            username,
+            self.settings.auth_failures_per_address_per_minute,
+            self.settings.auth_failures_per_username_per_minute,
+        )
+        wait = self.failures.reserve(keys)
+        if wait is not None:
+            raise RegistryError(
+                ErrorCode.TOOMANYREQUESTS,
+                "too many failed sign-ins from this address or for this username: try again later",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        try:
+            if username == registry.registry:
+                identity = await self._admin(registry, password)
+            else:
+                identity = await self._token(registry, username, password)
+        except BaseException:
+            self.failures.refund(keys)  # our failure (the database, a cancelled request), not the client's
+            raise
+        if identity is not None:
+            self.failures.refund(keys)
+        return identity
+
+    async def _verify(
+        self,
+        registry: RegistryDoc,
+        kind: str,
+        subject: str,
+        generation: int,
+        passwords: list[PasswordDoc] | None,
+        password: str,
+    ) -> str | None:
+        """The credential version of the live password that `password` is, else None.
+
+        Always the same verifications (one per slot, a dummy hash for an absent one), so that a credential
+        that does not exist, is disabled or has expired passwords costs what a wrong password does.
+        """
+        slots = live_slots(passwords, datetime.now(UTC)) if passwords is not None else [None, None]
+        index = await self.verifier.verify([p.hash if p is not None else None for p in slots], password)
+        matched = slots[index] if index is not None else None
+        if matched is None:
+            return None
+        return credential_version(registry, kind, subject, generation, matched.hash)
+
     async def _admin(self, registry: RegistryDoc, password: str) -> Identity | None:
-        if not registry.adminUserEnabled:
-            return None
         doc = await self.access.admin_user(registry.registry)
-        if doc is None or not any(verify_password(p.hash, password) for p in doc.passwords):
+        usable = doc is not None and registry.adminUserEnabled and not isinstance(registry, UnknownRegistry)
+        credential = await self._verify(
+            registry,
+            "admin",
+            registry.registry,
+            doc.generation if doc is not None else 0,
+            doc.passwords if doc is not None and usable else None,
+            password,
+        )
+        if credential is None:
             return None
-        return Identity("admin", registry.registry, perms.EVERYTHING)
+        return Identity("admin", registry.registry, perms.EVERYTHING, credential=credential)
 
     async def _token(self, registry: RegistryDoc, name: str, password: str) -> Identity | None:
         doc = await self.access.token(registry.registry, name)
-        if doc is None or doc.status != "enabled":
-            return None
-        now = datetime.now(UTC)
-        if not any(_password_live(p, now) and verify_password(p.hash, password) for p in doc.passwords):
+        usable = doc is not None and doc.status == "enabled" and not isinstance(registry, UnknownRegistry)
+        credential = await self._verify(
+            registry,
+            "token",
+            name,
+            doc.generation if doc is not None else 0,
+            doc.passwords if doc is not None and usable else None,
+            password,
+        )
+        if credential is None or doc is None:
             return None
         scope_map = await self.scope_map_permissions(registry, doc.scopeMap)
-        return Identity("token", name, scope_map) if scope_map is not None else None
+        return Identity("token", name, scope_map, credential=credential) if scope_map is not None else None
 
     async def scope_map_permissions(self, registry: RegistryDoc, name: str) -> Permissions | None:
         built_in = perms.BUILT_IN_SCOPE_MAPS.get(name)
@@ -334,20 +461,36 @@ class AuthService:
         doc = await self.access.scope_map(registry.registry, name)
         return perms.scope_map_permissions(doc.actions) if doc is not None else None
 
-    async def resolve(self, registry: RegistryDoc, kind: str, subject: str, tenant: str = "") -> Identity | None:
-        """An identity named by a refresh token, as it stands now (disabled or removed -> None)."""
-        cache_key = (registry.registry, kind, subject)
+    async def resolve(
+        self, registry: RegistryDoc, kind: str, subject: str, tenant: str = "", credential: str = ""
+    ) -> Identity | None:
+        """An identity named by a refresh token, as it stands now (disabled, removed, rotated -> None).
+
+        The admin user and tokens are only themselves with the credential version they signed in with, and
+        only while the password behind it is live (regenerated, re-created or disabled since: None).
+        """
+        cache_key = (registry.registry, registry_identity(registry), kind, subject, tenant, credential)
         cached = self._identities.get(cache_key)
         if cached is not None:
             return cached
         identity: Identity | None = None
+        now = datetime.now(UTC)
         if kind == "admin" and registry.adminUserEnabled and subject == registry.registry:
-            identity = Identity("admin", subject, perms.EVERYTHING)
+            admin = await self.access.admin_user(registry.registry)
+            if admin is not None and credential in _versions(
+                registry, kind, subject, admin.generation, admin.passwords, now
+            ):
+                identity = Identity("admin", subject, perms.EVERYTHING, credential=credential)
         elif kind == "token":
             doc = await self.access.token(registry.registry, subject)
-            if doc is not None and doc.status == "enabled":
+            if (
+                doc is not None
+                and doc.status == "enabled"
+                and credential in _versions(registry, kind, subject, doc.generation, doc.passwords, now)
+            ):
                 scope_map = await self.scope_map_permissions(registry, doc.scopeMap)
-                identity = Identity("token", subject, scope_map) if scope_map is not None else None
+                if scope_map is not None:
+                    identity = Identity("token", subject, scope_map, credential=credential)
         elif kind == "entra":
             assignments = await self.access.role_assignments(registry.registry)
             identity = Identity("entra", subject, entra_permissions(assignments, subject, tenant), tenant)
@@ -356,19 +499,30 @@ class AuthService:
         return identity
 
     async def from_refresh_token(self, registry: RegistryDoc, token: str) -> Identity | None:
+        """The identity a refresh token of this registry (as it is now) stands for, if it still may."""
+        if isinstance(registry, UnknownRegistry):
+            return None
         try:
             claims = self.ring.verify(token, audience=registry.loginServer, issuer=self.settings.auth_issuer)
         except TokenInvalid:
             return None
-        if claims.get("grant_type") != "refresh_token":
+        if claims.get("grant_type") != "refresh_token" or claims.get("rid") != registry_identity(registry):
             return None
-        return await self.resolve(registry, str(claims.get("idt")), str(claims["sub"]), str(claims.get("tid", "")))
+        return await self.resolve(
+            registry,
+            str(claims.get("idt")),
+            str(claims["sub"]),
+            str(claims.get("tid", "")),
+            str(claims.get("cv", "")),
+        )
 
     # --- tokens ---------------------------------------------------------------------------------------------
     def access_token(self, registry: RegistryDoc, identity: Identity, scopes: list[Scope]) -> dict[str, Any]:
         """A signed access token granting what `identity` may of `scopes` (the rest left out)."""
         access: list[dict[str, Any]] = []
         for scope in scopes:
+            if not valid_name(scope):  # parse_scopes drops these already; never sign one whatever the caller
+                continue
             actions = perms.grant_scope(identity.permissions, scope.type, scope.name, scope.actions)
             if actions:
                 access.append({"type": scope.type, "name": scope.name, "actions": actions})
@@ -381,6 +535,7 @@ class AuthService:
             grant_type="access_token",
             idt=identity.kind,
             access=access,
+            rid=registry_identity(registry),
         )
         if identity.tenant:
             claims["tid"] = identity.tenant
@@ -396,10 +551,24 @@ class AuthService:
             lifetime=self.settings.refresh_token_seconds,
             grant_type="refresh_token",
             idt=identity.kind,
+            rid=registry_identity(registry),
         )
         if identity.tenant:
             claims["tid"] = identity.tenant
+        if identity.credential:
+            claims["cv"] = identity.credential
         return self.ring.sign(claims)
+
+
+def _versions(
+    registry: RegistryDoc, kind: str, subject: str, generation: int, passwords: list[PasswordDoc], now: datetime
+) -> set[str]:
+    """The credential versions of the credential's live passwords (what its refresh tokens may carry)."""
+    return {
+        credential_version(registry, kind, subject, generation, p.hash)
+        for p in live_slots(passwords, now)
+        if p is not None
+    }
 
 
 def entra_permissions(assignments: list[RoleAssignmentDoc], principal: str, tenant: str) -> Permissions:

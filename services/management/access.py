@@ -125,9 +125,15 @@ async def enable_admin_user(metadata: MetadataStore, registry: str) -> list[NewP
 
 
 async def disable_admin_user(metadata: MetadataStore, registry: str) -> None:
+    """Disable the admin user and revoke its refresh tokens (re-enabling keeps the passwords, not those)."""
     doc = await _registry(metadata, registry)
+    store = AccessStore(metadata)
+    admin = await store.admin_user(registry)
+    if admin is not None:
+        admin.generation += 1
+        await store.upsert(admin)
     doc.adminUserEnabled = False
-    await AccessStore(metadata).upsert(doc)
+    await store.upsert(doc)
 
 
 async def regenerate_admin_password(metadata: MetadataStore, registry: str, which: PasswordName) -> NewPassword:
@@ -250,6 +256,8 @@ async def update_token(
             raise AccessError(f"scope map {scope_map!r} does not exist")
         token.scopeMap = scope_map
     if status is not None:
+        if status == "disabled" and token.status != "disabled":
+            token.generation += 1  # revokes the refresh tokens made so far, also once it is enabled again
         token.status = status
     await store.upsert(token)
     return token

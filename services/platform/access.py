@@ -3,12 +3,15 @@
 All live in the `registries` container, in the registry's own partition (`/registry` = registry name),
 next to the registry document itself, one document each::
 
-    adminUser                 {type: "adminUser", passwords: [{name, hash, created}]}
+    adminUser                 {type: "adminUser", generation, passwords: [{name, hash, created}]}
     scopeMap:<name>           {type: "scopeMap", name, description, actions: ["repositories/<pattern>/<action>"]}
-    token:<name>              {type: "token", name, scopeMap, status, passwords: [{name, hash, created, expiry}]}
+    token:<name>              {type: "token", name, scopeMap, status, generation,
+                               passwords: [{name, hash, created, expiry}]}
     roleAssignment:<id>       {type: "roleAssignment", principalId, tenantId, role, condition}
 
-Passwords are argon2 hashes (services/auth/passwords.py); no document ever holds a password.
+Passwords are argon2 hashes (services/auth/passwords.py); no document ever holds a password. `generation`
+counts the times a credential was disabled: refresh tokens are bound to it and to the hash of the password
+that made them (services/auth/credentials.py), so disabling, regenerating or re-creating revokes them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class AdminUserDoc(Document):
     id: str = "adminUser"
     registry: str
     type: Literal["adminUser"] = "adminUser"
+    generation: int = 0  # bumped on disable: the refresh tokens made before stop working
     passwords: list[PasswordDoc] = Field(default_factory=list)
 
 
@@ -52,6 +56,7 @@ class TokenDoc(Document):
     name: str
     scopeMap: str
     status: Literal["enabled", "disabled"] = "enabled"
+    generation: int = 0  # bumped on disable: the refresh tokens made before stop working
     passwords: list[PasswordDoc] = Field(default_factory=list)
     created: str = Field(default_factory=utcnow)
 

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.auth.permissions import route_need
-from services.auth.service import AuthService, Caller
+from services.auth.service import AuthService, Caller, unknown_registry
 from services.events.outbox import EventPublisher
+from services.management.registries import REGISTRY_NAME, login_server
 from services.platform.blobs import BlobStore
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import MetadataStore, RegistryDoc
@@ -159,18 +160,33 @@ class RegistryApi:
         return await handler(Call(self, request, registry, name, route.reference or "", caller))
 
     async def registry_for(self, request: Request) -> RegistryDoc:
-        """The registry named by the Host header (`<name>.<domain>`), else the default registry."""
+        """The registry named by the Host header (`<name>.<domain>`), else the default registry.
+
+        A name no registry can have is `400 NAME_INVALID` before anything is read (it never reaches the
+        database, and the answer does not repeat it). A valid name of a registry that does not exist is
+        answered by a stand-in (`auth.service.UnknownRegistry`) that challenges like a real registry and
+        admits nobody, so that the answers do not tell which registries exist. The stand-in is not cached,
+        so a registry is served as soon as it is created. Registry documents are cached no longer than
+        verified credentials are (`AUTH_CACHE_SECONDS`): they hold the access properties and the identity
+        that tokens are bound to.
+        """
         host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
         suffix = "." + self.settings.registry_domain
         name = host[: -len(suffix)] if host.endswith(suffix) else self.settings.default_registry
+        if not REGISTRY_NAME.fullmatch(name):
+            raise RegistryError(
+                ErrorCode.NAME_INVALID,
+                "the Host header names no valid registry: registry names are 5-50 lower-case letters and digits",
+                status=400,
+            )
         cached = self._registries.get(name)
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
         doc = await self.metadata.get_registry(name)
         if doc is None:
-            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"registry {name!r} does not exist", status=404)
-        self._registries[name] = (now + REGISTRY_CACHE_SECONDS, doc)
+            return unknown_registry(name, login_server(name, self.settings))
+        self._registries[name] = (now + min(REGISTRY_CACHE_SECONDS, self.settings.auth_cache_seconds), doc)
         return doc
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.auth.credentials import registry_identity
 from services.auth.signing import KeyRing, SigningKey, new_claims, parse_ring, unverified_payload
 from services.management.access import (
     assign_role,
@@ -49,6 +50,7 @@ class Registry:
     token_password: str  # token "reader": scope map samples/* content/read
     keys: Path
     http: httpx.Client
+    rid: str  # the registry's identity, which every token of ours carries (services/auth/credentials.py)
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {"Host": self.host} | (extra or {})
@@ -72,7 +74,7 @@ def keyed_devhost(
 
 async def _registry(devhost: Devhost, keys: Path, stores: Stores, sku: str = "Premium") -> Registry:
     name = unique_registry_name()
-    await create_registry(stores.metadata, stores.blobs, stores.settings, name, sku)  # type: ignore[arg-type]
+    doc, _ = await create_registry(stores.metadata, stores.blobs, stores.settings, name, sku)  # type: ignore[arg-type]
     admin = await enable_admin_user(stores.metadata, name)
     await put_scope_map(stores.metadata, name, "samples-read", ["repositories/samples/*/content/read"])
     _, passwords = await create_token(stores.metadata, name, "reader", "samples-read")
@@ -86,6 +88,7 @@ async def _registry(devhost: Devhost, keys: Path, stores: Stores, sku: str = "Pr
         passwords[0].value,
         keys,
         http,
+        registry_identity(doc),
     )
 
 
@@ -279,6 +282,7 @@ def _forge(reg: Registry, key: SigningKey | None = None, **overrides: object) ->
             grant_type="access_token",
             idt="admin",
             access=[{"type": "repository", "name": "x", "actions": ["pull", "push", "delete"]}],
+            rid=reg.rid,
         )
         | overrides
     )
@@ -302,6 +306,8 @@ def test_bad_access_tokens_are_401(reg: Registry, other: Registry) -> None:
         "tampered payload": f"{header}.{base64.urlsafe_b64encode(b'{}').rstrip(b'=').decode()}.{signature}",
         "tampered signature": f"{header}.{payload}.{flipped}",
         "refresh token": _forge(reg, grant_type="refresh_token"),
+        "no registry identity": _forge(reg, rid=None),
+        "another registry's identity (deleted, re-created)": _forge(reg, rid=other.rid),
         "garbage": "not-a-jwt",
     }
     for what, token in bad.items():

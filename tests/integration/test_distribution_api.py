@@ -1511,6 +1511,8 @@ def test_registries_are_isolated(registry: RegistryClient, other_registry: Regis
 
 
 def test_unknown_registry_host(devhost: Devhost) -> None:
+    # Answered as a real registry answers a caller without credentials, so that registry names cannot be
+    # enumerated (issue 8, item 13; the full comparison is in test_auth_attacks.py).
     with registry_client(devhost, "nosuch1") as client:
         for method, url in (
             ("GET", "/v2/"),
@@ -1519,9 +1521,10 @@ def test_unknown_registry_host(devhost: Devhost) -> None:
             ("POST", "/v2/repo/blobs/uploads/"),
         ):
             response = client.request(method, url)
-            assert_error(response, 404, "NAME_UNKNOWN")
+            assert_error(response, 401, "UNAUTHORIZED")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
             assert response.headers["Content-Type"].startswith("application/json")
-        assert client.head("/v2/").status_code == 404
+        assert client.head("/v2/").status_code == 401
 
 
 # --- garbage ---------------------------------------------------------------------------------------------
