@@ -8,7 +8,9 @@
 
 Access token responses carry `access_token` (OAuth2) and `token` (Docker) with `expires_in` and
 `issued_at`; a password grant with `access_type=offline` (docker login) also gets a `refresh_token`.
-Scopes not granted are left out of the token, never an error. Bad credentials are `401 UNAUTHORIZED`.
+Scopes not granted, and scopes naming no valid repository, are left out of the token, never an error. Bad
+credentials are `401 UNAUTHORIZED`; a client address or username that has used up its failed-sign-in
+budget is `429 TOOMANYREQUESTS` with `Retry-After`, before any password is hashed (failures.py).
 """
 
 from __future__ import annotations

@@ -360,7 +360,9 @@ class AuthService:
         """
         if not username or not password:
             return None
-        key = hmac.digest(self._cache_key, f"{registry.registry}\0{username}\0{password}".encode(), hashlib.sha256)
+        # Under the registry's identity too: a registry re-created under the same name starts with nothing cached.
+        scope = f"{registry.registry}\0{registry_identity(registry)}"
+        key = hmac.digest(self._cache_key, f"{scope}\0{username}\0{password}".encode(), hashlib.sha256)
         cached = self._passwords.get(key)
         if cached is not None:
             return cached
