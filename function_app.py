@@ -17,6 +17,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from services.auth.functions import bp as auth_functions
 from services.events.functions import bp as events_functions
 from services.management.functions import bp as management_functions
+from services.platform.health import health_probe
 from services.registry.app import registry_api
 from services.webhooks.functions import bp as webhooks_functions
 
@@ -33,3 +34,9 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 async def registry_v2(req: Request) -> Response:
     """The OCI Distribution API (`/v2/`)."""
     return await registry_api().handle(req)
+
+
+@app.route(route="health/{probe}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: Request) -> Response:
+    """Probes for load balancers, no credentials: `/health/live`, `/health/ready` (Cosmos DB and Storage)."""
+    return await health_probe(req, registry_api().readiness)

@@ -25,9 +25,10 @@ from starlette.responses import JSONResponse, Response
 from services.auth.entra import EntraTokenInvalid
 from services.auth.scopes import parse_scopes
 from services.auth.service import AuthService, Identity, anonymous_permissions, basic_credentials
+from services.platform.availability import classify
 from services.platform.metadata import RegistryDoc
 from services.registry.app import error_response, registry_api
-from services.registry.errors import ErrorCode, RegistryError
+from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 
 log = logging.getLogger("auth")
 
@@ -148,6 +149,10 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         return await endpoint(api.auth, registry, request)
     except RegistryError as error:
         return error_response(error, request.method)
-    except Exception:
+    except Exception as exc:
+        outage = classify(exc)  # Cosmos DB or Storage down or throttling: 503 with Retry-After, not 500
+        if outage is not None:
+            log.warning("%s %s: 503, %s", request.method, request.url.path, outage)
+            return error_response(unavailable_error(outage), request.method)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error"), request.method)

@@ -17,14 +17,16 @@ leaves nothing visible. Downloads are served by short-lived, read-only SAS URLs 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
+from services.platform.availability import STORAGE, DependencyTransport
 from services.platform.settings import Settings
 
 
@@ -46,6 +48,35 @@ def _connection_values(connection_string: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+class _Backoff(LinearRetry):
+    """Storage's linear retry with a backoff of a fraction of a second (its own takes whole seconds)."""
+
+    def __init__(self, backoff: float, retry_total: int) -> None:
+        super().__init__(retry_total=retry_total, retry_to_secondary=False)
+        self._backoff = backoff
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        return random.uniform(self._backoff / 2, self._backoff * 1.5)
+
+
+def storage_client_options(settings: Settings) -> dict[str, Any]:
+    """Transport and retry policy of the BlobServiceClient, bounded so one call gives up within a request's
+    budget and the API answers 503 (the SDK's defaults: 3 retries 15-30 s apart, 300 s timeouts with our own
+    transport; a refused connection took 80 s).
+
+    Every write we make is idempotent (blocks by id, content-addressed blobs with overwrite, block-list
+    commits, copies, deletes), so Storage's retries of writes are safe; bodies are bytes, so they replay.
+    """
+    transport = DependencyTransport(
+        STORAGE,
+        use_env_settings=settings.proxy_from_environment,
+        connection_timeout=settings.dependency_connect_timeout_seconds,
+        read_timeout=settings.storage_read_timeout_seconds,
+    )
+    retry = _Backoff(settings.dependency_retry_backoff_seconds, settings.dependency_retry_total)
+    return {"transport": transport, "retry_policy": retry}
+
+
 class BlobStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -64,7 +95,7 @@ class BlobStore:
             self._service = BlobServiceClient(
                 self._settings.blob_account_url,
                 credential=DefaultAzureCredential(),
-                transport=AioHttpTransport(use_env_settings=self._settings.proxy_from_environment),
+                **storage_client_options(self._settings),
             )
         else:
             values = _connection_values(self._settings.blob_connection_string)
@@ -74,7 +105,7 @@ class BlobStore:
                 self._settings.blob_connection_string,
                 max_block_size=self._settings.block_size,
                 max_single_put_size=self._settings.block_size,
-                transport=AioHttpTransport(use_env_settings=self._settings.proxy_from_environment),
+                **storage_client_options(self._settings),
             )
 
     async def close(self) -> None:

@@ -37,6 +37,7 @@ Read-modify-write documents (upload sessions, delivery records) are replaced wit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -45,12 +46,12 @@ from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosBatchOperationError
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.platform.availability import COSMOS, DependencyTransport
 from services.platform.settings import Settings
 
 UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
@@ -215,6 +216,33 @@ def repository_id(name: str) -> str:
     return name.replace("/", "|")
 
 
+# Cosmos answers 429 with how long to wait (usually milliseconds), so a throttled call is retried after
+# exactly that, bounded in time by `cosmos_throttle_wait_seconds`. Not the SDK's 9 attempts: a query runs
+# that policy at two levels (each page fetch inside the query's own retry), so attempts multiply there.
+THROTTLE_RETRY_ATTEMPTS = 3
+
+
+def cosmos_retry_options(settings: Settings) -> dict[str, Any]:
+    """The CosmosClient's retry and timeout keywords: bounded so one call gives up within a request's budget
+    (the SDK's defaults: 65 s read timeout, up to 30 s of throttling waits) and the API answers 503.
+
+    Failed connections are retried for every operation (nothing reached Cosmos); a request that was sent and
+    got no answer is retried only when it reads (`retry_write` stays off), so a create is never repeated
+    blindly. Our read-modify-write documents carry ETags, so a lost race shows as ConcurrentUpdate.
+    """
+    return {
+        "retry_total": settings.dependency_retry_total,
+        "retry_connect": settings.dependency_retry_total,
+        "retry_read": settings.dependency_retry_total,
+        "retry_backoff_max": settings.dependency_retry_backoff_seconds,
+        "retry_backoff_factor": settings.dependency_retry_backoff_seconds,
+        "retry_throttle_total": THROTTLE_RETRY_ATTEMPTS,
+        "retry_throttle_backoff_max": settings.cosmos_throttle_wait_seconds,
+        "connection_timeout": settings.dependency_connect_timeout_seconds,
+        "read_timeout": settings.cosmos_read_timeout_seconds,
+    }
+
+
 class ConcurrentUpdate(Exception):
     """A conditional write lost against another writer (stale ETag)."""
 
@@ -228,6 +256,8 @@ class MetadataStore:
         self._db: DatabaseProxy | None = None
         self._containers: dict[str, ContainerProxy] = {}
         self._known_repositories: dict[tuple[str, str], float] = {}
+        # The API and its readiness probe may both open at once: one client, not two.
+        self._opening = asyncio.Lock()
 
     @property
     def settings(self) -> Settings:
@@ -235,27 +265,37 @@ class MetadataStore:
 
     async def open(self) -> None:
         """Create the client (it makes network calls, hence not in __init__) and the containers."""
-        if self._client is not None:
-            return
+        async with self._opening:
+            if self._client is None:
+                await self._open()
+
+    async def _open(self) -> None:
         kwargs: dict[str, Any] = {}
         if self._settings.cosmos_ca_file:
             # The aio transport (aiohttp) takes a CA bundle path as `connection_verify`.
             kwargs["connection_verify"] = self._settings.cosmos_ca_file
         if self._settings.cosmos_endpoint.startswith("http://"):
             kwargs["enable_endpoint_discovery"] = False
-        kwargs["transport"] = AioHttpTransport(use_env_settings=self._settings.proxy_from_environment)
+        kwargs["transport"] = DependencyTransport(COSMOS, use_env_settings=self._settings.proxy_from_environment)
+        kwargs.update(cosmos_retry_options(self._settings))
         client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)
-        db = await client.create_database_if_not_exists(self._settings.cosmos_database)
-        containers = (
-            ("registries", "/registry"),
-            ("repositories", "/registry"),
-            ("artifacts", "/repo"),
-            ("deliveries", "/webhook"),
-        )
-        for name, key in containers:
-            self._containers[name] = await db.create_container_if_not_exists(
-                id=name, partition_key=PartitionKey(path=key), default_ttl=-1
+        try:
+            db = await client.create_database_if_not_exists(self._settings.cosmos_database)
+            containers = (
+                ("registries", "/registry"),
+                ("repositories", "/registry"),
+                ("artifacts", "/repo"),
+                ("deliveries", "/webhook"),
             )
+            for name, key in containers:
+                self._containers[name] = await db.create_container_if_not_exists(
+                    id=name, partition_key=PartitionKey(path=key), default_ttl=-1
+                )
+        except BaseException:
+            # Cosmos unreachable at start: the next request opens again; leave no session behind each time.
+            self._containers.clear()
+            await client.close()
+            raise
         self._client, self._db = client, db
 
     async def close(self) -> None:

@@ -137,6 +137,20 @@ class Settings(BaseSettings):
     # largest manifest kept inline in Cosmos, `inline_manifest_bytes`).
     manifest_cache_bytes: int = 64 * 1024 * 1024
     manifest_cache_max_manifest_bytes: int = 256 * 1024
+
+    # Cosmos DB or Blob Storage unreachable, hanging or throttling (services/platform/availability.py). One
+    # call is retried at most dependency_retry_total times (connection failures, timeouts, 408/5xx), each
+    # attempt waiting at most the connect and read timeouts (Storage's is longer: it moves 4 MiB blocks), and
+    # Cosmos 429s at most cosmos_throttle_wait_seconds in all; then the API answers 503 with Retry-After. The
+    # SDKs' defaults held a request for 80 s (refused Storage) to minutes (hung endpoints).
+    dependency_retry_total: int = 2
+    dependency_retry_backoff_seconds: float = 0.5
+    dependency_connect_timeout_seconds: float = 5.0
+    cosmos_read_timeout_seconds: float = 10.0
+    storage_read_timeout_seconds: float = 30.0
+    cosmos_throttle_wait_seconds: float = 5.0
+    # How long /health/ready reuses its answer: a flood of probes costs each dependency one read per this.
+    health_cache_seconds: float = 2.0
     # The most entries a manifest's `layers` and `manifests` may hold together (more: 400 MANIFEST_INVALID);
     # each is a read before the push is accepted. See services/registry/manifest.py for why 1,000.
     max_manifest_descriptors: int = 1000

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,11 +23,13 @@ from services.auth.permissions import route_need
 from services.auth.service import AuthService, Caller, unknown_registry
 from services.events.outbox import EventPublisher
 from services.management.registries import REGISTRY_NAME, login_server
+from services.platform.availability import classify
 from services.platform.blobs import BlobStore
+from services.platform.health import Readiness, dependency_readiness
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings, get_settings
-from services.registry.errors import ErrorCode, RegistryError
+from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.uploads import UploadService
 
@@ -132,14 +135,23 @@ class RegistryApi:
             response = await self._dispatch(request)
         except RegistryError as error:
             response = error_response(error, request.method)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            response = error_response(
-                RegistryError(ErrorCode.UNKNOWN, "internal error; the request changed nothing"),
-                request.method,
-            )
+        except Exception as exc:
+            outage = classify(exc)
+            if outage is None:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                failure = RegistryError(ErrorCode.UNKNOWN, "internal error; the request changed nothing")
+            else:
+                # Expected while a dependency is down, and the SDK's retries are behind it: no traceback.
+                log.warning("%s %s: 503, %s", request.method, request.url.path, outage)
+                failure = unavailable_error(outage)
+            response = error_response(failure, request.method)
         response.headers.update(API_VERSION_HEADER)
         return response
+
+    @cached_property
+    def readiness(self) -> Readiness:
+        """Whether Cosmos DB and Storage answer this API's own clients (`GET /health/ready`)."""
+        return dependency_readiness(self.settings, self.metadata, self.blobs)
 
     async def _dispatch(self, request: Request) -> Response:
         from services.registry.routes import ROUTES  # the routes import this module's Call

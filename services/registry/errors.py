@@ -24,6 +24,11 @@ Three codes are outside the spec's list, each because no listed code describes t
 - `PAGINATION_NUMBER_INVALID` (400), for a bad `?n=`: CNCF distribution's code for it.
 - `UNKNOWN` (500), for failures of the registry itself; the list governs 4XX responses only, and
   clients are told to treat codes they do not know as UNKNOWN.
+- `UNAVAILABLE` (503, with `Retry-After`), when Cosmos DB or Blob Storage does not answer or throttles
+  (services/platform/availability.py): CNCF distribution's code, which its health-check handler answers
+  every request with while a storage check fails. Throttling by Cosmos DB is reported this way too, not as
+  `TOOMANYREQUESTS` (429): that says *this client* sent too many requests (ours, for the registry's request
+  limits), while a dependency's throttling is the whole registry being over capacity, which is 503.
 
 Other choices, where the spec leaves room:
 
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import enum
 from typing import Any
+
+from services.platform.availability import DependencyUnavailable
 
 
 class ErrorCode(enum.Enum):
@@ -64,6 +71,7 @@ class ErrorCode(enum.Enum):
     TAG_INVALID = ("TAG_INVALID", 400, "manifest tag is invalid")
     PAGINATION_NUMBER_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
+    UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
     # Aliases with their own status; see the module docstring for why each maps to its spec code.
     RANGE_INVALID = ("BLOB_UPLOAD_INVALID", 416, "content range is out of order or invalid")
     RANGE_NOT_SATISFIABLE = ("SIZE_INVALID", 416, "requested range not satisfiable")
@@ -129,3 +137,14 @@ class RegistryError(Exception):
 
     def __repr__(self) -> str:
         return f"RegistryError({self._code.name}, {self._message!r}, status={self.status})"
+
+
+def unavailable_error(outage: DependencyUnavailable) -> RegistryError:
+    """The 503 a client gets for an outage: when to retry, and nothing about which service or where."""
+    seconds = outage.retry_after_seconds
+    reason = "is over capacity" if outage.throttled else "is temporarily unavailable"
+    return RegistryError(
+        ErrorCode.UNAVAILABLE,
+        f"the registry {reason}; retry after {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )

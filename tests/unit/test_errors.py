@@ -29,7 +29,7 @@ SPEC_CODES = {
     "TOOMANYREQUESTS",
 }
 # Deliberate exceptions, documented in errors.py.
-OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "UNKNOWN"}
+OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "UNKNOWN", "UNAVAILABLE"}
 
 
 @pytest.mark.parametrize(
@@ -55,6 +55,7 @@ OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "UNKNOWN"}
         (ErrorCode.TAG_INVALID, 400),
         (ErrorCode.PAGINATION_NUMBER_INVALID, 400),
         (ErrorCode.UNKNOWN, 500),
+        (ErrorCode.UNAVAILABLE, 503),
     ],
 )
 def test_status_of_each_code(code: ErrorCode, status: int) -> None:
@@ -83,7 +84,7 @@ def test_aliases_are_distinct_members_not_enum_aliases() -> None:
     assert ErrorCode.RANGE_INVALID.wire_code == "BLOB_UPLOAD_INVALID"
     assert ErrorCode.MANIFEST_TOO_LARGE.wire_code == "MANIFEST_INVALID"
     assert ErrorCode.RANGE_NOT_SATISFIABLE.wire_code == "SIZE_INVALID"
-    assert len(list(ErrorCode)) == 20
+    assert len(list(ErrorCode)) == 21
 
 
 def test_body_has_spec_envelope() -> None:

@@ -60,7 +60,17 @@ def test_devhost_serves_every_http_function(functions) -> None:
         "/oauth2/exchange",
         "/subscriptions/{path:path}",
         "/subscriptions",
+        "/health/{probe}",
     }
+
+
+def test_health_probes_are_one_anonymous_get_function(functions) -> None:
+    # A load balancer's probe has no credentials; the readiness answer must not need any.
+    trigger = functions["health"].get_trigger()
+    assert trigger.get_binding_name() == "httpTrigger"
+    assert trigger.route == "health/{probe}"
+    assert trigger.auth_level == func.AuthLevel.ANONYMOUS
+    assert {str(getattr(m, "value", m)) for m in trigger.methods} == {"GET"}
 
 
 def test_event_pipeline_functions_are_a_timer_and_a_service_bus_topic_trigger(functions) -> None:
