@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from services.auth.entra import EntraVerifier, parse_issuers
 from services.management.authorization import Access, ManagementAuthorizer, ManagementDenied
 from services.platform.access import AccessStore
+from services.platform.availability import classify
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.metadata import DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
@@ -199,7 +200,12 @@ class ManagementApi:
             return ArmError(404, "ResourceNotFound", f"registry {error} was not found").response()
         except resources.WebhookNotFound as error:
             return ArmError(404, "ResourceNotFound", f"webhook {error} was not found").response()
-        except Exception:
+        except Exception as error:
+            outage = classify(error)
+            if outage is not None:  # Cosmos DB or Storage down or throttling: ARM's 503, not a 500
+                log.warning("%s %s: %s", request.method, request.url.path, outage)
+                retry = {"Retry-After": str(outage.retry_after_seconds)}
+                return ArmError(503, "ServiceUnavailable", "the service is unavailable; retry later", retry).response()
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             return ArmError(500, "InternalServerError", "internal error").response()
 
