@@ -141,6 +141,7 @@ async def _management_login(state_dir: Path, address: str) -> None:
 
 def serve(host: str, port: int) -> None:
     import function_app
+    from services.devhost.protocol import FrontEndLimits, limited_protocol
     from services.devhost.server import build_app
     from services.devhost.triggers import TriggerRunner
     from services.platform.lifecycle import close_all
@@ -154,14 +155,21 @@ def serve(host: str, port: int) -> None:
         await close_all()
 
     app = build_app(function_app.app, on_shutdown=shutdown, on_startup=triggers.start)
-    # One set of server options for HTTP and HTTPS: uvloop, httptools, keep-alive.
+    settings = get_settings()
+    limits = FrontEndLimits(
+        max_header_bytes=settings.devhost_max_header_bytes,
+        idle_timeout=settings.devhost_idle_timeout_seconds,
+        header_timeout=settings.devhost_header_timeout_seconds,
+        body_timeout=settings.devhost_body_timeout_seconds,
+    )
+    # One set of server options for HTTP and HTTPS: uvloop, httptools with a front end's limits, keep-alive.
     options: dict[str, Any] = {
         "host": host,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": limited_protocol(limits),
         "log_level": os.environ.get("LOG_LEVEL", "warning").lower(),
         "access_log": bool(os.environ.get("ACCESS_LOG")),
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": limits.idle_timeout,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 and hand the app a forged client address,
         # which decides IP rules and rate-limit buckets: only TRUSTED_PROXIES (services/auth/network.py) may.
         "proxy_headers": False,

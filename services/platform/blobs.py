@@ -210,9 +210,12 @@ class BlobStore:
             pass
 
     # --- uploads in progress ----------------------------------------------------------------------
-    async def stage_block(self, registry: str, session: str, block_id: str, data: bytes) -> None:
+    async def stage_block(self, registry: str, session: str, block_id: str, data: bytes | memoryview) -> None:
+        """`data` may be a view of a reused buffer (uploads.py): it is sent as it is, never copied."""
         blob = self._container(registry).get_blob_client(upload_path(session))
-        await blob.stage_block(block_id, data, length=len(data))
+        length = data.nbytes if isinstance(data, memoryview) else len(data)
+        # The SDK's hint omits memoryview; it passes the body to aiohttp, which sends any bytes-like object.
+        await blob.stage_block(block_id, data, length=length)  # type: ignore[arg-type]
 
     async def commit_upload(self, registry: str, session: str, block_ids: list[str], digest: str) -> None:
         """Commit the staged blocks and move the result to its content address."""

@@ -154,6 +154,18 @@ class Settings(BaseSettings):
     # The most entries a manifest's `layers` and `manifests` may hold together (more: 400 MANIFEST_INVALID);
     # each is a read before the push is accepted. See services/registry/manifest.py for why 1,000.
     max_manifest_descriptors: int = 1000
+    # The devhost's front end (services/devhost/protocol.py), the limits Azure's front end keeps in front of
+    # the Functions host: request line and headers at most this many bytes (431); a connection without a
+    # request in progress is closed after the idle timeout; headers must be complete this long after their
+    # first byte (408); a request body may stall at most this long while the server is reading it.
+    devhost_max_header_bytes: int = 64 * 1024
+    devhost_idle_timeout_seconds: float = 30.0
+    devhost_header_timeout_seconds: float = 30.0
+    devhost_body_timeout_seconds: float = 60.0
+    # Uploads one instance stages at once (PATCH, and PUT or POST with a body); more are answered 503 with
+    # Retry-After. Each holds up to `upload_concurrency` + 2 buffers of `block_size` (24 MiB by default),
+    # reused from upload to upload: 16 uploads hold at most 384 MiB.
+    max_concurrent_uploads: int = 16
 
 
 @lru_cache(maxsize=1)

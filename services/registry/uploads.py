@@ -2,8 +2,14 @@
 
 An upload session lives in Cosmos DB (offset, staged block ids, the resumable hash state) and its bytes are
 staged as uncommitted blocks in Blob Storage, so each chunk of a chunked upload may reach a different
-instance. Request bodies are streamed: at most `upload_concurrency` blocks of `block_size` bytes are in
-memory at once, whatever the blob's size. The blob becomes visible only after its digest is verified.
+instance. Request bodies are streamed: one upload holds at most `upload_concurrency` + 2 blocks of
+`block_size` bytes (staging, hashing, filling), whatever the blob's size, in buffers reused from upload to
+upload (services/registry/buffers.py); an instance stages at most `max_concurrent_uploads` bodies at once
+and answers further ones 503 with Retry-After. The blob becomes visible only after its digest is verified.
+
+A client that goes away mid-body leaves the session as it was: its document is only replaced once a
+chunk is wholly staged, and the blocks staged so far carry this request's writer id, which no session
+document ever names (uncommitted blocks expire with the blob's staging area).
 
 Hashing: sha256 is computed as the bytes arrive and its state saved with the session. A client that
 announces a sha512 digest only at the end (or a machine without a resumable hasher) is verified by reading
@@ -22,12 +28,15 @@ from collections.abc import AsyncIterator
 from services.platform.blobs import BlobStore
 from services.platform.metadata import BlobLinkDoc, ConcurrentUpdate, MetadataStore, UploadDoc, repo_key
 from services.platform.settings import Settings
+from services.registry.buffers import Block, BlockBuffers
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.hashing import ResumableHasher
 
 MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
 DEFAULT_ALGORITHM = "sha256"
+# Uploads are refused only while the instance is full, and one finishes within seconds: retry soon.
+BUSY_RETRY_AFTER_SECONDS = 1
 
 
 def block_id(index: int, writer: str) -> str:
@@ -54,6 +63,8 @@ class UploadService:
         self._settings = settings
         self._metadata = metadata
         self._blobs = blobs
+        self.buffers = BlockBuffers(settings.block_size, keep=settings.upload_concurrency + 2)
+        self.active = 0  # request bodies being staged now
 
     # --- sessions ---------------------------------------------------------------------------------
     async def start(self, registry: str, name: str) -> UploadDoc:
@@ -184,6 +195,13 @@ class UploadService:
             BlobLinkDoc(id=f"blob:{digest}", repo=repo_key(registry, name), digest=str(digest), size=size)
         )
 
+    def _admit(self) -> None:
+        """Count one more body being staged, or refuse it while the instance stages its maximum."""
+        limit = self._settings.max_concurrent_uploads
+        if self.active >= limit:
+            raise _busy(limit)
+        self.active += 1
+
     async def _stage(
         self,
         registry: str,
@@ -196,36 +214,55 @@ class UploadService:
         """Stream `body` into blocks of `block_size`, hashing in order while blocks upload concurrently.
 
         With `keep_tail`, a body smaller than one block is kept in memory instead (a small blob then costs
-        one write instead of stage + commit + copy).
+        one write instead of stage + commit + copy). A body is admitted (counted against
+        `max_concurrent_uploads`) when its first byte arrives: an empty one holds no buffer.
         """
         staged = StagedStream()
         writer = secrets.token_hex(4)
         block_size = self._settings.block_size
         slots = asyncio.Semaphore(self._settings.upload_concurrency)
         uploads: set[asyncio.Task[None]] = set()
-        hashing: asyncio.Task[None] | None = None
-        buffer = bytearray()
+        hashing: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        current: Block | None = None
+        filled = 0
+        admitted = False
 
         first = len(doc.blocks)
 
-        async def stage_block(index: int, data: bytes) -> None:
+        def hash_block(view: memoryview, block: Block) -> None:
+            assert hasher is not None
             try:
-                await self._blobs.stage_block(registry, doc.uploadId, staged.blocks[index - first], data)
+                hasher.update(view)
+            finally:
+                # Given back from the thread itself: the buffer is free exactly when the hashing is.
+                loop.call_soon_threadsafe(block.done)
+
+        async def stage_block(index: int, view: memoryview, block: Block) -> None:
+            spoiled = True
+            try:
+                await self._blobs.stage_block(registry, doc.uploadId, staged.blocks[index - first], view)
+                spoiled = False
             finally:
                 slots.release()
+                block.done(spoiled=spoiled)
 
-        async def flush(data: bytes) -> None:
+        async def flush(block: Block, length: int) -> None:
+            # Takes over the caller's share of `block`; if it fails before handing it on, the buffer is
+            # simply not reused.
             nonlocal hashing
             index = len(doc.blocks) + len(staged.blocks)
             if index >= MAX_BLOCKS:
                 raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "too many chunks; send larger chunks")
             staged.blocks.append(block_id(index, writer))
+            view = memoryview(block.buffer)[:length]
             if hasher is not None:
                 if hashing is not None:
                     await hashing
-                hashing = asyncio.create_task(asyncio.to_thread(hasher.update, data))
+                block.share()
+                hashing = loop.run_in_executor(None, hash_block, view, block)
             await slots.acquire()
-            task = asyncio.create_task(stage_block(index, data))
+            task = asyncio.create_task(stage_block(index, view, block))
             uploads.add(task)
             task.add_done_callback(uploads.discard)
             failed = [t for t in uploads if t.done() and t.exception() is not None]
@@ -234,26 +271,44 @@ class UploadService:
 
         try:
             async for chunk in body:
+                if not chunk:
+                    continue
+                if not admitted:
+                    self._admit()
+                    admitted = True
                 staged.size += len(chunk)
-                buffer += chunk
-                if len(buffer) >= block_size:
-                    data = bytes(buffer)
-                    buffer.clear()
-                    await flush(data)
-            if buffer:
+                rest = memoryview(chunk)
+                while rest:
+                    if current is None:
+                        current, filled = self.buffers.take(), 0
+                    taken = min(block_size - filled, len(rest))
+                    current.buffer[filled : filled + taken] = rest[:taken]
+                    filled += taken
+                    rest = rest[taken:]
+                    if filled == block_size:
+                        block, current = current, None
+                        await flush(block, filled)
+            if current is not None:
+                block, current = current, None
                 if keep_tail and not staged.blocks:
-                    staged.tail = bytes(buffer)
+                    staged.tail = bytes(block.buffer[:filled])
+                    block.done()
                     if hasher is not None:
                         hasher.update(staged.tail)
                 else:
-                    await flush(bytes(buffer))
+                    await flush(block, filled)
             if hashing is not None:
                 await hashing
             await asyncio.gather(*uploads)
         except BaseException:
+            if current is not None:
+                current.done()  # only this loop had it
             for task in uploads:
                 task.cancel()
             raise
+        finally:
+            if admitted:
+                self.active -= 1
         return staged
 
     async def _verify_and_store(
@@ -288,6 +343,14 @@ class UploadService:
         if actual.hexdigest() != digest.hex:
             raise _mismatch(digest)
         await self._blobs.move_upload(registry, session, str(digest))
+
+
+def _busy(limit: int) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNAVAILABLE,
+        f"this instance is staging its maximum of {limit} uploads; retry in {BUSY_RETRY_AFTER_SECONDS} s",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+    )
 
 
 def _mismatch(digest: Digest) -> RegistryError:
