@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from services.auth.permissions import route_need
@@ -135,6 +135,13 @@ class RegistryApi:
             response = await self._dispatch(request)
         except RegistryError as error:
             response = error_response(error, request.method)
+        except ClientDisconnect:
+            # The client went away while sending its body: nothing to answer, nothing broken on our side.
+            # Uploads leave their session as it was (services/registry/uploads.py).
+            log.info(
+                "%s %s: the client disconnected before its request body was complete", request.method, request.url.path
+            )
+            response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
         except Exception as exc:
             outage = classify(exc)
             if outage is None:

@@ -184,6 +184,27 @@ def test_stalled_body_is_cut_off_and_the_upload_is_unchanged(
     finish_upload(limited_registry, location, data, MiB)
 
 
+def test_client_gone_mid_upload_is_one_line_and_the_upload_is_unchanged(
+    limited: Devhost, limited_registry: RegistryClient
+) -> None:
+    data = os.urandom(6 * MiB)
+    location = start_upload(limited_registry)
+    path = location.split("?", 1)[0]
+    before = len(log_lines(limited))
+    with connect(limited) as conn:
+        # More than a block (4 MiB) arrives, so blocks are being staged when the client goes.
+        conn.sendall(patch_head(limited_registry, location, 0, len(data)) + data[: 5 * MiB])
+    deadline = time.monotonic() + DEADLINE
+    while not any("disconnected" in line for line in log_lines(limited)[before:]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = log_lines(limited)[before:]
+    gone = [line for line in new if "disconnected" in line]
+    assert len(gone) == 1 and " INFO " in gone[0] and f"PATCH {path}" in gone[0], new
+    assert not [line for line in new if "Traceback" in line or " ERROR " in line], new
+    assert limited_registry.http.get(location).headers["Range"] == "0-0"
+    finish_upload(limited_registry, location, data, 0)
+
+
 # --- item 9: concurrent uploads per instance --------------------------------------------------------------
 
 
