@@ -28,7 +28,7 @@ from services.devhost.stack import LocalStack
 from services.management.access import enable_admin_user, update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from tests.conftest import running_devhost
 from tests.integration.conftest import settings_from_env
 
@@ -37,7 +37,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 async def _registries(env: dict[str, str]) -> str:
     settings = settings_from_env(env)
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:

@@ -84,12 +84,12 @@ async def prepare(env: dict[str, str], registry: str, hook_uri: str) -> None:
     from services.management.access import update_registry
     from services.management.registries import create_registry
     from services.platform.blobs import BlobStore
-    from services.platform.metadata import MetadataStore
+    from services.platform.cosmos import Cosmos
     from services.platform.settings import Settings
     from services.webhooks.resources import WebhookChanges, put_webhook
 
     settings = Settings()  # from the environment main() set
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:

@@ -7,5 +7,5 @@ user, repository-scoped token, Entra role assignment, anonymous pull, a signed a
 Pure rules (no I/O): `scopes.py` (Docker scope strings), `permissions.py` (what each identity may do:
 scope maps, built-in scope maps, roles), `passwords.py`, `signing.py` (JWTs, key ring).
 Service: `service.py` (authenticate, authorize, issue tokens), `routes.py` (`/oauth2/token`,
-`/oauth2/exchange`), `functions.py` (their HTTP functions). Storage: `services/platform/access.py`.
+`/oauth2/exchange`), `functions.py` (their HTTP functions). Storage: `store.py`.
 """

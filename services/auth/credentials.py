@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from services.platform.access import PasswordDoc
-from services.platform.metadata import RegistryDoc
+from services.auth.store import PasswordDoc
+from services.management.store import RegistryDoc
 
 
 def registry_identity(registry: RegistryDoc) -> str:

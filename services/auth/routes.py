@@ -25,8 +25,8 @@ from starlette.responses import JSONResponse, Response
 from services.auth.entra import EntraTokenInvalid
 from services.auth.scopes import parse_scopes
 from services.auth.service import AuthService, Identity, anonymous_permissions, basic_credentials
+from services.management.store import RegistryDoc
 from services.platform.availability import classify
-from services.platform.metadata import RegistryDoc
 from services.registry.app import error_response, registry_api
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 

@@ -57,9 +57,9 @@ from services.auth.permissions import Need, Permissions
 from services.auth.ratelimit import RateLimiter, bucket_keys, categories, retry_after_header
 from services.auth.scopes import Scope, valid_name
 from services.auth.signing import KeyRing, TokenInvalid, new_claims
-from services.platform.access import AccessStore, PasswordDoc, RoleAssignmentDoc
-from services.platform.metadata import MetadataStore, RegistryDoc
-from services.platform.ratelimits import RateLimitStore, SharedStateContended
+from services.auth.store import AccessStore, PasswordDoc, RateLimitStore, RoleAssignmentDoc, SharedStateContended
+from services.management.store import RegistryDoc
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 from services.registry.errors import ErrorCode, RegistryError
 
@@ -206,7 +206,7 @@ class _TtlCache(Generic[K, V]):
 
 
 class AuthService:
-    def __init__(self, settings: Settings, metadata: MetadataStore) -> None:
+    def __init__(self, settings: Settings, metadata: Cosmos) -> None:
         self.settings = settings
         self.access = AccessStore(metadata)
         self._ring: KeyRing | None = None

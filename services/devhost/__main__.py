@@ -54,11 +54,11 @@ async def _prepare_default_registry() -> str:
     from services.management.access import update_registry
     from services.management.registries import create_registry
     from services.platform.blobs import BlobStore
-    from services.platform.metadata import MetadataStore
+    from services.platform.cosmos import Cosmos
     from services.platform.settings import get_settings
 
     settings = get_settings()
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:
@@ -79,14 +79,14 @@ async def _first_login(state_dir: Path, address: str) -> dict[str, str]:
     otherwise password1 is made anew. Deployed registries keep the admin user off (ACR's default).
     """
     from services.auth.passwords import verify_password
+    from services.auth.store import AccessStore
     from services.management.access import enable_admin_user, regenerate_admin_password
-    from services.platform.access import AccessStore
-    from services.platform.metadata import MetadataStore
+    from services.platform.cosmos import Cosmos
     from services.platform.settings import get_settings
 
     settings = get_settings()
     path = state_dir / "credentials.json"
-    metadata = MetadataStore(settings)
+    metadata = Cosmos(settings)
     await metadata.open()
     try:
         name = settings.default_registry
@@ -110,15 +110,15 @@ async def _first_login(state_dir: Path, address: str) -> dict[str, str]:
 async def _management_login(state_dir: Path, address: str) -> None:
     """`make run`: the local developer (services/management/dev_issuer.py) is Owner of the default registry,
     and `.local/credentials.json` gets what a management client needs under `"arm"` (a token for a day)."""
+    from services.auth.store import AccessStore
     from services.management import dev_issuer
     from services.management.access import assign_role
-    from services.platform.access import AccessStore
-    from services.platform.metadata import MetadataStore
+    from services.platform.cosmos import Cosmos
     from services.platform.settings import get_settings
 
     settings = get_settings()
     issuer = dev_issuer.load_or_create(state_dir / "auth" / "dev-issuer.json")
-    metadata = MetadataStore(settings)
+    metadata = Cosmos(settings)
     await metadata.open()
     try:
         name = settings.default_registry

@@ -13,8 +13,8 @@ import logging
 import azure.functions as func
 
 from services.events.outbox import EventPublisher
+from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
-from services.platform.metadata import MetadataStore
 from services.platform.settings import get_settings
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -30,7 +30,7 @@ async def outbox_publisher() -> EventPublisher:
     async with _opening:
         if _publisher is None:
             settings = get_settings()
-            metadata = MetadataStore(settings)
+            metadata = Cosmos(settings)
             await metadata.open()
             publisher = EventPublisher(settings, metadata)
             await publisher.open()

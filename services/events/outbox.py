@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from services.events.models import EventMessage, RegistryEvent
+from services.events.store import OutboxDoc, OutboxStore
 from services.platform.bus import Bus, OutgoingMessage, open_bus
-from services.platform.metadata import MetadataStore, OutboxDoc
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 
 log = logging.getLogger("events")
@@ -50,9 +51,9 @@ def bus_message(registry: str, event: RegistryEvent) -> OutgoingMessage:
 class EventPublisher:
     """Puts committed outbox documents on the bus, and relays the ones left behind."""
 
-    def __init__(self, settings: Settings, metadata: MetadataStore, bus: Bus | None = None) -> None:
+    def __init__(self, settings: Settings, metadata: Cosmos, bus: Bus | None = None) -> None:
         self._settings = settings
-        self._metadata = metadata
+        self._outbox = OutboxStore(metadata)
         self.bus = bus if bus is not None else open_bus(settings)
 
     async def open(self) -> None:
@@ -79,7 +80,7 @@ class EventPublisher:
         cutoff = before.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         published = 0
         while True:
-            pending = await self._metadata.pending_outbox(cutoff)
+            pending = await self._outbox.pending_outbox(cutoff)
             if not pending:
                 return published
             for outbox in pending:
@@ -92,7 +93,7 @@ class EventPublisher:
         try:
             for payload in outbox.events:
                 await self.bus.publish(bus_message(outbox.registry, RegistryEvent.model_validate(payload)))
-            await self._metadata.mark_outbox_published(outbox, self._settings.outbox_published_ttl_seconds)
+            await self._outbox.mark_outbox_published(outbox, self._settings.outbox_published_ttl_seconds)
         except Exception:
             log.exception("publishing %s failed; the outbox relay will retry it", outbox.id)
             return False

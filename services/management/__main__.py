@@ -25,8 +25,9 @@ from pathlib import Path
 from services.management import access_commands, dev_issuer, webhooks_cli
 from services.management.access import AccessError
 from services.management.registries import RegistryNameInvalid, create_registry, delete_registry
+from services.management.store import RegistryStore
 from services.platform.blobs import BlobStore
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from services.platform.settings import get_settings
 from services.webhooks.resources import RegistryNotFound, WebhookNotFound
 from services.webhooks.rules import WebhookInvalid
@@ -34,7 +35,7 @@ from services.webhooks.rules import WebhookInvalid
 
 async def _run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:
@@ -46,7 +47,7 @@ async def _run(args: argparse.Namespace) -> int:
             doc, created = await create_registry(metadata, blobs, settings, args.name, args.sku)
             print(json.dumps(doc.to_item() | {"created_now": created}, indent=2))
         elif args.command == "list":
-            for doc in await metadata.list_registries():
+            for doc in await RegistryStore(metadata).list_registries():
                 print(f"{doc.registry}\t{doc.sku}\t{doc.loginServer}\t{doc.created}")
         elif args.command == "delete":
             if not await delete_registry(metadata, blobs, args.name):

@@ -18,7 +18,7 @@ from typing import Literal
 from services.auth.network import NetworkRuleInvalid, NetworkRuleSet
 from services.auth.passwords import generate_password, hash_password
 from services.auth.permissions import BUILT_IN_SCOPE_MAPS, ROLES, parse_scope_map_action
-from services.platform.access import (
+from services.auth.store import (
     AccessStore,
     AdminUserDoc,
     PasswordDoc,
@@ -31,7 +31,8 @@ from services.platform.access import (
     scope_map_id,
     token_id,
 )
-from services.platform.metadata import MetadataStore, RegistryDoc
+from services.management.store import RegistryDoc, RegistryStore
+from services.platform.cosmos import Cosmos
 
 # ACR: names of tokens and scope maps are 5-50 letters, digits, '-' and '_'; '_' first is the system's.
 RESOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$")
@@ -56,8 +57,8 @@ def _name(kind: str, name: str) -> str:
     return name
 
 
-async def _registry(metadata: MetadataStore, registry: str) -> RegistryDoc:
-    doc = await metadata.get_registry(registry)
+async def _registry(metadata: Cosmos, registry: str) -> RegistryDoc:
+    doc = await RegistryStore(metadata).get_registry(registry)
     if doc is None:
         raise AccessError(f"registry {registry!r} does not exist")
     return doc
@@ -71,7 +72,7 @@ def _expiry(days: int | None) -> str | None:
 
 # --- registry properties ------------------------------------------------------------------------------
 async def update_registry(
-    metadata: MetadataStore,
+    metadata: Cosmos,
     registry: str,
     *,
     anonymous_pull: bool | None = None,
@@ -107,7 +108,7 @@ async def update_registry(
 
 
 # --- admin user ---------------------------------------------------------------------------------------
-async def enable_admin_user(metadata: MetadataStore, registry: str) -> list[NewPassword]:
+async def enable_admin_user(metadata: Cosmos, registry: str) -> list[NewPassword]:
     """Enable the admin user; make its two passwords if it has none. Returns the passwords made."""
     doc = await _registry(metadata, registry)
     store = AccessStore(metadata)
@@ -124,7 +125,7 @@ async def enable_admin_user(metadata: MetadataStore, registry: str) -> list[NewP
     return made
 
 
-async def disable_admin_user(metadata: MetadataStore, registry: str) -> None:
+async def disable_admin_user(metadata: Cosmos, registry: str) -> None:
     """Disable the admin user and revoke its refresh tokens (re-enabling keeps the passwords, not those)."""
     doc = await _registry(metadata, registry)
     store = AccessStore(metadata)
@@ -136,7 +137,7 @@ async def disable_admin_user(metadata: MetadataStore, registry: str) -> None:
     await store.upsert(doc)
 
 
-async def regenerate_admin_password(metadata: MetadataStore, registry: str, which: PasswordName) -> NewPassword:
+async def regenerate_admin_password(metadata: Cosmos, registry: str, which: PasswordName) -> NewPassword:
     await _registry(metadata, registry)
     store = AccessStore(metadata)
     admin = await store.admin_user(registry) or AdminUserDoc(registry=registry)
@@ -163,7 +164,7 @@ def check_actions(actions: list[str]) -> list[str]:
 
 
 async def put_scope_map(
-    metadata: MetadataStore, registry: str, name: str, actions: list[str], description: str = ""
+    metadata: Cosmos, registry: str, name: str, actions: list[str], description: str = ""
 ) -> ScopeMapDoc:
     """Create or replace a scope map (`repositories/<name|prefix/*|*>/<content|metadata>/<verb>`)."""
     doc = await _registry(metadata, registry)
@@ -179,7 +180,7 @@ async def put_scope_map(
     return scope_map
 
 
-async def delete_scope_map(metadata: MetadataStore, registry: str, name: str) -> bool:
+async def delete_scope_map(metadata: Cosmos, registry: str, name: str) -> bool:
     store = AccessStore(metadata)
     users = [t.name for t in await store.tokens(registry) if t.scopeMap == name]
     if users:
@@ -187,7 +188,7 @@ async def delete_scope_map(metadata: MetadataStore, registry: str, name: str) ->
     return await store.delete(registry, scope_map_id(name))
 
 
-async def list_scope_maps(metadata: MetadataStore, registry: str) -> list[ScopeMapDoc]:
+async def list_scope_maps(metadata: Cosmos, registry: str) -> list[ScopeMapDoc]:
     built_in = [
         ScopeMapDoc(
             id=scope_map_id(m.name), registry=registry, name=m.name, description=m.description, actions=list(m.actions)
@@ -199,7 +200,7 @@ async def list_scope_maps(metadata: MetadataStore, registry: str) -> list[ScopeM
 
 # --- tokens -------------------------------------------------------------------------------------------
 async def create_token(
-    metadata: MetadataStore,
+    metadata: Cosmos,
     registry: str,
     name: str,
     scope_map: str,
@@ -242,7 +243,7 @@ async def _token(store: AccessStore, registry: str, name: str) -> TokenDoc:
 
 
 async def update_token(
-    metadata: MetadataStore,
+    metadata: Cosmos,
     registry: str,
     name: str,
     *,
@@ -264,7 +265,7 @@ async def update_token(
 
 
 async def regenerate_token_password(
-    metadata: MetadataStore, registry: str, name: str, which: PasswordName, expiry_days: int | None = None
+    metadata: Cosmos, registry: str, name: str, which: PasswordName, expiry_days: int | None = None
 ) -> NewPassword:
     store = AccessStore(metadata)
     token = await _token(store, registry, name)
@@ -276,17 +277,17 @@ async def regenerate_token_password(
     return new
 
 
-async def delete_token(metadata: MetadataStore, registry: str, name: str) -> bool:
+async def delete_token(metadata: Cosmos, registry: str, name: str) -> bool:
     return await AccessStore(metadata).delete(registry, token_id(name))
 
 
-async def list_tokens(metadata: MetadataStore, registry: str) -> list[TokenDoc]:
+async def list_tokens(metadata: Cosmos, registry: str) -> list[TokenDoc]:
     return await AccessStore(metadata).tokens(registry)
 
 
 # --- role assignments ---------------------------------------------------------------------------------
 async def assign_role(
-    metadata: MetadataStore,
+    metadata: Cosmos,
     registry: str,
     principal: str,
     role: str,
@@ -312,10 +313,10 @@ async def assign_role(
     return assignment
 
 
-async def delete_role_assignment(metadata: MetadataStore, registry: str, assignment: str) -> bool:
+async def delete_role_assignment(metadata: Cosmos, registry: str, assignment: str) -> bool:
     item = assignment if assignment.startswith("roleAssignment:") else role_assignment_id(assignment)
     return await AccessStore(metadata).delete(registry, item)
 
 
-async def list_role_assignments(metadata: MetadataStore, registry: str) -> list[RoleAssignmentDoc]:
+async def list_role_assignments(metadata: Cosmos, registry: str) -> list[RoleAssignmentDoc]:
     return await AccessStore(metadata).role_assignments(registry)

@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from services.auth.signing import parse_ring, rotate_key_file
 from services.management import access
-from services.platform.metadata import MetadataStore
+from services.management.store import RegistryStore
+from services.platform.cosmos import Cosmos
 from services.platform.settings import get_settings
 
 GROUPS = ("access", "admin", "scope-map", "token", "role", "signing-key")
@@ -139,7 +140,7 @@ def _signing_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run(args: argparse.Namespace, metadata: MetadataStore) -> int:
+async def run(args: argparse.Namespace, metadata: Cosmos) -> int:
     if args.group == "signing-key":
         return _signing_keys(args)
     group, command, registry = args.group, args.command, args.registry
@@ -153,7 +154,7 @@ async def run(args: argparse.Namespace, metadata: MetadataStore) -> int:
                 default_action=args.default_action,
                 allow_ips=[] if args.clear_ip_rules else args.allow_ip,
             )
-        doc = await metadata.get_registry(registry)
+        doc = await RegistryStore(metadata).get_registry(registry)
         if doc is None:
             raise access.AccessError(f"registry {registry!r} does not exist")
         _print(
@@ -185,7 +186,7 @@ async def run(args: argparse.Namespace, metadata: MetadataStore) -> int:
                 }
             )
         else:
-            doc = await metadata.get_registry(registry)
+            doc = await RegistryStore(metadata).get_registry(registry)
             _print({"username": registry, "enabled": bool(doc and doc.adminUserEnabled)})
     elif group == "scope-map":
         if command in ("create", "update"):

@@ -25,7 +25,7 @@ from typing import Literal
 from starlette.requests import Request
 
 from services.auth.entra import EntraTokenInvalid, EntraVerifier
-from services.platform.access import AccessStore, RoleAssignmentDoc
+from services.auth.store import AccessStore, RoleAssignmentDoc
 
 # Tokens for these audiences are management tokens (what `az` and the management SDK ask Entra for).
 MANAGEMENT_AUDIENCES = frozenset(

@@ -26,14 +26,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.auth.entra import EntraVerifier, parse_issuers
+from services.auth.store import AccessStore
 from services.management.authorization import Access, ManagementAuthorizer, ManagementDenied
-from services.platform.access import AccessStore
 from services.platform.availability import classify
+from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
-from services.platform.metadata import DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
 from services.webhooks import resources, rules
 from services.webhooks.delivery import WebhookDispatcher, delivery_key
+from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore
 
 log = logging.getLogger("management")
 
@@ -168,7 +169,7 @@ def event_rows(delivery: DeliveryDoc) -> list[dict[str, Any]]:
 class ManagementApi:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.metadata = MetadataStore(self.settings)
+        self.metadata = Cosmos(self.settings)
         self.dispatcher = WebhookDispatcher(self.settings, self.metadata)
         self.authorizer = ManagementAuthorizer(
             EntraVerifier(parse_issuers(self.settings.entra_issuers)), AccessStore(self.metadata)
@@ -232,7 +233,7 @@ class ManagementApi:
                 return JSONResponse({"id": await self.dispatcher.ping(doc)})
             if action == "getCallbackConfig":
                 return JSONResponse(callback_config(doc))
-            deliveries = await metadata.list_deliveries(delivery_key(registry, name))
+            deliveries = await WebhookStore(metadata).list_deliveries(delivery_key(registry, name))
             return JSONResponse({"value": [row for d in deliveries for row in event_rows(d)]})
         if method == "GET":
             doc = await resources.get_webhook(metadata, registry, name)

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 from services.events.models import ALL_ACTIONS
 from services.management.webhooks_api import callback_config, event_rows, webhook_resource
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 from services.webhooks import resources
 from services.webhooks.delivery import WebhookDispatcher, delivery_key
+from services.webhooks.store import WebhookStore
 
 
 def add_commands(groups: Any) -> None:
@@ -66,7 +67,7 @@ def _changes(args: argparse.Namespace) -> resources.WebhookChanges:
     )
 
 
-async def run(args: argparse.Namespace, settings: Settings, metadata: MetadataStore) -> int:
+async def run(args: argparse.Namespace, settings: Settings, metadata: Cosmos) -> int:
     sub, rg = "local", "local"
     registry = args.registry
     if args.command == "create":
@@ -87,7 +88,7 @@ async def run(args: argparse.Namespace, settings: Settings, metadata: MetadataSt
         print(f"deleted {args.name}")
     elif args.command == "events":
         await resources.get_webhook(metadata, registry, args.name)
-        for delivery in await metadata.list_deliveries(delivery_key(registry, args.name)):
+        for delivery in await WebhookStore(metadata).list_deliveries(delivery_key(registry, args.name)):
             for row in event_rows(delivery):
                 status = row["eventResponseMessage"]["statusCode"] or row["eventResponseMessage"]["reasonPhrase"]
                 print(f"{row['timestamp']}\t{row['eventId']}\t#{row['attempt']}\t{status}\t{row['deliveryState']}")

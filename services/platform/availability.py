@@ -2,7 +2,7 @@
 which SDK failures mean that.
 
 The SDKs retry transient failures themselves (connection refused or reset, timeouts, 408/5xx, Cosmos 429
-after the `x-ms-retry-after-ms` it is told); `MetadataStore` and `BlobStore` bound those retries by the
+after the `x-ms-retry-after-ms` it is told); `Cosmos` and `BlobStore` bound those retries by the
 `dependency_*` settings so that one call gives up within a request's budget instead of holding it for
 minutes. What still fails after that is classified here: `classify(exc)` turns it into `DependencyUnavailable`
 (which dependency, whether it was throttling, when to retry), and the HTTP layers answer `503` with

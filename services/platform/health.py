@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from services.platform.availability import COSMOS, OUTAGE_RETRY_AFTER_SECONDS, STORAGE
 from services.platform.blobs import BlobStore
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 
 log = logging.getLogger("health")
@@ -91,7 +91,7 @@ class Readiness:
         return True
 
 
-def dependency_readiness(settings: Settings, metadata: MetadataStore, blobs: BlobStore) -> Readiness:
+def dependency_readiness(settings: Settings, metadata: Cosmos, blobs: BlobStore) -> Readiness:
     """Readiness of Cosmos DB and Blob Storage, through the clients the API itself uses."""
 
     async def cosmos() -> None:

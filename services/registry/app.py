@@ -23,14 +23,16 @@ from services.auth.permissions import route_need
 from services.auth.service import AuthService, Caller, unknown_registry
 from services.events.outbox import EventPublisher
 from services.management.registries import REGISTRY_NAME, login_server
+from services.management.store import RegistryDoc, RegistryStore
 from services.platform.availability import classify
 from services.platform.blobs import BlobStore
+from services.platform.cosmos import Cosmos
 from services.platform.health import Readiness, dependency_readiness
 from services.platform.lifecycle import close_on_shutdown
-from services.platform.metadata import MetadataStore, RegistryDoc
 from services.platform.settings import Settings, get_settings
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.reference import match_route, validate_repository_name
+from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
 
 log = logging.getLogger("registry")
@@ -102,9 +104,11 @@ class ManifestCache:
 class RegistryApi:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.metadata = MetadataStore(self.settings)
+        self.metadata = Cosmos(self.settings)
+        self.artifacts = ArtifactStore(self.metadata)
+        self.registries = RegistryStore(self.metadata)
         self.blobs = BlobStore(self.settings)
-        self.uploads = UploadService(self.settings, self.metadata, self.blobs)
+        self.uploads = UploadService(self.settings, self.artifacts, self.blobs)
         self.events = EventPublisher(self.settings, self.metadata)
         self.auth = AuthService(self.settings, self.metadata)
         self.manifests = ManifestCache(
@@ -202,7 +206,7 @@ class RegistryApi:
         now = time.monotonic()
         if cached and cached[0] > now:
             return cached[1]
-        doc = await self.metadata.get_registry(name)
+        doc = await self.registries.get_registry(name)
         if doc is None:
             return unknown_registry(name, login_server(name, self.settings))
         self._registries[name] = (now + min(REGISTRY_CACHE_SECONDS, self.settings.auth_cache_seconds), doc)

@@ -26,12 +26,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 from services.platform.blobs import BlobStore
-from services.platform.metadata import BlobLinkDoc, ConcurrentUpdate, MetadataStore, UploadDoc, repo_key
+from services.platform.cosmos import ConcurrentUpdate
 from services.platform.settings import Settings
 from services.registry.buffers import Block, BlockBuffers
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.hashing import ResumableHasher
+from services.registry.store import ArtifactStore, BlobLinkDoc, UploadDoc, repo_key
 
 MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
 DEFAULT_ALGORITHM = "sha256"
@@ -59,9 +60,9 @@ class StagedStream:
 
 
 class UploadService:
-    def __init__(self, settings: Settings, metadata: MetadataStore, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, artifacts: ArtifactStore, blobs: BlobStore) -> None:
         self._settings = settings
-        self._metadata = metadata
+        self._artifacts = artifacts
         self._blobs = blobs
         self.buffers = BlockBuffers(settings.block_size, keep=settings.upload_concurrency + 2)
         self.active = 0  # request bodies being staged now
@@ -76,11 +77,11 @@ class UploadService:
             uploadId=session,
             hashState=_encode_state(hasher),
         )
-        return await self._metadata.create_upload(doc)
+        return await self._artifacts.create_upload(doc)
 
     async def get(self, registry: str, name: str, session: str) -> UploadDoc:
         doc = (
-            await self._metadata.get_upload(repo_key(registry, name), session)
+            await self._artifacts.get_upload(repo_key(registry, name), session)
             if _is_session(session)
             else None
         )
@@ -90,7 +91,7 @@ class UploadService:
 
     async def cancel(self, registry: str, name: str, session: str) -> None:
         await self.get(registry, name, session)
-        await self._metadata.delete_upload(repo_key(registry, name), session)
+        await self._artifacts.delete_upload(repo_key(registry, name), session)
         await self._blobs.discard_upload(registry, session)
 
     async def append(
@@ -124,7 +125,7 @@ class UploadService:
         doc.offset += staged.size
         doc.hashState = _encode_state(hasher)
         try:
-            return await self._metadata.replace_upload(doc)
+            return await self._artifacts.replace_upload(doc)
         except ConcurrentUpdate as exc:
             raise RegistryError(
                 ErrorCode.BLOB_UPLOAD_INVALID,
@@ -143,7 +144,7 @@ class UploadService:
         size = doc.offset + staged.size
         # One closing PUT finishes a session: it claims the session by deleting its document, on condition
         # that nobody changed it since it was read. A racing PUT finds it gone.
-        if not await self._metadata.claim_upload(doc):
+        if not await self._artifacts.claim_upload(doc):
             raise RegistryError(
                 ErrorCode.BLOB_UPLOAD_UNKNOWN,
                 "this upload was finished, cancelled or changed by another request",
@@ -179,7 +180,7 @@ class UploadService:
         their storage, and knowing a digest is what a push of that content would prove anyway.
         """
         if source is not None:
-            link = await self._metadata.get_blob_link(repo_key(registry, source), str(digest))
+            link = await self._artifacts.get_blob_link(repo_key(registry, source), str(digest))
             size = link.size if link else None
         else:
             size = await self._blobs.size(registry, str(digest))
@@ -190,8 +191,8 @@ class UploadService:
 
     # --- internals --------------------------------------------------------------------------------
     async def _link(self, registry: str, name: str, digest: Digest, size: int) -> None:
-        await self._metadata.ensure_repository(registry, name)
-        await self._metadata.put_blob_link(
+        await self._artifacts.ensure_repository(registry, name)
+        await self._artifacts.put_blob_link(
             BlobLinkDoc(id=f"blob:{digest}", repo=repo_key(registry, name), digest=str(digest), size=size)
         )
 

@@ -32,10 +32,11 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from services.events.models import EventMessage, RegistryEvent, event_timestamp, new_event_id
+from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.lifecycle import close_on_shutdown
-from services.platform.metadata import ConcurrentUpdate, DeliveryDoc, MetadataStore, WebhookDoc
 from services.platform.settings import Settings, get_settings
 from services.webhooks import resources, rules
+from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore
 
 log = logging.getLogger("webhooks")
 
@@ -66,10 +67,11 @@ def delivery_id(event_id: str, webhook: str) -> str:
 
 
 class WebhookDispatcher:
-    def __init__(self, settings: Settings, metadata: MetadataStore | None = None) -> None:
+    def __init__(self, settings: Settings, metadata: Cosmos | None = None) -> None:
         self._settings = settings
-        self.metadata = metadata if metadata is not None else MetadataStore(settings)
+        self.metadata = metadata if metadata is not None else Cosmos(settings)
         self._owns_metadata = metadata is None
+        self.store = WebhookStore(self.metadata)
         self._session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
 
@@ -112,9 +114,9 @@ class WebhookDispatcher:
         await self.open()
         key = delivery_key(webhook.registry, webhook.name)
         fresh = DeliveryDoc(id=f"delivery:{event.id}", webhook=key, eventId=event.id, event=event.payload())
-        doc = await self.metadata.create_delivery(fresh)
+        doc = await self.store.create_delivery(fresh)
         if doc is None:
-            found = await self.metadata.get_delivery(key, event.id)
+            found = await self.store.get_delivery(key, event.id)
             if found is None:  # expired between the two calls
                 return fresh
             doc = found
@@ -132,7 +134,7 @@ class WebhookDispatcher:
         while True:
             attempt += 1
             try:  # claim: whoever writes second loses, so two workers never both deliver
-                doc = await self.metadata.replace_delivery(doc)
+                doc = await self.store.replace_delivery(doc)
             except ConcurrentUpdate:
                 log.info("delivery %s of %s is being handled elsewhere", doc.eventId, doc.webhook)
                 return doc
@@ -151,7 +153,7 @@ class WebhookDispatcher:
                 )
             if doc.state != "pending":
                 try:
-                    return await self.metadata.replace_delivery(doc)
+                    return await self.store.replace_delivery(doc)
                 except ConcurrentUpdate:
                     return doc
             delay = rules.retry_delay(
@@ -249,7 +251,7 @@ class WebhookDispatcher:
         result = await self._post(webhook, payload, 1)
         doc.attempts.append(result.record)
         doc.state = "delivered" if result.delivered else "deadlettered"
-        await self.metadata.create_delivery(doc)
+        await self.store.create_delivery(doc)
         return event_id
 
     async def redeliver(self, webhook: WebhookDoc, event_ids: list[str] | None = None) -> list[DeliveryDoc]:
@@ -257,9 +259,9 @@ class WebhookDispatcher:
         await self.open()
         key = delivery_key(webhook.registry, webhook.name)
         if event_ids is None:
-            docs = await self.metadata.list_deliveries(key, state="deadlettered")
+            docs = await self.store.list_deliveries(key, state="deadlettered")
         else:
-            found = [await self.metadata.get_delivery(key, event_id) for event_id in event_ids]
+            found = [await self.store.get_delivery(key, event_id) for event_id in event_ids]
             docs = [doc for doc in found if doc is not None]
         results: list[DeliveryDoc] = []
         for doc in docs:

@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from services.platform.metadata import MetadataStore, RegistryDoc, WebhookDoc
+from services.management.store import RegistryDoc, RegistryStore
+from services.platform.cosmos import Cosmos
 from services.platform.secrets import SecretBox, secret_box
 from services.webhooks import rules
+from services.webhooks.store import WebhookDoc, WebhookStore
 
 
 class RegistryNotFound(LookupError):
@@ -43,14 +45,14 @@ class WebhookChanges:
     payload_format: Literal["acr", "cloudevents"] | None = None
 
 
-async def _registry(metadata: MetadataStore, registry: str) -> RegistryDoc:
-    doc = await metadata.get_registry(registry)
+async def _registry(metadata: Cosmos, registry: str) -> RegistryDoc:
+    doc = await RegistryStore(metadata).get_registry(registry)
     if doc is None:
         raise RegistryNotFound(registry)
     return doc
 
 
-def _box(metadata: MetadataStore) -> SecretBox:
+def _box(metadata: Cosmos) -> SecretBox:
     return secret_box(metadata.settings.secrets_keys, metadata.settings.secrets_keys_file)
 
 
@@ -79,39 +81,39 @@ def opened(doc: WebhookDoc, box: SecretBox) -> WebhookDoc:
     )
 
 
-async def get_webhook(metadata: MetadataStore, registry: str, name: str) -> WebhookDoc:
+async def get_webhook(metadata: Cosmos, registry: str, name: str) -> WebhookDoc:
     await _registry(metadata, registry)
-    doc = await metadata.get_webhook(registry, name)
+    doc = await WebhookStore(metadata).get_webhook(registry, name)
     if doc is None:
         raise WebhookNotFound(name)
     return opened(doc, _box(metadata))
 
 
-async def list_webhooks(metadata: MetadataStore, registry: str) -> list[WebhookDoc]:
+async def list_webhooks(metadata: Cosmos, registry: str) -> list[WebhookDoc]:
     await _registry(metadata, registry)
     return await webhooks_of(metadata, registry)
 
 
-async def webhooks_of(metadata: MetadataStore, registry: str) -> list[WebhookDoc]:
+async def webhooks_of(metadata: Cosmos, registry: str) -> list[WebhookDoc]:
     """Every webhook of the registry, opened (the delivery worker's read: no registry check)."""
     box = _box(metadata)
-    return [opened(doc, box) for doc in await metadata.list_webhooks(registry)]
+    return [opened(doc, box) for doc in await WebhookStore(metadata).list_webhooks(registry)]
 
 
-async def _store(metadata: MetadataStore, doc: WebhookDoc) -> WebhookDoc:
+async def _store(metadata: Cosmos, doc: WebhookDoc) -> WebhookDoc:
     box = _box(metadata)
-    return opened(await metadata.put_webhook(sealed(doc, box)), box)
+    return opened(await WebhookStore(metadata).put_webhook(sealed(doc, box)), box)
 
 
 async def put_webhook(
-    metadata: MetadataStore, registry: str, name: str, changes: WebhookChanges
+    metadata: Cosmos, registry: str, name: str, changes: WebhookChanges
 ) -> tuple[WebhookDoc, bool]:
     """Create the webhook, or replace the settings given (PUT); returns it and whether it is new."""
     reg = await _registry(metadata, registry)
     rules.check_name(name)
-    existing = await metadata.get_webhook(registry, name)
+    existing = await WebhookStore(metadata).get_webhook(registry, name)
     if existing is None:
-        rules.check_capacity(reg.sku, len(await metadata.list_webhooks(registry)))
+        rules.check_capacity(reg.sku, len(await WebhookStore(metadata).list_webhooks(registry)))
         if changes.service_uri is None or changes.actions is None:
             raise rules.WebhookInvalid("a new webhook needs serviceUri and actions")
         base = WebhookDoc(
@@ -127,15 +129,15 @@ async def put_webhook(
     return await _store(metadata, doc), existing is None
 
 
-async def update_webhook(metadata: MetadataStore, registry: str, name: str, changes: WebhookChanges) -> WebhookDoc:
+async def update_webhook(metadata: Cosmos, registry: str, name: str, changes: WebhookChanges) -> WebhookDoc:
     """Change the settings given (PATCH)."""
     existing = await get_webhook(metadata, registry, name)
     return await _store(metadata, _apply(existing, changes))
 
 
-async def delete_webhook(metadata: MetadataStore, registry: str, name: str) -> bool:
+async def delete_webhook(metadata: Cosmos, registry: str, name: str) -> bool:
     await _registry(metadata, registry)
-    return await metadata.delete_webhook(registry, name)
+    return await WebhookStore(metadata).delete_webhook(registry, name)
 
 
 def _apply(doc: WebhookDoc, changes: WebhookChanges) -> WebhookDoc:

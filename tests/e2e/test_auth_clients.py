@@ -31,7 +31,7 @@ from services.devhost.stack import free_port
 from services.management.access import assign_role, create_token, enable_admin_user, update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from tests.conftest import Devhost, running_devhost
 from tests.e2e.clients import (
     OCI_CONFIG,
@@ -67,7 +67,7 @@ class AuthRegistry:
 
 async def _prepare(env: dict[str, str], name: str, issuer: TestIssuer) -> tuple[str, str, str]:
     settings = settings_from_env(env)
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:

@@ -13,7 +13,7 @@ import pytest
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
 from services.management.access import assign_role
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from tests.conftest import Devhost
 from tests.e2e.clients import Skopeo, build_single_platform_image
 from tests.entra_issuer import IssuerCredential, TestIssuer
@@ -26,7 +26,7 @@ HTTP = {"enforce_https": False}  # plain http on loopback, per call (carried int
 
 
 async def _assign_owner(env: dict[str, str], principal: str, tenant: str) -> None:
-    metadata = MetadataStore(settings_from_env(env))
+    metadata = Cosmos(settings_from_env(env))
     await metadata.open()
     try:
         await assign_role(metadata, REGISTRY, principal, "Owner", tenant=tenant)

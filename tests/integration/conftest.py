@@ -19,7 +19,7 @@ import pytest
 from services.management.access import update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
-from services.platform.metadata import MetadataStore
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 from tests.conftest import Devhost, running_devhost
 
@@ -27,7 +27,7 @@ from tests.conftest import Devhost, running_devhost
 @dataclass(frozen=True)
 class Stores:
     settings: Settings
-    metadata: MetadataStore
+    metadata: Cosmos
     blobs: BlobStore
 
 
@@ -54,7 +54,7 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 @pytest.fixture(scope="session")
 async def stores(devhost: Devhost) -> AsyncIterator[Stores]:
     settings = settings_from_env(devhost.env)
-    metadata, blobs = MetadataStore(settings), BlobStore(settings)
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
     try:

@@ -44,7 +44,7 @@ from services.management.access import (
     update_token,
 )
 from services.management.registries import create_registry, delete_registry
-from services.platform.metadata import RegistryDoc
+from services.management.store import RegistryDoc, RegistryStore
 from services.registry.errors import RegistryError
 from tests.conftest import Devhost, running_devhost
 from tests.integration.conftest import Stores, unique_registry_name
@@ -160,9 +160,9 @@ async def test_a_wrong_password_costs_the_same_whether_the_name_exists_or_not(
     reg = await new_registry(attacked, stores)
     await create_token(stores.metadata, reg.name, "switched-off", "_repositories_pull", status="disabled")
     await create_token(stores.metadata, reg.name, "run-out", "_repositories_pull", expiry_days=-1)
-    doc = await stores.metadata.get_registry(reg.name)
+    doc = await RegistryStore(stores.metadata).get_registry(reg.name)
     assert doc is not None
-    no_admin = await stores.metadata.get_registry(attacked.default)  # admin user never enabled there
+    no_admin = await RegistryStore(stores.metadata).get_registry(attacked.default)  # admin user never enabled there
     assert no_admin is not None and not no_admin.adminUserEnabled
     ghost = unknown_registry("nosuch" + uuid.uuid4().hex[:10], "ghost.azurecr.localhost")
     auth = in_process(stores)
@@ -195,7 +195,7 @@ async def test_the_event_loop_keeps_serving_while_a_password_is_verified(
     """Structural, not a timing threshold: each verification waits until the event loop has run another
     coroutine. On the loop's own thread that coroutine could never run, and the wait would time out."""
     reg = await new_registry(attacked, stores)
-    doc = await stores.metadata.get_registry(reg.name)
+    doc = await RegistryStore(stores.metadata).get_registry(reg.name)
     assert doc is not None
     started, loop_ran = threading.Event(), threading.Event()
     served: list[bool] = []
@@ -228,7 +228,7 @@ async def test_failed_sign_ins_are_refused_before_any_hashing(
     attacked: Attacked, stores: Stores, verifications: list[int]
 ) -> None:
     reg = await new_registry(attacked, stores)
-    doc = await stores.metadata.get_registry(reg.name)
+    doc = await RegistryStore(stores.metadata).get_registry(reg.name)
     assert doc is not None
     auth = in_process(stores, per_address=2, per_username=100)
     address = ipaddress.ip_address("203.0.113.9")
@@ -521,7 +521,7 @@ async def test_unknown_registries_cannot_be_told_from_real_ones(
     real_answers, ghost_answers = await answers(real.name), await answers(ghost)
     assert all(status in (400, 401) for status, _, _ in real_answers), real_answers
     assert ghost_answers == real_answers
-    assert await stores.metadata.get_registry(ghost) is None  # and asking made nothing
+    assert await RegistryStore(stores.metadata).get_registry(ghost) is None  # and asking made nothing
 
 
 # --- item 15: scopes for names no repository can have ----------------------------------------------------------

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from services.management.access import assign_role, enable_admin_user
 from services.management.registries import create_registry
 from services.webhooks.resources import WebhookChanges, get_webhook, put_webhook
+from services.webhooks.store import WebhookStore
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, unique_registry_name
@@ -85,7 +86,7 @@ async def _victim_unchanged(stores: Stores, scene: Scene) -> None:
     doc = await get_webhook(stores.metadata, scene.registry, "victimhook")
     assert doc.serviceUri == VICTIM_URI
     assert doc.customHeaders == {"Authorization": SECRET}
-    names = {d.name for d in await stores.metadata.list_webhooks(scene.registry)}
+    names = {d.name for d in await WebhookStore(stores.metadata).list_webhooks(scene.registry)}
     assert names == {"victimhook"}
 
 

@@ -22,9 +22,9 @@ import pytest
 
 from services.management.access import update_registry
 from services.management.registries import create_registry
-from services.platform.metadata import DeliveryDoc
 from services.webhooks.delivery import delivery_key
 from services.webhooks.resources import WebhookChanges, put_webhook
+from services.webhooks.store import DeliveryDoc, WebhookStore
 from tests.conftest import ROOT, Devhost, running_devhost
 from tests.integration.conftest import Stores, registry_client, unique_registry_name
 from tests.webhook_receiver import WebhookReceiver
@@ -74,7 +74,7 @@ class Registry:
     async def delivery(self, webhook: str, event_id: str, state: str = "delivered") -> DeliveryDoc:
         """The delivery record once it reaches `state` (the receiver may see a request before it is saved)."""
         for _ in range(500):
-            doc = await self.stores.metadata.get_delivery(delivery_key(self.name, webhook), event_id)
+            doc = await WebhookStore(self.stores.metadata).get_delivery(delivery_key(self.name, webhook), event_id)
             if doc is not None and doc.state == state:
                 return doc
             await asyncio.sleep(0.02)
@@ -152,7 +152,7 @@ async def test_push_reaches_the_webhook_as_acr_payload_with_headers_and_signatur
     assert recorded["response"]["statusCode"] == 200
     assert "s3cret" not in json.dumps(recorded["request"]["headers"])  # secrets are masked
     # ... and stored sealed: neither the document nor the emulator's journal on disk holds them in clear
-    raw = await registry.stores.metadata.get_webhook(registry.name, "hookone")
+    raw = await WebhookStore(registry.stores.metadata).get_webhook(registry.name, "hookone")
     assert raw is not None and raw.customHeaders == {} and raw.signingSecret is None and raw.sealedSecrets
     journal = Path(registry.stores.settings.secrets_keys_file).parents[1] / "cosmos"
     assert list(journal.rglob("*")), "the emulator's journal was not found"

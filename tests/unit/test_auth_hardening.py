@@ -21,8 +21,8 @@ from services.auth.credentials import credential_version, live_slots, registry_i
 from services.auth.failures import FailureKey, FailureLimiter, address_key, failure_keys
 from services.auth.scopes import parse_scopes
 from services.auth.service import realm_authority
-from services.platform.access import PasswordDoc
-from services.platform.metadata import RegistryDoc
+from services.auth.store import PasswordDoc
+from services.management.store import RegistryDoc
 
 # --- failed sign-ins (item 3) --------------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.metadata import WebhookDoc
 from services.platform.secrets import SealedValueInvalid, SecretBox, SecretKey, ensure_keys_file, keys_json, parse_keys
 from services.webhooks.resources import opened, sealed
+from services.webhooks.store import WebhookDoc
 
 
 def _hook(name: str = "hookone", **values: object) -> WebhookDoc:

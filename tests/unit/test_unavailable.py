@@ -33,8 +33,8 @@ from services.platform.availability import (
     classify,
 )
 from services.platform.blobs import storage_client_options
+from services.platform.cosmos import cosmos_retry_options
 from services.platform.health import Readiness, health_probe
-from services.platform.metadata import cosmos_retry_options
 from services.platform.settings import COSMOS_EMULATOR_KEY, Settings
 from services.registry.app import error_response
 from services.registry.errors import ErrorCode, unavailable_error

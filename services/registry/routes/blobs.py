@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from services.platform.metadata import BlobLinkDoc, repo_key
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ranges import parse_range
+from services.registry.store import BlobLinkDoc, repo_key
 
 
 async def _linked(call: Call) -> tuple[Digest, BlobLinkDoc]:
     digest = Digest.parse(call.reference)
-    link = await call.api.metadata.get_blob_link(repo_key(call.registry.registry, call.name), str(digest))
+    link = await call.api.artifacts.get_blob_link(repo_key(call.registry.registry, call.name), str(digest))
     if link is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     return digest, link
@@ -59,6 +59,6 @@ async def get_blob(call: Call) -> Response:
 async def delete_blob(call: Call) -> Response:
     """Unlink the blob from the repository; the bytes stay while other repositories link them."""
     digest = Digest.parse(call.reference)
-    if not await call.api.metadata.delete_blob_link(repo_key(call.registry.registry, call.name), str(digest)):
+    if not await call.api.artifacts.delete_blob_link(repo_key(call.registry.registry, call.name), str(digest)):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     return Response(status_code=202, headers={"Docker-Content-Digest": str(digest)})

@@ -12,6 +12,6 @@ async def get_catalog(call: Call) -> Response:
     n, last = page_request(call.request)
     if n == 0:
         return JSONResponse({"repositories": []})
-    names = await call.api.metadata.list_repositories(call.registry.registry, last, n + 1)
+    names = await call.api.artifacts.list_repositories(call.registry.registry, last, n + 1)
     page = names[:n]
     return JSONResponse({"repositories": page}, headers=next_link("/v2/_catalog", n, page, len(names) > n))

@@ -27,11 +27,11 @@ from services.events.actions import (
 )
 from services.events.models import EventRequest
 from services.events.outbox import outbox_for
-from services.platform.metadata import ManifestDoc, TagDoc, repo_key
 from services.registry.app import Call
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.manifest import ParsedManifest, parse_manifest
 from services.registry.reference import Reference, is_tag
+from services.registry.store import ManifestDoc, TagDoc, repo_key
 
 MAX_TAGS_PER_PUSH = 50  # one transactional batch holds at most 100 operations
 # Point reads one push has in flight while it checks what its manifest references: enough to hide the
@@ -71,12 +71,12 @@ async def _resolve(call: Call) -> tuple[str, str, int]:
     reference = Reference.parse(call.reference)
     repo = repo_key(call.registry.registry, call.name)
     if reference.tag is not None:
-        tag = await call.api.metadata.get_tag(repo, reference.tag)
+        tag = await call.api.artifacts.get_tag(repo, reference.tag)
         if tag is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
         return tag.digest, tag.mediaType, tag.size
     assert reference.digest is not None
-    doc = await call.api.metadata.get_manifest(repo, str(reference.digest))
+    doc = await call.api.artifacts.get_manifest(repo, str(reference.digest))
     if doc is None:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
     if doc.content is not None:
@@ -94,7 +94,7 @@ async def get_manifest(call: Call) -> Response:
     registry = call.registry.registry
     data = call.api.manifests.get(registry, digest)
     if data is None:
-        doc = await call.api.metadata.get_manifest(repo_key(registry, call.name), digest)
+        doc = await call.api.artifacts.get_manifest(repo_key(registry, call.name), digest)
         data = doc.inline_content() if doc is not None else None
         if data is None:
             data = await call.api.blobs.read_all(registry, digest)
@@ -153,10 +153,10 @@ async def put_manifest(call: Call) -> Response:
         )
         for tag in tags
     ]
-    await call.api.metadata.ensure_repository(registry, call.name)
+    await call.api.artifacts.ensure_repository(registry, call.name)
     facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
     outbox = outbox_for(registry, repo, push_events(facts, tags, _event_request(call)))
-    await call.api.metadata.commit_manifest(doc, tag_docs, outbox)
+    await call.api.artifacts.commit_manifest(doc, tag_docs, outbox)
     await call.api.events.publish(outbox)
     call.api.manifests.put(registry, digest, data)
     headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}
@@ -224,7 +224,7 @@ async def gather_bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int
 
 async def _check_references(call: Call, repo: str, manifest: ParsedManifest) -> None:
     """Every blob and child manifest the manifest names must already be in the repository."""
-    metadata = call.api.metadata
+    metadata = call.api.artifacts
     blobs, children = unique_references(manifest)
     checks: list[Callable[[], Awaitable[object | None]]] = [
         *(lambda digest=digest: metadata.get_blob_link(repo, digest) for digest in blobs),
@@ -246,7 +246,7 @@ async def delete_manifest(call: Call) -> Response:
     reference = Reference.parse(call.reference)
     registry = call.registry.registry
     repo = repo_key(registry, call.name)
-    metadata = call.api.metadata
+    metadata = call.api.artifacts
     if reference.tag is not None:
         tag = await metadata.get_tag(repo, reference.tag)
         if tag is None:

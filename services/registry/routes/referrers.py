@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from services.platform.metadata import repo_key
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.manifest import OCI_INDEX, build_referrers_index
+from services.registry.store import repo_key
 
 
 async def get_referrers(call: Call) -> Response:
     subject = Digest.parse(call.reference)
     repo = repo_key(call.registry.registry, call.name)
-    descriptors = await call.api.metadata.list_referrers(repo, str(subject))
+    descriptors = await call.api.artifacts.list_referrers(repo, str(subject))
     headers = {}
     artifact_type = call.request.query_params.get("artifactType")
     if artifact_type:

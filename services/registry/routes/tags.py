@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from services.platform.metadata import repo_key
 from services.registry.app import Call
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.routes.paging import next_link, page_request
+from services.registry.store import repo_key
 
 
 async def get_tags(call: Call) -> Response:
     n, last = page_request(call.request)
     repo = repo_key(call.registry.registry, call.name)
-    tags = await call.api.metadata.list_tags(repo, last, n + 1) if n else []
-    if not tags and not await call.api.metadata.repository_exists(call.registry.registry, call.name):
+    tags = await call.api.artifacts.list_tags(repo, last, n + 1) if n else []
+    if not tags and not await call.api.artifacts.repository_exists(call.registry.registry, call.name):
         raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {call.name!r} is not known to this registry")
     page = tags[:n]
     return JSONResponse(

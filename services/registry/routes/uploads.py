@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth.permissions import PULL
-from services.platform.metadata import UploadDoc
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ranges import parse_content_range
 from services.registry.reference import validate_repository_name
+from services.registry.store import UploadDoc
 from services.registry.uploads import upload_headers
 
 

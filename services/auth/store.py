@@ -1,4 +1,5 @@
-"""Cosmos DB adapter for a registry's identities: admin user, tokens, scope maps, role assignments.
+"""Identity and access documents of a registry: admin user, tokens, scope maps, role assignments, and the
+shared state of the request-rate limiter.
 
 All live in the `registries` container, in the registry's own partition (`/registry` = registry name),
 next to the registry document itself, one document each::
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError
 from pydantic import BaseModel, Field
 
-from services.platform.metadata import Document, MetadataStore, utcnow
+from services.platform.cosmos import Cosmos, Document, utcnow
 
 PasswordName = Literal["password1", "password2"]
 
@@ -91,11 +94,11 @@ def role_assignment_id(assignment: str) -> str:
 class AccessStore:
     """Typed reads and writes of the identity documents of one registry partition."""
 
-    def __init__(self, metadata: MetadataStore) -> None:
-        self._metadata = metadata
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
 
     def _container(self) -> Any:
-        return self._metadata.container("registries")
+        return self._cosmos.container("registries")
 
     async def _read(self, registry: str, item: str) -> dict[str, Any] | None:
         try:
@@ -155,3 +158,46 @@ class AccessStore:
 
     async def role_assignments(self, registry: str) -> list[RoleAssignmentDoc]:
         return [RoleAssignmentDoc.model_validate(d) for d in await self._list(registry, "roleAssignment")]
+
+
+# --- the request-rate limiter's shared state ------------------------------------------------------------
+# Shared state of the request-rate limiter: one small document per bucket, updated optimistically.
+#
+#     registries [/registry]  ratelimit:<category>:<registry | identity>
+#         {type: "ratelimit", state: {capacity, tokens, updated}, ttl: 600}
+#
+# The limiter (services/auth/ratelimit.py) hands over a pure update function; this adapter reads the
+# document, applies it, and writes it back only if nobody else did meanwhile (ETag), retrying otherwise. Idle
+# buckets expire (TTL), and start full again, as an idle bucket would have refilled anyway.
+BUCKET_TTL_SECONDS = 600
+_ATTEMPTS = 8
+
+
+class SharedStateContended(Exception):
+    """Too many concurrent writers on one bucket document."""
+
+
+class RateLimitStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def update(self, partition: str, item: str, update: Any) -> Any:
+        container = self._cosmos.container("registries")
+        for _ in range(_ATTEMPTS):
+            try:
+                doc: dict[str, Any] | None = await container.read_item(item, partition_key=partition)
+            except ResourceNotFoundError:
+                doc = None
+            state, result = update(doc["state"] if doc else None)
+            body = {"id": item, "registry": partition, "type": "ratelimit", "state": state, "ttl": BUCKET_TTL_SECONDS}
+            try:
+                if doc is None:
+                    await container.create_item(body)
+                else:
+                    await container.replace_item(
+                        item, body, etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
+                    )
+            except (ResourceExistsError, CosmosAccessConditionFailedError, ResourceNotFoundError):
+                continue  # someone else wrote first: read again
+            return result
+        raise SharedStateContended(item)
