@@ -112,7 +112,7 @@ async def _management_login(state_dir: Path, address: str) -> None:
     and `.local/credentials.json` gets what a management client needs under `"arm"` (a token for a day)."""
     from services.auth.store import AccessStore
     from services.management import dev_issuer
-    from services.management.access import assign_role
+    from services.management.access import assign_role, assign_scope_role
     from services.platform.cosmos import Cosmos
     from services.platform.settings import get_settings
 
@@ -125,6 +125,9 @@ async def _management_login(state_dir: Path, address: str) -> None:
         assignments = await AccessStore(metadata).role_assignments(name)
         if not any(a.principalId == issuer.principal and a.role == "Owner" for a in assignments):
             await assign_role(metadata, name, issuer.principal, "Owner", tenant=issuer.tenant)
+        # ... and of the local subscription, so that they can create registries through the management API
+        subscription = f"/subscriptions/{dev_issuer.LOCAL_SUBSCRIPTION}"
+        await assign_scope_role(metadata, subscription, issuer.principal, "Owner", tenant=issuer.tenant)
     finally:
         await metadata.close()
     path = state_dir / "credentials.json"

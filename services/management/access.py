@@ -31,7 +31,8 @@ from services.auth.store import (
     scope_map_id,
     token_id,
 )
-from services.management.store import RegistryDoc, RegistryStore
+from services.management.authorization import CONTROL_PLANE_ROLES
+from services.management.store import RegistryDoc, RegistryStore, ScopeRoleAssignmentDoc, scope_partition
 from services.platform.cosmos import Cosmos
 
 # ACR: names of tokens and scope maps are 5-50 letters, digits, '-' and '_'; '_' first is the system's.
@@ -320,3 +321,33 @@ async def delete_role_assignment(metadata: Cosmos, registry: str, assignment: st
 
 async def list_role_assignments(metadata: Cosmos, registry: str) -> list[RoleAssignmentDoc]:
     return await AccessStore(metadata).role_assignments(registry)
+
+
+async def assign_scope_role(
+    metadata: Cosmos, scope: str, principal: str, role: str, *, tenant: str = ""
+) -> ScopeRoleAssignmentDoc:
+    """A control-plane role at subscription (`/subscriptions/<id>`) or resource group
+    (`/subscriptions/<id>/resourceGroups/<name>`) scope; idempotent for the same principal, role and scope."""
+    parts = scope.strip("/").split("/")
+    if not (len(parts) == 2 and parts[0] == "subscriptions") and not (
+        len(parts) == 4 and parts[0] == "subscriptions" and parts[2].lower() == "resourcegroups"
+    ):
+        raise AccessError(
+            f"scope {scope!r} is neither /subscriptions/<id> nor /subscriptions/<id>/resourceGroups/<name>"
+        )
+    if role not in CONTROL_PLANE_ROLES:
+        raise AccessError(f"role {role!r} is not a control-plane role; known: {', '.join(sorted(CONTROL_PLANE_ROLES))}")
+    store = RegistryStore(metadata)
+    for existing in await store.scope_role_assignments(parts[1]):
+        if (existing.scope.lower(), existing.principalId, existing.role) == (scope.lower(), principal, role):
+            return existing
+    assignment = ScopeRoleAssignmentDoc(
+        id=role_assignment_id(str(uuid.uuid4())),
+        registry=scope_partition(parts[1]),
+        scope="/" + "/".join(parts),
+        principalId=principal,
+        tenantId=tenant,
+        role=role,
+    )
+    await store.put_scope_role_assignment(assignment)
+    return assignment

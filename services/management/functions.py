@@ -1,12 +1,16 @@
-"""The management API's HTTP function (a Blueprint registered in function_app.py): the ARM-shaped routes
-under `/subscriptions/...`, handed to `webhooks_api.ManagementApi` (the rest of the control plane joins it)."""
+"""The management API's functions (a Blueprint registered in function_app.py): the ARM-shaped routes under
+`/subscriptions/...`, handed to `api.ManagementApi`, and the timer that finishes registry deletions a worker
+left unfinished."""
 
 from __future__ import annotations
+
+import logging
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from services.management.webhooks_api import management_api
+from services.management.api import management_api
+from services.management.registries import resume_deletions
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -17,5 +21,15 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
     auth_level=func.AuthLevel.ANONYMOUS,
 )
 async def management_arm(req: Request) -> Response:
-    """ARM-shaped management API (Microsoft.ContainerRegistry/registries/webhooks)."""
+    """ARM-shaped management API (Microsoft.ContainerRegistry/registries and their webhooks)."""
     return await management_api().handle(req)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False, use_monitor=False)
+async def finish_registry_deletions(timer: func.TimerRequest) -> None:
+    """Resume the deletions of registries still marked Deleting (their worker died, or is slow)."""
+    api = management_api()
+    await api.open()
+    finished = await resume_deletions(api.services.metadata, api.services.blobs)
+    if finished:
+        logging.getLogger("management").info("finish_registry_deletions: %d registr(ies) deleted", finished)

@@ -179,7 +179,8 @@ class RegistryApi:
         registry = await self.registry_for(request)
         name = validate_repository_name(route.name) if route.name is not None else ""
         # Who is calling, and may they? (services/auth) A 401 challenge or 403 DENIED leaves from here.
-        caller = await self.auth.admit(request, registry, route_need(route.kind, request.method, name))
+        need = route_need(route.kind, request.method, name, mount_source(route.kind, request))
+        caller = await self.auth.admit(request, registry, need)
         return await handler(Call(self, request, registry, name, route.reference or "", caller))
 
     async def registry_for(self, request: Request) -> RegistryDoc:
@@ -207,10 +208,26 @@ class RegistryApi:
         if cached and cached[0] > now:
             return cached[1]
         doc = await self.registries.get_registry(name)
-        if doc is None:
+        if doc is None or doc.provisioningState == "Deleting":  # a registry being deleted serves nothing
             return unknown_registry(name, login_server(name, self.settings))
         self._registries[name] = (now + min(REGISTRY_CACHE_SECONDS, self.settings.auth_cache_seconds), doc)
         return doc
+
+
+def mount_source(kind: str, request: Request) -> str:
+    """The `from` of a cross-repository mount, if it is a valid name, else "": the challenge asks for pull
+    there too (services/auth/permissions.py `Need`). Validated because it is written into a header; an
+    invalid one makes the mount fall back to an upload anyway (routes/uploads.py)."""
+    if kind != "upload" or request.method != "POST":
+        return ""  # before the query is parsed: the hot read paths never pay for it
+    query = request.query_params
+    source = query.get("from")
+    if source is None or "mount" not in query:
+        return ""
+    try:
+        return validate_repository_name(source)
+    except RegistryError:
+        return ""
 
 
 def error_response(error: RegistryError, method: str) -> Response:

@@ -353,7 +353,7 @@ def test_management_authorization_matrix(world: World, outsider: Identity, colum
     who = outsider if column == "xo" else world.identities[column]
     registry = world.identities["an"].login_server.split(".", 1)[0]
     base = (
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
         f"Microsoft.ContainerRegistry/registries/{registry}/"
     )
     wrong: list[str] = []

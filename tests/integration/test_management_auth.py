@@ -43,7 +43,7 @@ class Scene:
 
     def base(self, registry: str | None = None) -> str:
         return (
-            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
             f"Microsoft.ContainerRegistry/registries/{registry or self.registry}/webhooks"
         )
 
