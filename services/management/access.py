@@ -208,8 +208,10 @@ async def create_token(
     *,
     status: Literal["enabled", "disabled"] = "enabled",
     expiry_days: int | None = None,
+    with_passwords: bool = True,
 ) -> tuple[TokenDoc, list[NewPassword]]:
-    """A token with a scope map and two new passwords (returned once)."""
+    """A token with a scope map and two new passwords (returned once); through ARM, with none until
+    generateCredentials makes them (`with_passwords=False`), as in ACR."""
     doc = await _registry(metadata, registry)
     _name("token", name)
     store = AccessStore(metadata)
@@ -220,10 +222,11 @@ async def create_token(
     if len(await store.tokens(registry)) >= TOKEN_LIMITS[doc.sku]:
         raise AccessError(f"the {doc.sku} tier allows {TOKEN_LIMITS[doc.sku]} tokens")
     expiry = _expiry(expiry_days)
-    made = [
-        NewPassword("password1", generate_password(), expiry),
-        NewPassword("password2", generate_password(), expiry),
-    ]
+    made = (
+        [NewPassword("password1", generate_password(), expiry), NewPassword("password2", generate_password(), expiry)]
+        if with_passwords
+        else []
+    )
     token = TokenDoc(
         id=token_id(name),
         registry=registry,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from services.auth.network import NetworkRuleInvalid, NetworkRuleSet
 from services.auth.store import AccessStore
+from services.management.access import TOKEN_LIMITS
 from services.management.store import (
     LOCAL_RESOURCE_GROUP,
     LOCAL_SUBSCRIPTION,
@@ -45,8 +46,7 @@ Sku = Literal["Basic", "Standard", "Premium"]
 SKUS: tuple[Sku, ...] = ("Basic", "Standard", "Premium")
 
 # ../shared/design/acr-limits.md
-TOKEN_LIMITS: Mapping[str, int] = {"Basic": 100, "Standard": 500, "Premium": 50_000}
-SCOPE_MAP_LIMITS: Mapping[str, int] = {"Basic": 100, "Standard": 500, "Premium": 50_000}
+SCOPE_MAP_LIMITS = TOKEN_LIMITS  # the same caps in ACR's table
 IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
 REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only

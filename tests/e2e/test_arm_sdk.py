@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
@@ -46,7 +47,9 @@ def arm(registry_url: str, devhost: Devhost, entra_issuer: TestIssuer) -> Iterat
         yield client
 
 
-def test_the_management_sdk_drives_a_registry_from_creation_to_deletion(arm: ContainerRegistryManagementClient) -> None:
+def test_the_management_sdk_drives_a_registry_from_creation_to_deletion(
+    arm: ContainerRegistryManagementClient, registry_url: str
+) -> None:
     group, name = "sdk-rg", "sdk" + uuid.uuid4().hex[:12]
     created = arm.registries.begin_create(
         group,
@@ -100,6 +103,36 @@ def test_the_management_sdk_drives_a_registry_from_creation_to_deletion(arm: Con
     with pytest.raises(HttpResponseError) as too_small:  # 1 webhook fits Basic; a retention policy does not
         arm.registries.begin_update(group, name, m.RegistryUpdateParameters(sku=m.Sku(name="Basic")), **HTTP).result()
     assert too_small.value.status_code == 400
+
+    # repository-scoped permissions: a scope map, a token on it, a password made for it, used on /v2/
+    scope_map = arm.scope_maps.begin_create(
+        group, name, "cimap", m.ScopeMap(actions=["repositories/samples/content/read"], description="ci"), **HTTP
+    ).result()
+    assert scope_map.properties.type == "UserDefined" and scope_map.actions == [
+        "repositories/samples/content/read"
+    ]
+    assert {"_repositories_pull", "cimap"} <= {s.name for s in arm.scope_maps.list(group, name, **CALL)}
+    token = arm.tokens.begin_create(group, name, "cibot", m.Token(scope_map_id=scope_map.id), **HTTP).result()
+    assert token.status == "enabled" and token.scope_map_id == scope_map.id and not token.credentials.passwords
+    generated = arm.registries.begin_generate_credentials(
+        group, name, m.GenerateCredentialsParameters(token_id=token.id, name="password1"), **HTTP
+    ).result()
+    assert generated.username == "cibot" and generated.passwords[0].value
+    port = registry_url.rsplit(":", 1)[1]
+    reply = httpx.get(
+        f"{registry_url}/oauth2/token",
+        params={"service": f"{name}.azurecr.localhost", "scope": "repository:samples:pull"},
+        headers={"Host": f"{name}.azurecr.localhost:{port}"},
+        auth=("cibot", generated.passwords[0].value),
+    )
+    assert reply.status_code == 200, reply.text
+    disabled = arm.tokens.begin_update(
+        group, name, "cibot", m.TokenUpdateParameters(status="disabled"), **HTTP
+    ).result()
+    assert disabled.status == "disabled"
+    arm.tokens.begin_delete(group, name, "cibot", **HTTP).result()
+    arm.scope_maps.begin_delete(group, name, "cimap", **HTTP).result()
+    assert "cibot" not in {t.name for t in arm.tokens.list(group, name, **CALL)}
 
     arm.registries.begin_delete(group, name, **HTTP).result()
     with pytest.raises(ResourceNotFoundError):

@@ -279,3 +279,49 @@ async def test_a_deletion_whose_worker_died_is_finished_by_the_timer(arm: Arm, s
     assert (await arm.call("GET", arm.path(name))).status_code == 404  # not served while Deleting
     assert await resume_deletions(stores.metadata, stores.blobs) >= 1
     assert await store.get_registry(name) is None
+
+
+async def test_scope_maps_and_tokens_refuse_bad_input_and_strangers(arm: Arm, stores: Stores) -> None:
+    name = unique_registry_name()
+    assert (await arm.call("PUT", arm.path(name), body=_create_body())).status_code == 201
+    base = arm.path(name)
+    bad_action = await arm.call(
+        "PUT", f"{base}/scopeMaps/badmap", body={"properties": {"actions": ["repositories/x/nuke"]}}
+    )
+    assert bad_action.status_code == 400 and bad_action.json()["error"]["code"] == "InvalidRequest"
+    system = await arm.call(
+        "PUT",
+        f"{base}/scopeMaps/_repositories_pull",
+        body={"properties": {"actions": ["repositories/*/content/write"]}},
+    )
+    assert system.status_code == 400 and system.json()["error"]["code"] == "SystemDefinedScopeMap"
+    made = await arm.call(
+        "PUT", f"{base}/scopeMaps/readmap", body={"properties": {"actions": ["repositories/a/content/read"]}}
+    )
+    assert made.status_code == 201
+    no_map = await arm.call("PUT", f"{base}/tokens/bot01", body={"properties": {}})
+    assert no_map.status_code == 400 and no_map.json()["error"]["target"] == "properties.scopeMapId"
+    missing_map = await arm.call(
+        "PUT", f"{base}/tokens/bot01", body={"properties": {"scopeMapId": f"{base}/scopeMaps/nosuchmap"}}
+    )
+    assert missing_map.status_code == 400
+    token = await arm.call("PUT", f"{base}/tokens/bot01", body={"properties": {"scopeMapId": made.json()["id"]}})
+    assert token.status_code == 201 and token.json()["properties"]["credentials"]["passwords"] == []
+    generate = f"{base}/generateCredentials"
+    unknown = await arm.call("POST", generate, body={"tokenId": f"{base}/tokens/nosuchbot"})
+    assert unknown.status_code == 404
+    past = await arm.call("POST", generate, body={"tokenId": token.json()["id"], "expiry": "2001-01-01T00:00:00Z"})
+    assert past.status_code == 400 and past.json()["error"]["target"] == "expiry"
+    both = await arm.call("POST", generate, body={"tokenId": token.json()["id"]})
+    assert both.status_code == 200 and [p["name"] for p in both.json()["passwords"]] == ["password1", "password2"]
+    listed = await arm.call("GET", f"{base}/tokens/bot01")
+    assert "value" not in str(listed.json()["properties"]["credentials"])  # never shown again
+    in_use = await arm.call("DELETE", f"{base}/scopeMaps/readmap")
+    assert in_use.status_code == 400 and "bot01" in in_use.json()["error"]["message"]
+    # the resource group's Contributor may; a stranger may not
+    assert (await arm.call("GET", f"{base}/tokens", arm.group_contributor)).status_code == 200
+    assert (await arm.call("GET", f"{base}/tokens", arm.stranger)).status_code == 403
+    assert (await arm.call("POST", generate, arm.stranger, body={"tokenId": token.json()["id"]})).status_code == 403
+    async with httpx.AsyncClient(timeout=30) as http:
+        anonymous = await http.post(arm.devhost.url + generate, params=API, json={"tokenId": token.json()["id"]})
+    assert anonymous.status_code == 401
