@@ -312,10 +312,21 @@ POST   webhooks/matrixhook/ping          401 401 401 403 403 Y   Y   403 403 403
 POST   webhooks/matrixhook/listEvents    401 401 401 403 403 Y   Y   403 403 403
 POST   webhooks/matrixhook/getCallbackConfig 401 401 401 403 403 Y Y  403 403 403
 DELETE webhooks/nosuchhook               401 401 401 403 403 Y   Y   403 403 403
+GET    .                                 401 401 401 403 403 Y   Y   Y   403 403
+PATCH  .                                 401 401 401 403 403 Y   Y   403 403 403
+GET    listUsages                        401 401 401 403 403 Y   Y   Y   403 403
+POST   listCredentials                   401 401 401 403 403 Y   Y   403 403 403
+GET    scopeMaps                         401 401 401 403 403 Y   Y   Y   403 403
+PUT    scopeMaps/matrixmap               401 401 401 403 403 Y   Y   403 403 403
+GET    tokens                            401 401 401 403 403 Y   Y   Y   403 403
+PATCH  tokens/matrixtok                  401 401 401 403 403 Y   Y   403 403 403
+POST   generateCredentials               401 401 401 403 403 Y   Y   403 403 403
+DELETE tokens/nosuchtoken                401 401 401 403 403 Y   Y   403 403 403
 """
 # fmt: on
 
 MATRIX_HOOK = {"serviceUri": "http://127.0.0.1:9/matrix", "actions": ["push"], "customHeaders": {"X-Key": "k"}}
+MATRIX_MAP = {"properties": {"actions": ["repositories/matrix/content/read"]}}
 
 
 def _management_rows() -> list[tuple[str, str, dict[str, str]]]:
@@ -364,11 +375,24 @@ def test_management_authorization_matrix(world: World, outsider: Identity, colum
             headers=_management_authorization(world.identities["ow"]),
         )
         assert made.status_code in (200, 201), made.text
+        owner = _management_authorization(world.identities["ow"])
+        made_map = http.put(f"{base}scopeMaps/matrixmap?api-version=2025-11-01", json=MATRIX_MAP, headers=owner)
+        assert made_map.status_code in (200, 201), made_map.text
+        token = {"properties": {"scopeMapId": made_map.json()["id"]}}
+        made_token = http.put(f"{base}tokens/matrixtok?api-version=2025-11-01", json=token, headers=owner)
+        assert made_token.status_code in (200, 201), made_token.text
+        bodies: dict[str, dict[str, object]] = {
+            "webhooks/matrixhook": {"location": "westeurope", "properties": MATRIX_HOOK},
+            ".": {"tags": {"matrix": "yes"}},
+            "scopeMaps/matrixmap": MATRIX_MAP,
+            "tokens/matrixtok": {"properties": {"status": "enabled"}},
+            "generateCredentials": {"tokenId": made_token.json()["id"], "name": "password2"},
+        }
         for method, path, expected in _management_rows():
-            body = {"location": "westeurope", "properties": MATRIX_HOOK} if method in ("PUT", "PATCH") else None
+            body = bodies.get(path) if method in ("PUT", "PATCH", "POST") else None
             reply = http.request(
                 method,
-                f"{base}{path}?api-version=2025-11-01",
+                f"{base}{path}?api-version=2025-11-01".replace("/.?", "?"),
                 json=body,
                 headers=_management_authorization(who),
             )
