@@ -36,6 +36,13 @@ async def registry_v2(req: Request) -> Response:
     return await registry_api().handle(req)
 
 
+@app.route(route="acr/v1/{*path}", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+async def registry_acr_v1(req: Request) -> Response:
+    """ACR's metadata API (`/acr/v1/`: repositories, tags, manifests and their locks), through the same
+    dispatcher as `/v2/` (registry by Host, authorization, errors)."""
+    return await registry_api().handle(req)
+
+
 @app.route(route="health/{probe}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     """Probes for load balancers, no credentials: `/health/live`, `/health/ready` (Cosmos DB and Storage)."""

@@ -254,6 +254,21 @@ _ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("upload_session", "PUT"): PUSH,
     ("upload_session", "DELETE"): PUSH,
     ("referrers", "GET"): PULL,
+    # The /acr/v1/ metadata API (services/registry/acr_paths.py): reads are metadata/read, attribute
+    # changes metadata/write, deletes content/delete; these are the scopes ACR's clients ask tokens for
+    # (`repository:<name>:metadata_read`, `metadata_write`, `delete`). AcrPull and Reader include
+    # metadata_read, as in ACR's role table; the `_repositories_pull` scope map does not.
+    ("acr_repository", "GET"): METADATA_READ,
+    ("acr_repository", "PATCH"): METADATA_WRITE,
+    ("acr_repository", "DELETE"): DELETE,
+    ("acr_tags", "GET"): METADATA_READ,
+    ("acr_tag", "GET"): METADATA_READ,
+    ("acr_tag", "PATCH"): METADATA_WRITE,
+    ("acr_tag", "DELETE"): DELETE,
+    ("acr_manifests", "GET"): METADATA_READ,
+    ("acr_manifest", "GET"): METADATA_READ,
+    ("acr_manifest", "PATCH"): METADATA_WRITE,
+    ("acr_manifest", "DELETE"): DELETE,
 }
 
 
@@ -262,6 +277,8 @@ def route_need(kind: str, method: str, repository: str) -> Need:
     if kind == "base":
         return Need("base", route=kind)
     if kind == "catalog":
+        return Need("catalog", route=kind)
+    if kind == "acr_catalog":  # /acr/v1/_catalog: the same registry:catalog:* as /v2/_catalog
         return Need("catalog", route=kind)
     method = "GET" if method == "HEAD" and (kind, "HEAD") not in _ROUTE_ACTIONS else method
     return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH), kind)

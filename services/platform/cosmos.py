@@ -43,7 +43,8 @@ CONTAINERS = (
 # that policy at two levels (each page fetch inside the query's own retry), so attempts multiply there.
 THROTTLE_RETRY_ATTEMPTS = 3
 
-BatchOperation = tuple[str, tuple[Any, ...]]
+# (operation, arguments[, options]): options such as {"if_match_etag": etag} make an operation conditional.
+BatchOperation = tuple[str, tuple[Any, ...]] | tuple[str, tuple[Any, ...], dict[str, Any]]
 
 
 def utcnow() -> str:
@@ -218,13 +219,13 @@ class Cosmos:
 
     async def batch(self, container: str, partition: str, operations: list[BatchOperation]) -> None:
         """All operations or none, in one partition (ResourceNotFoundError / ConcurrentUpdate as a single
-        operation would raise them)."""
+        operation would raise them; a conditional create or replace that lost a race is ConcurrentUpdate)."""
         try:
             await self.container(container).execute_item_batch(batch_operations=operations, partition_key=partition)
         except CosmosBatchOperationError as exc:
             status = exc.error_index is not None and exc.operation_responses[exc.error_index].get("statusCode")
             if status == 404:
                 raise ResourceNotFoundError(str(exc)) from exc
-            if status == 412:
+            if status in (409, 412):  # created meanwhile, or changed since read: both a lost race
                 raise ConcurrentUpdate(str(exc)) from exc
             raise

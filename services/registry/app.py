@@ -4,6 +4,7 @@ Every HTTP function (and the devhost) hands its Starlette/FastAPI request here. 
 registry the request is for (by Host), matches the `/v2/` route, calls the route handler in
 `services/registry/routes/`, and turns domain errors into the OCI error body. Repository names contain
 slashes, so routes are matched from the end of the path by `reference.match_route`, not by a router.
+ACR's `/acr/v1/` metadata API goes through the same steps, its paths matched by `acr_paths.match_acr_route`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from services.platform.cosmos import Cosmos
 from services.platform.health import Readiness, dependency_readiness
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.registry.acr_paths import match_acr_route
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.store import ArtifactStore
@@ -167,7 +169,7 @@ class RegistryApi:
     async def _dispatch(self, request: Request) -> Response:
         from services.registry.routes import ROUTES  # the routes import this module's Call
 
-        route = match_route(request.url.path)
+        route = match_route(request.url.path) or match_acr_route(request.url.path)
         if route is None:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, "no such route", status=404)
         method = "GET" if request.method == "HEAD" and (route.kind, "HEAD") not in ROUTES else request.method

@@ -22,6 +22,9 @@ Three codes are outside the spec's list, each because no listed code describes t
 - `TAG_INVALID` (400), for a bad `?tag=` on a manifest push: a legacy code the spec itself says
   clients MAY encounter.
 - `PAGINATION_NUMBER_INVALID` (400), for a bad `?n=`: CNCF distribution's code for it.
+- `TAG_UNKNOWN` (404), for a tag that does not exist on the `/acr/v1/` metadata API: ACR's own code and
+  message there (`{"code": "TAG_UNKNOWN", "message": "the specified tag does not exist"}`), which the
+  `azure-containerregistry` SDKs see; `/v2/` keeps the spec's `MANIFEST_UNKNOWN`.
 - `UNKNOWN` (500), for failures of the registry itself; the list governs 4XX responses only, and
   clients are told to treat codes they do not know as UNKNOWN.
 - `UNAVAILABLE` (503, with `Retry-After`), when Cosmos DB or Blob Storage does not answer or throttles
@@ -70,6 +73,7 @@ class ErrorCode(enum.Enum):
     # Outside the spec's list; see the module docstring.
     TAG_INVALID = ("TAG_INVALID", 400, "manifest tag is invalid")
     PAGINATION_NUMBER_INVALID = ("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
+    TAG_UNKNOWN = ("TAG_UNKNOWN", 404, "the specified tag does not exist")
     UNKNOWN = ("UNKNOWN", 500, "unknown error")
     UNAVAILABLE = ("UNAVAILABLE", 503, "service unavailable")
     # Aliases with their own status; see the module docstring for why each maps to its spec code.

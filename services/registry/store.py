@@ -2,13 +2,19 @@
 
     repositories [/registry]  one document per repository, so the catalog is one ordered
                               single-partition query (never a walk of storage)
-        {id: <name with "/" as "|">, registry, type: "repository", name, created}
+        {id: <name with "/" as "|">, registry, type: "repository", name, created,
+         changeableAttributes, updated (of the attributes)}
     artifacts    [/repo]      everything of one repository, partition "<registry>/<name>":
         manifest:<digest>  {type: "manifest", digest, mediaType, size, artifactType, subject,
                             referrer (the descriptor it adds to its subject's referrers index),
-                            configMediaType, blobs, children, content (base64, when small), created}
-        tag:<tag>          {type: "tag", name, digest, mediaType, size, updated}
-                           carries what HEAD needs, so HEAD by tag is exactly one point read
+                            configMediaType, blobs, children, content (base64, when small), created,
+                            updated, timeKey, imageSize, architecture, os (from the config, read once at
+                            push), references (an index's children and their platforms),
+                            changeableAttributes, quarantineState, quarantineDetails}
+        tag:<tag>          {type: "tag", name, digest, mediaType, size, created, updated, timeKey,
+                            changeableAttributes}
+                           carries what HEAD needs (and its own read lock), so HEAD by tag is one point
+                           read
         blob:<digest>      {type: "blob", digest, size, created}
                            the repository's link to a registry-wide, content-addressed blob
         upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session;
@@ -18,7 +24,14 @@
 A manifest and its tags are written in one transactional batch of the repository's partition, so readers
 never see a tag pointing at a manifest that is not there; the outbox document of the events the change
 raises goes in the same batch, so an event is never lost nor raised for a change that did not happen.
-Upload sessions are replaced with an ETag condition.
+Documents that existed are replaced and deleted only if unchanged since they were read (ETag), so a lock
+set meanwhile (services/registry/locks.py) is never overwritten nor slipped past: the loser of such a race
+gets `ConcurrentUpdate` and checks again. Upload sessions are replaced with an ETag condition.
+
+`timeKey` is `<updated>|<name or digest>` (services/registry/acr_paths.py): time-ordered lists sort and
+page on that one property, which the default index serves (two ORDER BY properties would need a composite
+index). Documents written before attributes existed have no `timeKey` and are left out of time-ordered
+lists until their next push or attribute change; every other read treats missing attributes as enabled.
 """
 
 from __future__ import annotations
@@ -26,16 +39,24 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import Field
 
 from services.events.store import OutboxDoc
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
+from services.registry.acr_paths import Order, time_key
+from services.registry.locks import ChangeableAttributes
 
 UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
 KNOWN_REPOSITORY_SECONDS = 60.0
+# How long an instance trusts the repository attributes it read, for reads (pulls, lists) only: they are on
+# the hot path of every pull. Pushes and deletes always read them afresh.
+REPOSITORY_ATTRIBUTES_SECONDS = 5.0
+_CACHE_LIMIT = 10_000
+# The filter that leaves list-disabled documents out (missing attributes mean enabled).
+LISTED = "(NOT IS_DEFINED(c.changeableAttributes.listEnabled) OR c.changeableAttributes.listEnabled = true)"
 
 
 class RepositoryDoc(Document):
@@ -43,6 +64,8 @@ class RepositoryDoc(Document):
     type: Literal["repository"] = "repository"
     name: str
     created: str = Field(default_factory=utcnow)
+    updated: str | None = None  # when its attributes last changed
+    changeableAttributes: ChangeableAttributes = Field(default_factory=ChangeableAttributes)
 
 
 class ManifestDoc(Document):
@@ -61,9 +84,28 @@ class ManifestDoc(Document):
     children: list[str] = Field(default_factory=list)
     content: str | None = None  # base64 of the manifest bytes when small enough to keep inline
     created: str = Field(default_factory=utcnow)
+    updated: str | None = None  # last push or attribute change (None: never since `created`)
+    imageSize: int | None = None  # config + layers (an index: its own size)
+    architecture: str | None = None
+    os: str | None = None
+    references: list[dict[str, str]] | None = None  # an index's children: digest, architecture, os
+    changeableAttributes: ChangeableAttributes = Field(default_factory=ChangeableAttributes)
+    quarantineState: str | None = None
+    quarantineDetails: str | None = None
 
     def inline_content(self) -> bytes | None:
         return base64.b64decode(self.content) if self.content is not None else None
+
+    @property
+    def last_update(self) -> str:
+        return self.updated or self.created
+
+    @property
+    def time_key(self) -> str:
+        return time_key(self.last_update, self.digest)
+
+    def to_item(self) -> dict[str, Any]:
+        return super().to_item() | {"timeKey": self.time_key}
 
 
 class TagDoc(Document):
@@ -74,6 +116,19 @@ class TagDoc(Document):
     mediaType: str
     size: int
     updated: str = Field(default_factory=utcnow)
+    created: str | None = None  # None: a tag written before this field existed (then `updated` stands in)
+    changeableAttributes: ChangeableAttributes = Field(default_factory=ChangeableAttributes)
+
+    @property
+    def created_time(self) -> str:
+        return self.created or self.updated
+
+    @property
+    def time_key(self) -> str:
+        return time_key(self.updated, self.name)
+
+    def to_item(self) -> dict[str, Any]:
+        return super().to_item() | {"timeKey": self.time_key}
 
 
 class BlobLinkDoc(Document):
@@ -127,6 +182,7 @@ class ArtifactStore:
     def __init__(self, cosmos: Cosmos) -> None:
         self._cosmos = cosmos
         self._known_repositories: dict[tuple[str, str], float] = {}
+        self._repository_attributes: dict[tuple[str, str], tuple[float, ChangeableAttributes]] = {}
 
     async def ensure_repository(self, registry: str, name: str) -> None:
         """Create the repository document if missing. Every push calls this, so remember for a while what
@@ -141,11 +197,44 @@ class ArtifactStore:
     async def repository_exists(self, registry: str, name: str) -> bool:
         return await self._cosmos.read("repositories", repository_id(name), registry) is not None
 
+    async def get_repository(self, registry: str, name: str) -> RepositoryDoc | None:
+        doc = await self._cosmos.read("repositories", repository_id(name), registry)
+        return RepositoryDoc.model_validate(doc) if doc else None
+
+    async def create_repository(self, registry: str, name: str) -> RepositoryDoc:
+        """The repository document, created now unless someone else just did."""
+        doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
+        created = await self._cosmos.create("repositories", doc)
+        if created is None:
+            return await self.get_repository(registry, name) or doc
+        self._known_repositories[(registry, name)] = time.monotonic() + KNOWN_REPOSITORY_SECONDS
+        return RepositoryDoc.model_validate(created)
+
+    async def repository_attributes(self, registry: str, name: str) -> ChangeableAttributes:
+        """The repository's attributes for a read (pull, list): trusted for `REPOSITORY_ATTRIBUTES_SECONDS`.
+        A repository that does not exist has the defaults (what is asked for in it will not be found)."""
+        key, now = (registry, name), time.monotonic()
+        cached = self._repository_attributes.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        doc = await self.get_repository(registry, name)
+        attributes = doc.changeableAttributes if doc is not None else ChangeableAttributes()
+        if len(self._repository_attributes) >= _CACHE_LIMIT:
+            self._repository_attributes.clear()
+        self._repository_attributes[key] = (now + REPOSITORY_ATTRIBUTES_SECONDS, attributes)
+        return attributes
+
+    async def replace_repository(self, doc: RepositoryDoc) -> RepositoryDoc:
+        """Write the repository document back only if unchanged since read (ConcurrentUpdate otherwise)."""
+        written = RepositoryDoc.model_validate(await self._cosmos.replace("repositories", doc))
+        self._repository_attributes.pop((doc.registry, doc.name), None)
+        return written
+
     async def list_repositories(self, registry: str, last: str, limit: int) -> list[str]:
-        """Up to `limit` repository names after `last`, in lexical order."""
+        """Up to `limit` repository names after `last`, in lexical order; list-disabled ones are left out."""
         sql = (
             "SELECT c.name FROM c WHERE c.registry = @r AND c.type = 'repository' AND c.name > @last "
-            "ORDER BY c.name"
+            f"AND {LISTED} ORDER BY c.name"
         )
         return await self._first_names(
             self._cosmos.query("repositories", sql, {"@r": registry, "@last": last}, registry, limit), limit
@@ -157,6 +246,7 @@ class ArtifactStore:
 
     async def delete_repository(self, registry: str, name: str) -> None:
         self._known_repositories.pop((registry, name), None)
+        self._repository_attributes.pop((registry, name), None)
         repo = repo_key(registry, name)
         sql = "SELECT c.id FROM c WHERE c.repo = @p"
         async for doc in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
@@ -214,37 +304,45 @@ class ArtifactStore:
     async def commit_manifest(
         self, manifest: ManifestDoc, tags: Iterable[TagDoc], outbox: OutboxDoc | None = None
     ) -> None:
-        """The manifest, its tags and the outbox of its events, all or nothing, in one transactional batch."""
-        operations: list[BatchOperation] = [("upsert", (manifest.to_item(),))]
-        operations += [("upsert", (tag.to_item(),)) for tag in tags]
+        """The manifest, its tags and the outbox of its events, all or nothing, in one transactional batch.
+
+        A document carrying an ETag (read before) is replaced only if unchanged since; one without is
+        created, so it must not exist yet. Either condition failing is `ConcurrentUpdate`: read, check the
+        locks and try again."""
+        operations = [_write(manifest), *(_write(tag) for tag in tags)]
         if outbox is not None:
             operations.append(("create", (outbox.to_item(),)))
         await self._cosmos.batch("artifacts", manifest.repo, operations)
 
-    async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None) -> bool:
-        """Delete a tag (with the outbox of its events in the same batch, when given)."""
+    async def replace_artifact(self, doc: TagDoc | ManifestDoc) -> dict[str, Any]:
+        """Write a tag or manifest back only if unchanged since read (ConcurrentUpdate otherwise)."""
+        return await self._cosmos.replace("artifacts", doc)
+
+    async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None, etag: str | None = None) -> bool:
+        """Delete a tag (with the outbox of its events in the same batch, when given). With `etag`, only if
+        unchanged since read: `ConcurrentUpdate` otherwise."""
         if outbox is None:
-            return await self._cosmos.delete("artifacts", tag_id(tag), repo)
+            return await self._cosmos.delete("artifacts", tag_id(tag), repo, etag=etag)
+        condition = {"if_match_etag": etag} if etag else {}
         try:
-            await self._cosmos.batch("artifacts", repo, [("delete", (tag_id(tag),)), ("create", (outbox.to_item(),))])
+            await self._cosmos.batch(
+                "artifacts", repo, [("delete", (tag_id(tag),), condition), ("create", (outbox.to_item(),))]
+            )
         except ResourceNotFoundError:
             return False
         return True
 
-    async def delete_manifest(self, repo: str, digest: str, outbox: OutboxDoc | None = None) -> bool:
-        """Delete a manifest and every tag that points at it (and write the outbox of its events), in one
-        batch."""
-        tags = [
-            item["id"]
-            async for item in self._cosmos.query(
-                "artifacts",
-                "SELECT c.id FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.digest = @d",
-                {"@p": repo, "@d": digest},
-                repo,
-            )
-        ]
-        operations: list[BatchOperation] = [("delete", (manifest_id(digest),))]
-        operations += [("delete", (tag,)) for tag in tags]
+    async def delete_manifest(self, manifest: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None = None) -> bool:
+        """Delete a manifest and its tags, as read, and write the outbox of its events: one batch, each
+        document only if unchanged since read (`ConcurrentUpdate` otherwise; False when already gone).
+
+        One batch holds 100 operations: the tags beyond what fits go first, in batches of their own (a
+        manifest with that many tags is rare; those deletes then precede the manifest's)."""
+        repo = manifest.repo
+        room = BATCH_LIMIT - 2
+        for start in range(room, len(tags), BATCH_LIMIT):
+            await self._cosmos.batch("artifacts", repo, [_delete(tag) for tag in tags[start : start + BATCH_LIMIT]])
+        operations = [_delete(manifest), *(_delete(tag) for tag in tags[:room])]
         if outbox is not None:
             operations.append(("create", (outbox.to_item(),)))
         try:
@@ -253,8 +351,114 @@ class ArtifactStore:
             return False
         return True
 
+    async def tags_of(self, repo: str, digest: str) -> list[TagDoc]:
+        """Every tag pointing at `digest`, listed or not."""
+        sql = "SELECT * FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.digest = @d"
+        return [
+            TagDoc.model_validate(item)
+            async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@d": digest}, repo)
+        ]
+
+    async def tag_names_by_digest(self, repo: str, digests: list[str]) -> dict[str, list[str]]:
+        """The names of the tags pointing at each of `digests` (a page of a manifest list), sorted."""
+        found: dict[str, list[str]] = {digest: [] for digest in digests}
+        if not digests:
+            return found
+        sql = "SELECT c.name, c.digest FROM c WHERE c.repo = @p AND c.type = 'tag' AND ARRAY_CONTAINS(@ds, c.digest)"
+        async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@ds": digests}, repo):
+            found.setdefault(item["digest"], []).append(item["name"])
+        return {digest: sorted(names) for digest, names in found.items()}
+
+    async def list_tag_docs(
+        self, repo: str, order: Order, after: str, limit: int, digest: str | None = None
+    ) -> list[TagDoc]:
+        """Up to `limit` listed tags after `after` (a name, or a time key for the time orders)."""
+        items = self._list("tag", repo, order, after, limit, {"c.digest": digest} if digest else {})
+        return [TagDoc.model_validate(item) async for item in items]
+
+    async def list_manifest_docs(self, repo: str, order: Order, after: str, limit: int) -> list[ManifestDoc]:
+        """Up to `limit` listed manifests after `after` (a digest, or a time key for the time orders)."""
+        return [
+            ManifestDoc.model_validate(item) async for item in self._list("manifest", repo, order, after, limit, {})
+        ]
+
+    async def _list(
+        self, kind: Literal["tag", "manifest"], repo: str, order: Order, after: str, limit: int, equal: dict[str, str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        field = ("c.name" if kind == "tag" else "c.digest") if order is Order.NAME else "c.timeKey"
+        direction, comparison = ("DESC", "<") if order is Order.TIME_DESC else ("ASC", ">")
+        conditions = ["c.repo = @p", f"c.type = '{kind}'", LISTED]
+        params: dict[str, Any] = {"@p": repo}
+        for index, (path, value) in enumerate(equal.items()):
+            conditions.append(f"{path} = @v{index}")
+            params[f"@v{index}"] = value
+        if after:
+            conditions.append(f"{field} {comparison} @after")
+            params["@after"] = after
+        sql = f"SELECT * FROM c WHERE {' AND '.join(conditions)} ORDER BY {field} {direction}"
+        count = 0
+        async for item in self._cosmos.query("artifacts", sql, params, repo, limit):
+            yield item
+            count += 1
+            if count >= limit:
+                return
+
+    async def all_of(self, repo: str, kind: Literal["tag", "manifest"]) -> list[dict[str, Any]]:
+        """Every tag or manifest document of a repository (a repository delete, which must see them all)."""
+        sql = "SELECT * FROM c WHERE c.repo = @p AND c.type = @t"
+        return [item async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@t": kind}, repo)]
+
+    async def count(self, repo: str, kind: Literal["tag", "manifest"]) -> int:
+        sql = "SELECT VALUE COUNT(1) FROM c WHERE c.repo = @p AND c.type = @t"
+        async for value in self._cosmos.query("artifacts", sql, {"@p": repo, "@t": kind}, repo):
+            return int(cast(int, value))
+        return 0
+
+    async def last_update(self, repo: str) -> str | None:
+        """The latest `updated` of the repository's tags and manifests."""
+        sql = "SELECT VALUE MAX(c.updated) FROM c WHERE c.repo = @p AND (c.type = 'tag' OR c.type = 'manifest')"
+        async for value in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
+            return cast(str, value) if isinstance(value, str) else None
+        return None
+
+    async def locked_holders_of_blob(self, repo: str, digest: str) -> tuple[str, str] | None:
+        """("manifest", digest) or ("tag", name) of a locked manifest needing the blob, or of a locked tag
+        pointing at a manifest that needs it; None when nothing locked needs it."""
+        sql = (
+            "SELECT c.digest, c.changeableAttributes FROM c "
+            "WHERE c.repo = @p AND c.type = 'manifest' AND ARRAY_CONTAINS(c.blobs, @b)"
+        )
+        users: list[str] = []
+        async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@b": digest}, repo):
+            if _locked(item):
+                return "manifest", str(item["digest"])
+            users.append(str(item["digest"]))
+        if users:
+            sql = (
+                "SELECT c.name, c.changeableAttributes FROM c "
+                "WHERE c.repo = @p AND c.type = 'tag' AND ARRAY_CONTAINS(@ds, c.digest)"
+            )
+            async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@ds": users}, repo):
+                if _locked(item):
+                    return "tag", str(item["name"])
+        return None
+
+    async def delete_repository_rest(self, registry: str, name: str) -> None:
+        """After its manifests and tags: the repository's blob links and upload sessions, then its document.
+        Its outbox documents stay: they are events still to be published (they expire once published)."""
+        repo = repo_key(registry, name)
+        sql = "SELECT c.id FROM c WHERE c.repo = @p AND (c.type = 'blob' OR c.type = 'upload')"
+        async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
+            await self._cosmos.delete("artifacts", item["id"], repo)
+        await self._cosmos.delete("repositories", repository_id(name), registry)
+        self._known_repositories.pop((registry, name), None)
+        self._repository_attributes.pop((registry, name), None)
+
     async def list_tags(self, repo: str, last: str, limit: int) -> list[str]:
-        sql = "SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last ORDER BY c.name"
+        """Up to `limit` names of listed tags after `last`, in lexical order (`/v2/<name>/tags/list`)."""
+        sql = (
+            f"SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last AND {LISTED} ORDER BY c.name"
+        )
         return await self._first_names(
             self._cosmos.query("artifacts", sql, {"@p": repo, "@last": last}, repo, limit), limit
         )
@@ -266,3 +470,22 @@ class ArtifactStore:
             async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@s": subject}, repo)
             if item.get("referrer")
         ]
+
+
+BATCH_LIMIT = 100  # operations in one transactional batch (Cosmos DB's limit)
+
+
+def _write(doc: ManifestDoc | TagDoc) -> BatchOperation:
+    """Replace if read before (ETag), else create: never overwrite what another writer did meanwhile."""
+    if doc.etag:
+        return ("replace", (doc.id, doc.to_item()), {"if_match_etag": doc.etag})
+    return ("create", (doc.to_item(),))
+
+
+def _delete(doc: ManifestDoc | TagDoc) -> BatchOperation:
+    return ("delete", (doc.id,), {"if_match_etag": doc.etag} if doc.etag else {})
+
+
+def _locked(item: dict[str, Any]) -> bool:
+    attributes = ChangeableAttributes.model_validate(item.get("changeableAttributes") or {})
+    return not (attributes.writeEnabled and attributes.deleteEnabled)

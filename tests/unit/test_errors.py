@@ -29,7 +29,7 @@ SPEC_CODES = {
     "TOOMANYREQUESTS",
 }
 # Deliberate exceptions, documented in errors.py.
-OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "UNKNOWN", "UNAVAILABLE"}
+OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "TAG_UNKNOWN", "UNKNOWN", "UNAVAILABLE"}
 
 
 @pytest.mark.parametrize(
@@ -54,6 +54,7 @@ OUTSIDE_SPEC = {"TAG_INVALID", "PAGINATION_NUMBER_INVALID", "UNKNOWN", "UNAVAILA
         (ErrorCode.MANIFEST_TOO_LARGE, 413),
         (ErrorCode.TAG_INVALID, 400),
         (ErrorCode.PAGINATION_NUMBER_INVALID, 400),
+        (ErrorCode.TAG_UNKNOWN, 404),
         (ErrorCode.UNKNOWN, 500),
         (ErrorCode.UNAVAILABLE, 503),
     ],
@@ -84,7 +85,7 @@ def test_aliases_are_distinct_members_not_enum_aliases() -> None:
     assert ErrorCode.RANGE_INVALID.wire_code == "BLOB_UPLOAD_INVALID"
     assert ErrorCode.MANIFEST_TOO_LARGE.wire_code == "MANIFEST_INVALID"
     assert ErrorCode.RANGE_NOT_SATISFIABLE.wire_code == "SIZE_INVALID"
-    assert len(list(ErrorCode)) == 21
+    assert len(list(ErrorCode)) == 22
 
 
 def test_body_has_spec_envelope() -> None:

@@ -38,6 +38,15 @@ def test_registry_api_is_one_anonymous_catch_all_under_v2(functions) -> None:
     assert methods == {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
 
 
+def test_acr_metadata_api_is_one_anonymous_catch_all_under_acr_v1(functions) -> None:
+    # Repository names contain slashes here too: one catch-all, routed by services/registry/acr_paths.py.
+    trigger = functions["registry_acr_v1"].get_trigger()
+    assert trigger.route == "acr/v1/{*path}"
+    assert trigger.auth_level == func.AuthLevel.ANONYMOUS
+    methods = {str(getattr(m, "value", m)) for m in trigger.methods}
+    assert {"GET", "HEAD", "PATCH", "DELETE"} <= methods
+
+
 def test_function_json_is_what_the_host_indexes(functions) -> None:
     bindings = json.loads(functions["registry_v2"].get_function_json())["bindings"]
     http_in = next(b for b in bindings if b["type"] == "httpTrigger")
@@ -56,6 +65,8 @@ def test_devhost_serves_every_http_function(functions) -> None:
     assert {r.path for r in routes} == {
         "/v2/{path:path}",
         "/v2",
+        "/acr/v1/{path:path}",
+        "/acr/v1",
         "/oauth2/token",
         "/oauth2/exchange",
         "/subscriptions/{path:path}",

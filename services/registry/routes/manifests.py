@@ -3,7 +3,11 @@
 PUT validates the manifest (`manifest.parse_manifest`), checks that everything it references is in the
 repository, stores its bytes content-addressed, then commits the manifest document, its tags and the outbox
 of the events it raises (`services/events/actions.py`) in one transactional batch, then publishes the
-events. HEAD by tag is one point read (the tag document carries digest, type and size).
+events. HEAD by tag is one point read (the tag document carries digest, type and size, and its read lock).
+
+Locks (services/registry/locks.py): a push is refused while the repository, the manifest or a tag it names
+is write-locked, a pull while the repository or the tag (by tag) or manifest (by digest) is read-locked, and
+deletes go through services/registry/changes.py, which checks theirs.
 """
 
 from __future__ import annotations
@@ -13,25 +17,22 @@ import base64
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from azure.core.exceptions import ResourceNotFoundError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.events.actions import (
-    Chart,
-    ManifestFacts,
-    chart_from_config,
-    delete_events,
-    push_events,
-    request_info,
-    untag_events,
-)
+from services.events.actions import ManifestFacts, chart_from_config, push_events, request_info
 from services.events.models import EventRequest
 from services.events.outbox import outbox_for
+from services.platform.cosmos import ConcurrentUpdate, utcnow
+from services.registry import changes, locks
 from services.registry.app import Call
 from services.registry.errors import ErrorCode, RegistryError
+from services.registry.locks import ChangeableAttributes
 from services.registry.manifest import ParsedManifest, parse_manifest
+from services.registry.manifest_facts import image_size, index_references, platform_from_config, wants_config
 from services.registry.reference import Reference, is_tag
-from services.registry.store import ManifestDoc, TagDoc, repo_key
+from services.registry.store import ManifestDoc, RepositoryDoc, TagDoc, repo_key
 
 MAX_TAGS_PER_PUSH = 50  # one transactional batch holds at most 100 operations
 # Point reads one push has in flight while it checks what its manifest references: enough to hide the
@@ -67,21 +68,30 @@ def _manifest_headers(digest: str, media_type: str, size: int) -> dict[str, str]
 
 
 async def _resolve(call: Call) -> tuple[str, str, int]:
-    """(digest, media type, size) of the manifest the reference names: one point read."""
+    """(digest, media type, size) of the manifest the reference names: one point read (and the repository's
+    attributes, from the read cache), then the read locks: the tag's for a pull by tag, the manifest's for
+    a pull by digest (ACR keeps tag and manifest attributes apart), the repository's for both."""
     reference = Reference.parse(call.reference)
     repo = repo_key(call.registry.registry, call.name)
     if reference.tag is not None:
         tag = await call.api.artifacts.get_tag(repo, reference.tag)
         if tag is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
+        await _check_read(call, tag.changeableAttributes, {"tag": reference.tag})
         return tag.digest, tag.mediaType, tag.size
     assert reference.digest is not None
     doc = await call.api.artifacts.get_manifest(repo, str(reference.digest))
     if doc is None:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
+    await _check_read(call, doc.changeableAttributes, {"digest": doc.digest})
     if doc.content is not None:
         call.api.manifests.put(call.registry.registry, doc.digest, doc.inline_content() or b"")
     return doc.digest, doc.mediaType, doc.size
+
+
+async def _check_read(call: Call, attributes: ChangeableAttributes, what: dict[str, str]) -> None:
+    repository = await call.api.artifacts.repository_attributes(call.registry.registry, call.name)
+    locks.check_read(call.name, repository, attributes, what)
 
 
 async def head_manifest(call: Call) -> Response:
@@ -122,41 +132,74 @@ async def put_manifest(call: Call) -> Response:
     await _check_references(call, repo, manifest)
 
     digest = str(manifest.digest)
-    chart = await _chart_of(call, manifest)
+    config = await _config_of(call, manifest)
+    chart = chart_from_config(manifest.config.media_type, config) if manifest.config is not None else None
+    architecture, os_name = platform_from_config(config) if wants_config(manifest) else (None, None)
     inline = len(data) <= settings.inline_manifest_bytes
     if not inline:
         await call.api.blobs.put(registry, digest, data)
-    doc = ManifestDoc(
-        id=f"manifest:{digest}",
-        repo=repo,
-        digest=digest,
-        mediaType=manifest.media_type,
-        size=manifest.size,
-        artifactType=manifest.artifact_type,
-        subject=str(manifest.subject.digest) if manifest.subject else None,
-        referrer=manifest.referrer_descriptor() if manifest.subject else None,
-        configMediaType=manifest.config.media_type if manifest.config else None,
-        chartName=chart.name if chart else None,
-        chartVersion=chart.version if chart else None,
-        blobs=[str(d.digest) for d in manifest.required_blobs],
-        children=[str(d.digest) for d in manifest.manifests],
-        content=base64.b64encode(data).decode() if inline else None,
-    )
-    tag_docs = [
-        TagDoc(
-            id=f"tag:{tag}",
+    facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
+    # Locks are checked on what is there now, and the batch writes only if that is still so (ETags): a lock
+    # set or a tag moved meanwhile is ConcurrentUpdate, and the push looks again.
+    for _ in range(changes.ATTEMPTS):
+        repository, existing, olds = await _current(call, repo, digest, tags)
+        locks.check_push(
+            call.name,
+            repository.changeableAttributes,
+            digest,
+            existing.changeableAttributes if existing is not None else None,
+            [(tag, old.changeableAttributes if old is not None else None) for tag, old in zip(tags, olds, strict=True)],
+        )
+        now = utcnow()
+        doc = ManifestDoc(
+            id=f"manifest:{digest}",
             repo=repo,
-            name=tag,
             digest=digest,
             mediaType=manifest.media_type,
             size=manifest.size,
+            artifactType=manifest.artifact_type,
+            subject=str(manifest.subject.digest) if manifest.subject else None,
+            referrer=manifest.referrer_descriptor() if manifest.subject else None,
+            configMediaType=manifest.config.media_type if manifest.config else None,
+            chartName=chart.name if chart else None,
+            chartVersion=chart.version if chart else None,
+            blobs=[str(d.digest) for d in manifest.required_blobs],
+            children=[str(d.digest) for d in manifest.manifests],
+            content=base64.b64encode(data).decode() if inline else None,
+            created=existing.created if existing is not None else now,
+            updated=now,
+            imageSize=image_size(manifest),
+            architecture=architecture,
+            os=os_name,
+            references=index_references(manifest),
         )
-        for tag in tags
-    ]
-    await call.api.artifacts.ensure_repository(registry, call.name)
-    facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
-    outbox = outbox_for(registry, repo, push_events(facts, tags, _event_request(call)))
-    await call.api.artifacts.commit_manifest(doc, tag_docs, outbox)
+        if existing is not None:  # a push again: the attributes and quarantine state stay as they were
+            doc.changeableAttributes = existing.changeableAttributes
+            doc.quarantineState, doc.quarantineDetails = existing.quarantineState, existing.quarantineDetails
+            doc.etag = existing.etag
+        tag_docs = []
+        for tag, old in zip(tags, olds, strict=True):
+            tag_doc = TagDoc(
+                id=f"tag:{tag}",
+                repo=repo,
+                name=tag,
+                digest=digest,
+                mediaType=manifest.media_type,
+                size=manifest.size,
+                updated=now,
+                created=old.created_time if old is not None else now,
+            )
+            if old is not None:  # a tag moved keeps its attributes (a write-locked one never gets here)
+                tag_doc.changeableAttributes, tag_doc.etag = old.changeableAttributes, old.etag
+            tag_docs.append(tag_doc)
+        outbox = outbox_for(registry, repo, push_events(facts, tags, _event_request(call)))
+        try:
+            await call.api.artifacts.commit_manifest(doc, tag_docs, outbox)
+        except ConcurrentUpdate:
+            continue
+        break
+    else:
+        raise changes.contended(f"manifest {digest}")
     await call.api.events.publish(outbox)
     call.api.manifests.put(registry, digest, data)
     headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}
@@ -165,21 +208,39 @@ async def put_manifest(call: Call) -> Response:
     return Response(status_code=201, headers=headers | {"Content-Length": "0"})
 
 
-async def _chart_of(call: Call, manifest: ParsedManifest) -> Chart | None:
-    """A Helm chart's name and version, from its config blob (only read for chart manifests)."""
-    if manifest.config is None or not manifest.is_helm_chart:
+async def _config_of(call: Call, manifest: ParsedManifest) -> bytes | None:
+    """The config blob, read once at push, when something is taken from it: a Helm chart's name and version
+    (for its events), an image's architecture and os (for /acr/v1); None otherwise."""
+    if manifest.config is None or not (manifest.is_helm_chart or wants_config(manifest)):
         return None
-    config = await call.api.blobs.read_all(call.registry.registry, str(manifest.config.digest))
-    return chart_from_config(manifest.config.media_type, config)
+    try:
+        return await call.api.blobs.read_all(call.registry.registry, str(manifest.config.digest))
+    except ResourceNotFoundError:
+        return None  # linked but not in storage: the push stands, the platform is left unknown
+
+
+async def _current(
+    call: Call, repo: str, digest: str, tags: list[str]
+) -> tuple[RepositoryDoc, ManifestDoc | None, list[TagDoc | None]]:
+    """The repository (created if new), the manifest and each tag as they are now, read together."""
+    store = call.api.artifacts
+    registry = call.registry.registry
+
+    async def repository() -> RepositoryDoc:
+        return await store.get_repository(registry, call.name) or await store.create_repository(registry, call.name)
+
+    def read(tag: str) -> Callable[[], Awaitable[TagDoc | None]]:
+        return lambda: store.get_tag(repo, tag)
+
+    reads = [read(tag) for tag in tags]
+    found, existing, olds = await asyncio.gather(
+        repository(), store.get_manifest(repo, digest), gather_bounded(reads, REFERENCE_CHECKS_AT_ONCE)
+    )
+    return found, existing, olds
 
 
 def _event_request(call: Call) -> EventRequest:
     return request_info(call.request.headers, call.request.method)
-
-
-def _facts(name: str, doc: ManifestDoc) -> ManifestFacts:
-    chart = Chart(doc.chartName, doc.chartVersion) if doc.chartName and doc.chartVersion else None
-    return ManifestFacts(name, doc.digest, doc.mediaType, doc.size, chart)
 
 
 def _tags_of(call: Call, reference: Reference) -> list[str]:
@@ -242,27 +303,14 @@ async def _check_references(call: Call, repo: str, manifest: ParsedManifest) -> 
 
 async def delete_manifest(call: Call) -> Response:
     """By tag: remove only the tag (raises our `untag`, no ACR `delete`). By digest: remove the manifest
-    and every tag pointing at it (raises `delete`)."""
+    and every tag pointing at it (raises `delete`). Both refused while locked (services/registry/locks.py)."""
     reference = Reference.parse(call.reference)
-    registry = call.registry.registry
-    repo = repo_key(registry, call.name)
-    metadata = call.api.artifacts
     if reference.tag is not None:
-        tag = await metadata.get_tag(repo, reference.tag)
-        if tag is None:
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
-        facts = ManifestFacts(call.name, tag.digest, tag.mediaType, tag.size)
-        outbox = outbox_for(registry, repo, untag_events(facts, reference.tag, _event_request(call)))
-        if not await metadata.delete_tag(repo, reference.tag, outbox):
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
-        await call.api.events.publish(outbox)
+        tag = reference.tag
+        await changes.untag(call, tag, lambda: RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": tag}))
         return Response(status_code=202)
-    assert reference.digest is not None
-    doc = await metadata.get_manifest(repo, str(reference.digest))
-    if doc is None:
-        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
-    outbox = outbox_for(registry, repo, delete_events(_facts(call.name, doc), _event_request(call)))
-    if not await metadata.delete_manifest(repo, str(reference.digest), outbox):
-        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
-    await call.api.events.publish(outbox)
+    digest = str(reference.digest)
+    await changes.delete_manifest(
+        call, digest, lambda: RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": digest})
+    )
     return Response(status_code=202)

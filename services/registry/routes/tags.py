@@ -1,4 +1,5 @@
-"""`GET /v2/<name>/tags/list`: a repository's tags in lexical order, paged."""
+"""`GET /v2/<name>/tags/list`: a repository's tags in lexical order, paged. List-disabled tags are left out,
+and all of them when the repository is list-disabled (services/registry/locks.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from services.registry.store import repo_key
 async def get_tags(call: Call) -> Response:
     n, last = page_request(call.request)
     repo = repo_key(call.registry.registry, call.name)
-    tags = await call.api.artifacts.list_tags(repo, last, n + 1) if n else []
+    listed = (await call.api.artifacts.repository_attributes(call.registry.registry, call.name)).listEnabled
+    tags = await call.api.artifacts.list_tags(repo, last, n + 1) if n and listed else []
     if not tags and not await call.api.artifacts.repository_exists(call.registry.registry, call.name):
         raise RegistryError(ErrorCode.NAME_UNKNOWN, f"repository {call.name!r} is not known to this registry")
     page = tags[:n]

@@ -1,0 +1,170 @@
+"""Deletes that both `/v2/` and `/acr/v1/` make, each checked against the locks (services/registry/locks.py)
+and committed with the outbox of the events it raises, exactly as the `/v2/` delete always did:
+
+    untag             one tag (the manifest stays)            our `untag` event
+    delete manifest   a manifest and every tag pointing at it  ACR's `delete` (and `chart_delete`)
+    delete repository every manifest and tag, its blob links   one `delete` per manifest
+                      and upload sessions, its document
+
+Each reads what it deletes, checks the locks on what it read, and deletes it only if unchanged since
+(ETag): a lock set or a tag moved in between makes the delete fail with `ConcurrentUpdate`, and it looks
+again, up to `ATTEMPTS` times, then answers 503 with `Retry-After`.
+
+A blob delete in a repository is guarded too (`guard_blob_delete`): a locked repository, or a locked
+manifest or tag whose image needs the blob, keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.responses import Response
+
+from services.events.actions import (
+    Chart,
+    ManifestFacts,
+    delete_events,
+    request_info,
+    untag_events,
+)
+from services.events.outbox import outbox_for
+from services.platform.cosmos import ConcurrentUpdate
+from services.registry import locks
+from services.registry.app import Call, Handler
+from services.registry.digest import Digest
+from services.registry.errors import ErrorCode, RegistryError
+from services.registry.locks import ChangeableAttributes
+from services.registry.store import ManifestDoc, TagDoc, repo_key
+
+ATTEMPTS = 5
+
+
+def contended(what: str) -> RegistryError:
+    """Every attempt lost a race against other writers: the client should simply try again."""
+    return RegistryError(
+        ErrorCode.UNAVAILABLE, f"{what} kept changing while this request ran; retry", headers={"Retry-After": "1"}
+    )
+
+
+def facts_of(name: str, doc: ManifestDoc) -> ManifestFacts:
+    chart = Chart(doc.chartName, doc.chartVersion) if doc.chartName and doc.chartVersion else None
+    return ManifestFacts(name, doc.digest, doc.mediaType, doc.size, chart)
+
+
+async def current_attributes(call: Call) -> ChangeableAttributes:
+    """The repository's attributes as they are now (not the read cache): for writes and deletes."""
+    doc = await call.api.artifacts.get_repository(call.registry.registry, call.name)
+    return doc.changeableAttributes if doc is not None else ChangeableAttributes()
+
+
+async def untag(call: Call, tag: str, missing: Callable[[], RegistryError]) -> None:
+    """Delete one tag; `missing()` is the error when there is no such tag (it differs by API)."""
+    registry, repo = call.registry.registry, repo_key(call.registry.registry, call.name)
+    store = call.api.artifacts
+    for _ in range(ATTEMPTS):
+        doc = await store.get_tag(repo, tag)
+        if doc is None:
+            raise missing()
+        locks.check_untag(call.name, await current_attributes(call), tag, doc.changeableAttributes)
+        facts = ManifestFacts(call.name, doc.digest, doc.mediaType, doc.size)
+        outbox = outbox_for(registry, repo, untag_events(facts, tag, request_info(call.request.headers, "DELETE")))
+        try:
+            if not await store.delete_tag(repo, tag, outbox, etag=doc.etag):
+                raise missing()
+        except ConcurrentUpdate:
+            continue
+        await call.api.events.publish(outbox)
+        return
+    raise contended(f"tag {tag!r}")
+
+
+async def delete_manifest(call: Call, digest: str, missing: Callable[[], RegistryError]) -> None:
+    """Delete a manifest and its tags."""
+    registry, repo = call.registry.registry, repo_key(call.registry.registry, call.name)
+    store = call.api.artifacts
+    for _ in range(ATTEMPTS):
+        doc = await store.get_manifest(repo, digest)
+        if doc is None:
+            raise missing()
+        tags = await store.tags_of(repo, digest)
+        locks.check_manifest_delete(
+            call.name,
+            await current_attributes(call),
+            digest,
+            doc.changeableAttributes,
+            [(tag.name, tag.changeableAttributes) for tag in tags],
+        )
+        events = delete_events(facts_of(call.name, doc), request_info(call.request.headers, "DELETE"))
+        outbox = outbox_for(registry, repo, events)
+        try:
+            if not await store.delete_manifest(doc, tags, outbox):
+                raise missing()
+        except ConcurrentUpdate:
+            continue
+        await call.api.events.publish(outbox)
+        return
+    raise contended(f"manifest {digest}")
+
+
+async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
+    """Delete a repository and everything in it; (digests, tags) deleted. Refused as a whole, before
+    anything is deleted, when anything in it is locked; `404 NAME_UNKNOWN` when there is no such
+    repository."""
+    registry, repo = call.registry.registry, repo_key(call.registry.registry, call.name)
+    store = call.api.artifacts
+    deleted_manifests: list[str] = []
+    deleted_tags: list[str] = []
+    request = request_info(call.request.headers, "DELETE")
+    for _ in range(ATTEMPTS):
+        repository = await store.get_repository(registry, call.name)
+        manifests = [ManifestDoc.model_validate(item) for item in await store.all_of(repo, "manifest")]
+        tags = [TagDoc.model_validate(item) for item in await store.all_of(repo, "tag")]
+        if repository is None and not manifests and not tags:
+            if deleted_manifests or deleted_tags:
+                break  # an earlier attempt got this far; the rest went meanwhile
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": call.name})
+        locks.check_repository_delete(
+            call.name,
+            repository.changeableAttributes if repository is not None else ChangeableAttributes(),
+            [(doc.digest, doc.changeableAttributes) for doc in manifests],
+            [(tag.name, tag.changeableAttributes) for tag in tags],
+        )
+        by_digest: dict[str, list[TagDoc]] = {}
+        for tag in tags:
+            by_digest.setdefault(tag.digest, []).append(tag)
+        try:
+            for doc in manifests:
+                own = by_digest.pop(doc.digest, [])
+                outbox = outbox_for(registry, repo, delete_events(facts_of(call.name, doc), request))
+                if await store.delete_manifest(doc, own, outbox):
+                    deleted_manifests.append(doc.digest)
+                    deleted_tags.extend(tag.name for tag in own)
+                    await call.api.events.publish(outbox)
+            for tag in (tag for orphans in by_digest.values() for tag in orphans):
+                # A tag whose manifest is gone cannot exist (they are written and deleted together); this
+                # only tidies up after a failure outside the batch, and raises no event.
+                if await store.delete_tag(repo, tag.name, etag=tag.etag):
+                    deleted_tags.append(tag.name)
+        except ConcurrentUpdate:
+            continue  # something changed: look again (what was deleted stays deleted)
+        break
+    else:
+        raise contended(f"repository {call.name!r}")
+    await store.delete_repository_rest(registry, call.name)
+    return deleted_manifests, deleted_tags
+
+
+def guard_blob_delete(handler: Handler) -> Handler:
+    """`DELETE /v2/<name>/blobs/<digest>` behind the locks: the blob link stays while the repository is
+    write-locked or a locked manifest (or a locked tag's manifest) lists the blob."""
+
+    async def guarded(call: Call) -> Response:
+        try:
+            digest = str(Digest.parse(call.reference))
+        except RegistryError:
+            return await handler(call)  # the handler reports the malformed digest
+        holder = await call.api.artifacts.locked_holders_of_blob(repo_key(call.registry.registry, call.name), digest)
+        locks.check_blob_delete(call.name, digest, await current_attributes(call), holder)
+        return await handler(call)
+
+    return guarded
