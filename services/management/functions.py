@@ -8,7 +8,9 @@ import logging
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
+from starlette.responses import JSONResponse
 
+from services.management import openapi
 from services.management.api import management_api
 from services.management.registries import resume_deletions
 
@@ -23,6 +25,12 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 async def management_arm(req: Request) -> Response:
     """ARM-shaped management API (Microsoft.ContainerRegistry/registries and their webhooks)."""
     return await management_api().handle(req)
+
+
+@bp.route(route="openapi/management.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def management_openapi(req: Request) -> Response:
+    """The OpenAPI document of the management API (what it serves; public, like ARM's specs)."""
+    return JSONResponse(openapi.management_openapi(str(req.base_url).rstrip("/")))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False, use_monitor=False)

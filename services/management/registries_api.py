@@ -106,7 +106,8 @@ class RegistryUpdate(_Body):
 
 
 class RegistryCreate(RegistryUpdate):
-    location: str = Field(min_length=1, max_length=64)
+    # Azure's region names ("westeurope", "West Europe"): they end up in operation URLs and headers.
+    location: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ]{0,63}$")
     sku: SkuBody  # required on create
 
 

@@ -72,6 +72,7 @@ def test_devhost_serves_every_http_function(functions) -> None:
         "/subscriptions/{path:path}",
         "/subscriptions",
         "/health/{probe}",
+        "/openapi/management.json",
     }
 
 
