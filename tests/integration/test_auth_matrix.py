@@ -1,4 +1,5 @@
-"""The authorization matrix: every route of `/v2/` and `/oauth2/` by every kind of identity, from ONE table.
+"""The authorization matrix: every route of `/v2/`, `/acr/v1/` and `/oauth2/` by every kind of identity, from ONE
+table.
 
 Each identity works the way real clients do: the request without credentials draws a `401` Bearer
 challenge; the client asks `/oauth2/token` for the challenge's scope with its credentials (Basic for the
@@ -79,6 +80,21 @@ PATCH  /v2/B/blobs/uploads/SESSION    .  .  Y  .  Y  Y  .  .  .  Y  .  .  .  .  
 PUT    /v2/B/blobs/uploads/SESSION    .  .  Y  .  Y  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  .  .  .
 DELETE /v2/B/blobs/uploads/SESSION    .  .  Y  .  Y  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  .  .  .
 GET    /v2/B/referrers/DIGEST         .  Y  Y  Y  Y  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  .  .  .  .
+GET    /acr/v1/_catalog               .  .  Y  .  .  .  .  .  Y  Y  .  .  .  .  Y  Y  Y  .  .  .  Y
+GET    /acr/v1/A                      .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  Y  Y  Y  .
+PATCH  /acr/v1/A                      .  .  Y  .  .  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  Y  Y  .
+DELETE /acr/v1/A                      .  .  Y  .  .  Y  Y  .  .  .  Y  .  .  .  Y  Y  .  .  .  Y  .
+GET    /acr/v1/A/_tags                .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  Y  Y  Y  .
+GET    /acr/v1/A/_tags/latest         .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  Y  Y  Y  .
+PATCH  /acr/v1/A/_tags/latest         .  .  Y  .  .  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  Y  Y  .
+DELETE /acr/v1/A/_tags/latest         .  .  Y  .  .  Y  Y  .  .  .  Y  .  .  .  Y  Y  .  .  .  Y  .
+GET    /acr/v1/A/_manifests           .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  Y  Y  Y  .
+GET    /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  Y  Y  Y  .
+PATCH  /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  Y  Y  .
+DELETE /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  Y  .  .  .  Y  .  .  .  Y  Y  .  .  .  Y  .
+GET    /acr/v1/B/_tags                .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  .  Y  Y  Y  .  .  .  .
+PATCH  /acr/v1/B                      .  .  Y  .  .  Y  .  .  .  Y  .  .  .  .  Y  Y  .  .  .  .  .
+DELETE /acr/v1/B/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  .  .  Y  .  .  .  Y  Y  .  .  .  .  .
 GET    /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
 POST   /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
 POST   /oauth2/exchange               .  .  .  .  .  .  .  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
@@ -118,7 +134,7 @@ def parse_matrix(text: str) -> list[Row]:
         method, path, *cells = line.split()
         assert len(cells) == len(COLUMNS), f"row {method} {path} has {len(cells)} cells"
         assert set(cells) <= {"Y", "."}, line
-        path = re.sub(r"/A/", f"/{A}/", re.sub(r"/B/", f"/{B}/", path))
+        path = re.sub(r"/A(?=/|$)", f"/{A}", re.sub(r"/B(?=/|$)", f"/{B}", path))
         path = path.replace("DIGEST", NO_DIGEST).replace("SESSION", SESSION)
         rows.append(Row(method, path, {c: v == "Y" for c, v in zip(COLUMNS, cells, strict=True)}))
     return rows
@@ -292,7 +308,7 @@ def test_authorization_matrix(world: World, column: str) -> None:
 
 
 def test_matrix_size() -> None:
-    assert len(ROWS) * len(COLUMNS) == 33 * 21
+    assert len(ROWS) * len(COLUMNS) == 48 * 21
 
 
 # --- the management API (ARM-shaped, /subscriptions/...) --------------------------------------------------
