@@ -223,17 +223,31 @@ def role_permissions(role_name: str, condition: RepositoryCondition | None = Non
 # --- what each /v2/ route needs ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Need:
-    """What a request needs: a repository action, the catalog, or only a known caller (the base route)."""
+    """What a request needs: a repository action, the catalog, or only a known caller (the base route).
+
+    `source` is the repository a cross-repository mount reads from (`POST .../uploads/?mount=&from=`): pull
+    there is wanted, not required (without it the mount falls back to an upload), but the challenge asks
+    for it, as CNCF distribution's does, so that a token client's next token allows the mount.
+    """
 
     kind: Literal["repository", "catalog", "base"]
     repository: str = ""
     action: str = ""
     route: str = ""  # the route kind (what the rate limits count it as)
+    source: str = ""  # a valid repository name, or empty
 
     def scope(self) -> str:
-        """The scope a challenge names for this need (empty for the base route)."""
+        """The scope a challenge names for this need (empty for the base route).
+
+        A mount names `repository:<target>:pull,push repository:<from>:pull`: several scopes in the one
+        space-separated `scope` parameter, as CNCF distribution writes them (RFC 6750 section 3), and pull
+        on the target too, which is what docker and distribution ask for a push.
+        """
         if self.kind == "catalog":
             return "registry:catalog:*"
+        if self.kind == "repository" and self.source:
+            target = f"repository:{self.repository}:{PULL},{self.action}"
+            return target if self.source == self.repository else f"{target} repository:{self.source}:{PULL}"
         if self.kind == "repository":
             return f"repository:{self.repository}:{self.action}"
         return ""
@@ -272,8 +286,12 @@ _ROUTE_ACTIONS: dict[tuple[str, str], str] = {
 }
 
 
-def route_need(kind: str, method: str, repository: str) -> Need:
-    """The access a `/v2/` route needs; an unknown (kind, method) needs everything a push needs."""
+def route_need(kind: str, method: str, repository: str, mount_source: str = "") -> Need:
+    """The access a `/v2/` route needs; an unknown (kind, method) needs everything a push needs.
+
+    `mount_source` is the valid `from` of a mount request (the caller validates it: it is written into
+    the challenge header); it is ignored on every other route.
+    """
     if kind == "base":
         return Need("base", route=kind)
     if kind == "catalog":
@@ -281,7 +299,8 @@ def route_need(kind: str, method: str, repository: str) -> Need:
     if kind == "acr_catalog":  # /acr/v1/_catalog: the same registry:catalog:* as /v2/_catalog
         return Need("catalog", route=kind)
     method = "GET" if method == "HEAD" and (kind, "HEAD") not in _ROUTE_ACTIONS else method
-    return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH), kind)
+    source = mount_source if (kind, method) == ("upload", "POST") else ""
+    return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH), kind, source)
 
 
 def satisfies(permissions: Permissions, need: Need) -> bool:

@@ -12,6 +12,17 @@ question or raises the error the client must see:
   registry's, `alg: none`) is `401`, lacking the scope is `401` with `error="insufficient_scope"` so that
   clients fetch a token for it, as Docker token auth expects.
 
+Cross-repository mounts (`POST .../uploads/?mount=&from=<source>`). Pull on the source is wanted, not
+required: without it the upload route falls back to an ordinary upload (202). A bearer token that lacks it
+is sent back once with a challenge naming `repository:<target>:pull,push repository:<source>:pull` (CNCF
+distribution's scopes), so that a client that learns its scopes from challenges gets a token that allows
+the mount instead of re-uploading every shared layer. It must never loop for an identity that truly lacks
+that pull: every access token records in a `refused` claim the repository actions it was asked for and
+did not grant, and a token that was asked for pull on the source and refused it is not challenged again
+(the request falls back to 202). The memory is the token itself, so it lasts as long as the token
+(`ACCESS_TOKEN_SECONDS`); a token the client gets without asking for the source is challenged once more.
+Basic and anonymous callers cannot fetch a narrower or wider token, so they are never challenged for it.
+
 Verified passwords and resolved identities are cached for `AUTH_CACHE_SECONDS`; verified access tokens
 until they expire, so the hot path of a request with a bearer token is one dictionary lookup.
 
@@ -93,9 +104,20 @@ class Caller:
 
     identity: Identity
     permissions: Permissions  # what this request's credentials carry (an access token: its `access`)
+    # An access token's `refused` claim: what its request asked for and was not granted (never a right).
+    refused: Permissions = perms.NOTHING
 
     def may(self, action: str, repository: str) -> bool:
         return self.permissions.allows(action, repository)
+
+    def should_ask_for_source(self, need: Need) -> bool:
+        """Whether a bearer token should be sent back for pull on a mount's source: it lacks that pull,
+        and no token request asked for it and was refused (which would make the challenge loop)."""
+        return (
+            bool(need.source)
+            and not self.may(perms.PULL, need.source)
+            and not self.refused.allows(perms.PULL, need.source)
+        )
 
 
 OPEN = Identity("open", "", perms.EVERYTHING)
@@ -285,6 +307,15 @@ class AuthService:
                     request, registry, need, "the access token lacks this scope", "insufficient_scope"
                 )
                 return bearer, lacking
+            if bearer.should_ask_for_source(need):
+                lacking = unauthorized(
+                    request,
+                    registry,
+                    need,
+                    "the access token lacks pull on the repository to mount from",
+                    "insufficient_scope",
+                )
+                return bearer, lacking
             return bearer, None
         credentials = basic_credentials(header)
         known = await self.authenticate(registry, *credentials, self.client(request)) if credentials else None
@@ -345,7 +376,10 @@ class AuthService:
         if kind not in ("anonymous", "admin", "token", "entra"):
             return None
         granted = perms.permissions_from_access(claims["access"])
-        caller = Caller(Identity(kind, str(claims["sub"]), granted, str(claims.get("tid", ""))), granted)
+        refused_claim = claims.get("refused")
+        refused = perms.permissions_from_access(refused_claim) if isinstance(refused_claim, list) else perms.NOTHING
+        identity = Identity(kind, str(claims["sub"]), granted, str(claims.get("tid", "")))
+        caller = Caller(identity, granted, refused)
         self._bearers.put(key, caller, max(0.0, float(claims["exp"]) - time.time()))
         return caller
 
@@ -520,14 +554,23 @@ class AuthService:
 
     # --- tokens ---------------------------------------------------------------------------------------------
     def access_token(self, registry: RegistryDoc, identity: Identity, scopes: list[Scope]) -> dict[str, Any]:
-        """A signed access token granting what `identity` may of `scopes` (the rest left out)."""
+        """A signed access token granting what `identity` may of `scopes` (the rest left out).
+
+        The repository actions asked for and not granted go in its `refused` claim (only when there are
+        some), so that a mount's challenge is not repeated to a client that asked and was refused (see
+        the module docstring). `*` is never recorded: what it would have meant is not known.
+        """
         access: list[dict[str, Any]] = []
+        refused: dict[str, list[str]] = {}
         for scope in scopes:
             if not valid_name(scope):  # parse_scopes drops these already; never sign one whatever the caller
                 continue
             actions = perms.grant_scope(identity.permissions, scope.type, scope.name, scope.actions)
             if actions:
                 access.append({"type": scope.type, "name": scope.name, "actions": actions})
+            if scope.type == "repository":
+                missing = refused.setdefault(scope.name, [])
+                missing += [a for a in scope.actions if a != "*" and a not in actions and a not in missing]
         lifetime = self.settings.access_token_seconds
         claims = new_claims(
             issuer=self.settings.auth_issuer,
@@ -541,6 +584,9 @@ class AuthService:
         )
         if identity.tenant:
             claims["tid"] = identity.tenant
+        refused_claim = [{"type": "repository", "name": n, "actions": a} for n, a in refused.items() if a]
+        if refused_claim:
+            claims["refused"] = refused_claim
         token = self.ring.sign(claims)
         issued = datetime.fromtimestamp(claims["iat"], UTC).isoformat().replace("+00:00", "Z")
         return {"access_token": token, "token": token, "expires_in": lifetime, "issued_at": issued}

@@ -19,8 +19,9 @@ whose name is not a spec code are *aliases with their own status*:
 
 Three codes are outside the spec's list, each because no listed code describes the condition:
 
-- `TAG_INVALID` (400), for a bad `?tag=` on a manifest push: a legacy code the spec itself says
-  clients MAY encounter.
+- `TAG_INVALID` (400), for a malformed tag on a manifest push (in the path or a `?tag=`): a legacy
+  code the spec itself says clients MAY encounter (CNCF distribution's router answers such a path 404,
+  which tells the client that something is missing when its request is what is wrong).
 - `PAGINATION_NUMBER_INVALID` (400), for a bad `?n=`: CNCF distribution's code for it.
 - `TAG_UNKNOWN` (404), for a tag that does not exist on the `/acr/v1/` metadata API: ACR's own code and
   message there (`{"code": "TAG_UNKNOWN", "message": "the specified tag does not exist"}`), which the

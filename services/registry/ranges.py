@@ -14,11 +14,23 @@ Downloads (GET blob). RFC 9110 single ranges: `bytes=a-b`, `bytes=a-`, `bytes=-s
 inclusive `(start, end)`, with `end` clamped to the last byte.
 - A header that does not parse is ignored (None: send the whole blob), as RFC 9110 section 14.2 says
   a server may ignore a Range it does not understand, and `a > b` makes a range-spec invalid.
-- A header with several ranges is ignored too: answering it properly needs a multipart/byteranges
-  body, which no registry client asks for, and the RFC lets a server ignore Range.
+- A header with several ranges is ignored too: the answer is 200 with the whole blob. Answering it
+  properly needs a multipart/byteranges body, which no registry client asks for, and RFC 9110 section
+  14.2 lets a server ignore Range; the whole body is also what a client that sent several ranges must
+  cope with anyway. (Coalescing them into one 206 part is only allowed for small gaps, so it is no
+  simpler.)
 - A valid range that starts past the end (or a zero-length suffix, or any range of an empty blob) is
   unsatisfiable: `RANGE_NOT_SATISFIABLE` (416) with `Content-Range: bytes */<size>`, as RFC 9110
   section 15.5.17 asks.
+
+Which ranges a blob GET may redirect (`storage_serves`). In the redirect mode the client sends its own
+Range to the SAS URL, and nothing can make it change that header, so a redirect is only right when Blob
+Storage answers that Range as RFC 9110 asks. Azure's Blob service documents two forms, `bytes=a-` and
+`bytes=a-b`; Azurite answers 500 to a suffix (`bytes=-500`, `bytes=-0`), a bogus 206 `bytes 1000-999/1000`
+to a start at the end, and serves `items=0-5` as bytes. So only one range in exactly those forms, lying
+inside the blob, is redirected; every other Range (suffix, unsatisfiable, end past the blob, several
+ranges, other units, odd spellings) is answered by the registry itself, streamed from storage like the
+proxy mode does. Those are rare (clients resume with `a-`), so the bytes that pass through the API are few.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ _CONTENT_RANGE_FORMS: Final = (
 )
 _RANGE_UNIT: Final = re.compile(r"bytes[ \t]*=[ \t]*(.*)", re.IGNORECASE | re.DOTALL)
 _RANGE_SPEC: Final = re.compile(rf"{_NUM}?[ \t]*-[ \t]*{_NUM}?")
+# The one spelling of the two forms Azure's Blob service documents (see the module docstring).
+_STORAGE_RANGE: Final = re.compile(rf"bytes={_NUM}-{_NUM}?")
 # Longer inputs are cut in error messages so a hostile header cannot bloat the response.
 _SHOWN = 100
 
@@ -112,3 +126,14 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
         raise _unsatisfiable(header, size)
     end = size - 1 if last is None else min(int(last), size - 1)
     return start, end
+
+
+def storage_serves(header: str, size: int) -> bool:
+    """Whether a blob GET with this Range may be redirected to storage: one `bytes=a-b` or `bytes=a-`
+    that lies inside a blob of `size` bytes (anything else is answered by the registry itself)."""
+    match = _STORAGE_RANGE.fullmatch(header) if isinstance(header, str) else None
+    if match is None:
+        return False
+    start = int(match[1])
+    end = size - 1 if match[2] is None else int(match[2])
+    return start <= end < size

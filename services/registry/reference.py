@@ -11,10 +11,11 @@ bad name is `NAME_INVALID` (400).
 
 A tag is `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`. A `<reference>` path component is either a tag or a digest;
 it is a digest exactly when it contains ':' (which no tag can). A malformed digest is `DIGEST_INVALID`
-(400). A malformed tag is `MANIFEST_UNKNOWN` (404): no manifest can ever be stored under it, the spec's
-endpoint table lists only 404 as the failure of GET/HEAD/PUT/DELETE on `/manifests/<reference>`, and CNCF
-distribution answers such a path with 404 as well (its router does not match it). `TAG_INVALID` is only a
-legacy schema-1 code the spec tells clients not to depend on.
+(400). A malformed tag is a client error on a write: a manifest PUT to `/manifests/<tag>` with a tag longer
+than 128 characters or starting with '-' or '.' is `TAG_INVALID` (400), so the client learns that its tag
+is wrong rather than that something is missing. On reads and deletes (GET/HEAD/DELETE) it stays
+`MANIFEST_UNKNOWN` (404): no manifest can ever be stored under it, the spec's endpoint table lists 404 for
+those, and CNCF distribution answers such a path with 404 as well (its router does not match it).
 
 `match_route` matches from the end of the path because names contain slashes: the last one to three
 segments say which endpoint it is, and everything between `/v2/` and them is the name. It does not
@@ -85,15 +86,16 @@ class Reference:
             raise ValueError(f"invalid tag {self.tag!r}")
 
     @classmethod
-    def parse(cls, text: str) -> Reference:
-        """Parse a `<reference>`: DIGEST_INVALID for a bad digest, MANIFEST_UNKNOWN (404) for a bad tag."""
+    def parse(cls, text: str, *, writing: bool = False) -> Reference:
+        """Parse a `<reference>`: DIGEST_INVALID for a bad digest; for a bad tag, TAG_INVALID (400) when
+        `writing` (a manifest PUT), else MANIFEST_UNKNOWN (404)."""
         if not isinstance(text, str):
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, "a reference must be a string")
         if ":" in text:
             return cls(digest=Digest.parse(text))
         if not is_tag(text):
             raise RegistryError(
-                ErrorCode.MANIFEST_UNKNOWN,
+                ErrorCode.TAG_INVALID if writing else ErrorCode.MANIFEST_UNKNOWN,
                 f"invalid tag {_shown(text)}: a tag is 1 to {MAX_TAG_LENGTH} characters of letters, digits, "
                 "'_', '.' and '-', not starting with '.' or '-'",
                 {"tag": text[:_SHOWN]},

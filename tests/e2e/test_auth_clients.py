@@ -28,7 +28,7 @@ from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from services.devhost.stack import free_port
-from services.management.access import assign_role, create_token, enable_admin_user, update_registry
+from services.management.access import assign_role, create_token, enable_admin_user, put_scope_map, update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
@@ -280,3 +280,49 @@ def test_docker_login_over_https_and_tls_below_1_2_refused(auth_registry: AuthRe
     old.set_ciphers("ALL:@SECLEVEL=0")
     with socket.create_connection(("127.0.0.1", reg.tls_port)) as raw, pytest.raises(ssl.SSLError):
         old.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+async def _target_only_token(env: dict[str, str], registry: str, target: str) -> str:
+    """A token that may pull and push `target` and nothing else (made while the devhost runs: tokens are
+    looked up by name on sign-in, so a new one works at once)."""
+    settings = settings_from_env(env)
+    metadata = Cosmos(settings)
+    await metadata.open()
+    try:
+        actions = [f"repositories/{target}/content/read", f"repositories/{target}/content/write"]
+        await put_scope_map(metadata, registry, "target-only", actions)
+        _, passwords = await create_token(metadata, registry, "targetonly", "target-only")
+    finally:
+        await metadata.close()
+    return passwords[0].value
+
+
+def test_skopeo_copy_between_repositories_with_scoped_tokens(
+    auth_registry: AuthRegistry, skopeo: Skopeo, tmp_path: Path
+) -> None:
+    """Issue 10: a token client mounts shared layers when its identity may pull the source, and falls back
+    to uploading them (never a loop of challenges, never a failure) when it may not. skopeo asks for pull on
+    the source in its token request itself; its debug log shows each mount attempt and its outcome."""
+    reg = auth_registry
+    layout, image = build_single_platform_image(tmp_path / "src", [64 * 1024, 4096], tag="v1")
+    source = f"docker://{reg.host}/mnt/src:v1"
+    skopeo.copy(layout.reference("v1"), source, preserve_digests=True, extra=["--dest-creds", f"pusher:{reg.pusher}"])
+    pusher = ["--src-creds", f"pusher:{reg.pusher}", "--dest-creds", f"pusher:{reg.pusher}"]
+    mounted = skopeo.copy(source, f"docker://{reg.host}/mnt/dst:v1", preserve_digests=True, extra=pusher, debug=True)
+    log = mounted.stderr.decode()
+    for layer in image.layers:
+        quoted = layer.descriptor.digest.replace(":", "%3A")
+        assert f"/v2/mnt/dst/blobs/uploads/?from=mnt%2Fsrc&mount={quoted}" in log, log
+        assert f"digest={quoted}" not in log, f"layer {layer.descriptor.digest} was uploaded, not mounted"
+    assert log.count("mount OK") == len(image.layers), log
+
+    password = asyncio.run(_target_only_token(reg.devhost.env, reg.name, "mnt/only"))
+    scoped = ["--src-creds", f"puller:{reg.puller}", "--dest-creds", f"targetonly:{password}"]
+    uploaded = skopeo.copy(source, f"docker://{reg.host}/mnt/only:v1", preserve_digests=True, extra=scoped, debug=True)
+    log = uploaded.stderr.decode()
+    for layer in image.layers:
+        quoted = layer.descriptor.digest.replace(":", "%3A")
+        assert f"digest={quoted}" in log, f"layer {layer.descriptor.digest} was not uploaded"
+    assert "mount OK" not in log, log
+    raw = skopeo._run("inspect", "--tls-verify=false", "--raw", f"docker://{reg.host}/mnt/only:v1").stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == image.manifest.digest

@@ -1665,3 +1665,95 @@ def test_repeated_layers_up_to_the_limit_are_accepted(registry: RegistryClient) 
     response = put_manifest(registry.http, "repo", "missing", encode(missing))
     assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
     assert response.json()["errors"][0]["detail"] == {"digests": [digest_of(b"never pushed")]}
+
+
+# --- Range through the redirect and the proxy mode (issue 10) --------------------------------------------
+def get_as_client(http: httpx.Client, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bool]:
+    """GET a blob as docker, podman or curl would: a 307 is followed to its Location with the same request
+    headers (a client cannot be told to change its Range); True when the registry redirected."""
+    response = http.get(url, headers=headers)
+    if response.status_code != 307:
+        return response, False
+    return httpx.get(response.headers["Location"], headers=headers, timeout=60), True
+
+
+# What a blob of SIZE bytes answers to each Range: (status, (first, last) byte served or None).
+SIZE = 1000
+RANGE_CASES: dict[str, tuple[int, tuple[int, int] | None]] = {
+    "bytes=0-9": (206, (0, 9)),
+    "bytes=999-999": (206, (999, 999)),
+    "bytes=10-": (206, (10, SIZE - 1)),
+    "bytes=-500": (206, (SIZE - 500, SIZE - 1)),  # a suffix: the last 500 bytes
+    "bytes=-1": (206, (SIZE - 1, SIZE - 1)),
+    "bytes=-5000": (206, (0, SIZE - 1)),  # a suffix longer than the blob is all of it
+    "bytes=990-5000": (206, (990, SIZE - 1)),  # an end past the blob is clamped
+    "bytes=-0": (416, None),  # a zero-length suffix names no bytes
+    f"bytes={SIZE}-": (416, None),  # starts past the end
+    "bytes=5000-6000": (416, None),
+    "bytes=0-1,5-6": (200, None),  # several ranges: the whole blob (see services/registry/ranges.py)
+    "bytes=-5,0-1": (200, None),
+    "bytes=9-2": (200, None),  # an invalid range-spec is ignored (RFC 9110 section 14.2)
+    "items=0-5": (200, None),  # another unit is ignored
+}
+# The forms Blob Storage serves, which the redirect mode keeps redirecting.
+REDIRECTED = {"bytes=0-9", "bytes=999-999", "bytes=10-"}
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+@pytest.mark.parametrize("mode", ["redirect", "proxy"])
+def test_every_range_form_as_a_client_sees_it(
+    registry: RegistryClient, proxy_devhost: Devhost, mode: str, algorithm: str
+) -> None:
+    data = os.urandom(SIZE)
+    digest = push_blob(registry.http, "ranges", data, algorithm)
+    url = f"/v2/ranges/blobs/{digest}"
+    with registry_client(proxy_devhost, registry.name) as proxied:
+        http = registry.http if mode == "redirect" else proxied
+        plain, redirected = get_as_client(http, url, {})
+        assert plain.status_code == 200 and plain.content == data
+        assert redirected == (mode == "redirect")  # the plain GET still goes straight to storage
+        for header, (status, span) in RANGE_CASES.items():
+            response, redirected = get_as_client(http, url, {"Range": header})
+            assert response.status_code == status, (header, response.status_code, response.text)
+            if mode == "redirect":
+                assert redirected == (header in REDIRECTED), header
+            if status == 206:
+                assert span is not None
+                start, end = span
+                assert response.headers["Content-Range"] == f"bytes {start}-{end}/{SIZE}", header
+                assert response.headers["Content-Length"] == str(end - start + 1), header
+                assert response.content == data[start : end + 1], header
+            elif status == 416:
+                assert response.headers["Content-Range"] == f"bytes */{SIZE}", header
+            else:
+                assert response.content == data, header
+                assert "Content-Range" not in response.headers, header
+            if not redirected and status != 416:
+                assert response.headers["Docker-Content-Digest"] == digest, header
+
+
+def test_suffix_range_of_a_large_blob_is_streamed(registry: RegistryClient, stores: Stores) -> None:
+    """A suffix range the registry answers itself, across staged blocks, in the redirect mode."""
+    block = stores.settings.block_size
+    data = os.urandom(2 * block + 5000)
+    digest = push_chunked(registry.http, "big", [data[: block + 10], data[block + 10 :]])
+    suffix = block + 100
+    response, redirected = get_as_client(registry.http, f"/v2/big/blobs/{digest}", {"Range": f"bytes=-{suffix}"})
+    assert not redirected and response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes {len(data) - suffix}-{len(data) - 1}/{len(data)}"
+    assert response.content == data[-suffix:]
+
+
+# --- a malformed tag on a manifest push (issue 10) --------------------------------------------------------
+@pytest.mark.parametrize("tag", ["a" * 129, "-starts-with-dash", ".starts-with-dot"], ids=["129-chars", "dash", "dot"])
+def test_manifest_put_with_invalid_tag_is_tag_invalid(registry: RegistryClient, tag: str) -> None:
+    http = registry.http
+    body = encode(image_manifest(http, "repo"))
+    assert_error(put_manifest(http, "repo", tag, body), 400, "TAG_INVALID")
+    # Reads and deletes of such a reference name nothing that can exist: they stay 404.
+    assert_error(http.get(f"/v2/repo/manifests/{tag}"), 404, "MANIFEST_UNKNOWN")
+    assert http.head(f"/v2/repo/manifests/{tag}").status_code == 404
+    assert_error(http.delete(f"/v2/repo/manifests/{tag}"), 404, "MANIFEST_UNKNOWN")
+    assert http.get("/v2/repo/tags/list").json()["tags"] == []
+    # The longest valid tag, 128 characters, is accepted.
+    assert put_manifest(http, "repo", "a" * 128, body).status_code == 201

@@ -129,6 +129,13 @@ def test_route_needs_and_granting() -> None:
     assert perms.route_need("blob", "DELETE", "a").action == "delete"
     assert perms.route_need("catalog", "GET", "").scope() == "registry:catalog:*"
     assert perms.route_need("tags", "GET", "x/y").scope() == "repository:x/y:pull"
+    # A mount's challenge asks for pull on `from` too (issue 10); `from` means nothing on other routes.
+    mount = perms.route_need("upload", "POST", "dst", "src")
+    assert mount.action == "push" and mount.source == "src"
+    assert mount.scope() == "repository:dst:pull,push repository:src:pull"
+    assert perms.route_need("upload", "POST", "dst", "dst").scope() == "repository:dst:pull,push"
+    assert perms.route_need("upload", "POST", "dst").scope() == "repository:dst:push"
+    assert perms.route_need("upload_session", "PUT", "dst", "src").scope() == "repository:dst:push"
     push = perms.scope_map_permissions(perms.BUILT_IN_SCOPE_MAPS["_repositories_push"].actions)
     assert perms.grant_scope(push, "repository", "r", ["pull", "push", "delete"]) == ["pull", "push"]
     assert perms.grant_scope(push, "registry", "catalog", ["*"]) == []

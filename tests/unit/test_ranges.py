@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.registry.errors import ErrorCode, RegistryError
-from services.registry.ranges import parse_content_range, parse_range
+from services.registry.ranges import parse_content_range, parse_range, storage_serves
 
 # --- Content-Range (uploads) -------------------------------------------------------------------------
 
@@ -204,3 +204,31 @@ def test_range_results_lie_inside_the_blob(size: int, a: int, b: int) -> None:
             assert end - start + 1 == min(b, size)
         else:
             assert (start, end) == (a, min(b, size - 1))
+
+
+# --- which Ranges a blob GET may redirect to storage (issue 10) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "redirected"),
+    [
+        ("bytes=0-9", 10, True),
+        ("bytes=9-9", 10, True),
+        ("bytes=5-", 10, True),
+        ("bytes=0-", 1, True),
+        ("bytes=-3", 10, False),  # a suffix: Azurite answers 500, Azure documents no such form
+        ("bytes=-0", 10, False),
+        ("bytes=0-10", 10, False),  # an end past the blob: clamped by the registry, not left to storage
+        ("bytes=10-", 10, False),  # unsatisfiable: the registry's 416
+        ("bytes=0-", 0, False),
+        ("bytes=5-1", 10, False),
+        ("bytes=0-1,3-4", 10, False),  # several ranges
+        ("bytes = 0-1", 10, False),  # valid, but not the one spelling storage documents
+        ("BYTES=0-1", 10, False),
+        ("items=0-1", 10, False),
+        ("", 10, False),
+        ("bytes=" + "1" * 25 + "-", 10, False),
+    ],
+)
+def test_storage_serves(header: str, size: int, redirected: bool) -> None:
+    assert storage_serves(header, size) is redirected

@@ -116,9 +116,14 @@ def test_invalid_tags(tag: str) -> None:
     assert not is_tag(tag)
     with pytest.raises(RegistryError) as info:
         Reference.parse(tag)
-    # Documented choice: a malformed tag names no manifest, so 404 MANIFEST_UNKNOWN.
+    # Documented choice: a malformed tag names no manifest, so 404 MANIFEST_UNKNOWN on a read...
     assert info.value.code is ErrorCode.MANIFEST_UNKNOWN
     assert info.value.status == 404
+    # ...but a write with it is the client's error (issue 10): 400 TAG_INVALID.
+    with pytest.raises(RegistryError) as info:
+        Reference.parse(tag, writing=True)
+    assert info.value.code is ErrorCode.TAG_INVALID
+    assert info.value.status == 400
 
 
 def test_is_tag_rejects_non_strings() -> None:

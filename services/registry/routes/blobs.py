@@ -1,7 +1,10 @@
 """`GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
 
 A blob is served only by a repository that links it. GET answers 307 to a short-lived read-only SAS URL,
-so the bytes never pass through the API; in proxy mode they are streamed here, with `Range` support.
+so the bytes never pass through the API; in proxy mode they are streamed here, with `Range` support. A
+Range that storage would not answer as RFC 9110 asks (a suffix, an unsatisfiable or several ranges: see
+`ranges.storage_serves`) is never redirected, since the client would send it on to the SAS URL: the
+registry answers it itself, as in proxy mode.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
-from services.registry.ranges import parse_range
+from services.registry.ranges import parse_range, storage_serves
 from services.registry.store import BlobLinkDoc, repo_key
 
 
@@ -42,11 +45,15 @@ async def head_blob(call: Call) -> Response:
 async def get_blob(call: Call) -> Response:
     digest, link = await _linked(call)
     registry = call.registry.registry
-    if call.api.settings.blob_download_mode == "redirect":
+    # Several Range lines are one list of ranges (RFC 9110 section 5.3); joined, they parse as such.
+    range_header = ", ".join(call.request.headers.getlist("range"))
+    if call.api.settings.blob_download_mode == "redirect" and (
+        not range_header or storage_serves(range_header, link.size)
+    ):
         url = await call.api.blobs.read_url(registry, str(digest))
         return RedirectResponse(url, status_code=307, headers={"Docker-Content-Digest": str(digest)})
     headers = _headers(digest, link.size)
-    byte_range = parse_range(call.request.headers.get("range", ""), link.size)
+    byte_range = parse_range(range_header, link.size)
     if byte_range is None:
         return StreamingResponse(call.api.blobs.read(registry, str(digest)), headers=headers)
     start, end = byte_range

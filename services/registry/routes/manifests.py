@@ -114,7 +114,7 @@ async def get_manifest(call: Call) -> Response:
 
 async def put_manifest(call: Call) -> Response:
     settings = call.api.settings
-    reference = Reference.parse(call.reference)
+    reference = Reference.parse(call.reference, writing=True)  # a malformed tag here is 400 TAG_INVALID
     data = await _read_manifest_body(call.request, settings.max_manifest_bytes)
     algorithm = reference.digest.algorithm if reference.digest else "sha256"
     manifest = parse_manifest(

@@ -69,7 +69,11 @@ def _mount_arguments(mount: str, source: str | None) -> Digest | None:
 
 
 def _may_mount_from(call: Call, source: str | None) -> bool:
-    """A mount reads the source repository: the caller needs pull there (anywhere, without `from`)."""
+    """A mount reads the source repository: the caller needs pull there (anywhere, without `from`).
+
+    A bearer token that lacks it got here only if it was already asked for and refused it (else the
+    auth service challenged for it, services/auth/service.py): like Basic and anonymous callers without
+    it, it gets the ordinary upload session, never another challenge."""
     if source is None:
         return call.caller.permissions.allows_everywhere(PULL)
     return call.caller.may(PULL, source)
