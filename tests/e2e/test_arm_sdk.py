@@ -15,29 +15,18 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 from azure.mgmt.containerregistry import models as m
 
-from services.management.access import assign_scope_role
-from services.platform.cosmos import Cosmos
 from tests.conftest import Devhost
 from tests.entra_issuer import IssuerCredential, TestIssuer
-from tests.integration.conftest import settings_from_env
+from tests.integration.conftest import make_subscription_owner
 
 HTTP = {"enforce_https": False, "polling_interval": 0}
 CALL = {"enforce_https": False}
 
 
-async def _owner_of(env: dict[str, str], subscription: str, principal: str, tenant: str) -> None:
-    cosmos = Cosmos(settings_from_env(env))
-    await cosmos.open()
-    try:
-        await assign_scope_role(cosmos, f"/subscriptions/{subscription}", principal, "Owner", tenant=tenant)
-    finally:
-        await cosmos.close()
-
-
 @pytest.fixture
 def arm(registry_url: str, devhost: Devhost, entra_issuer: TestIssuer) -> Iterator[ContainerRegistryManagementClient]:
     subscription, owner = str(uuid.uuid4()), str(uuid.uuid4())
-    asyncio.run(_owner_of(devhost.env, subscription, owner, entra_issuer.tenant))
+    asyncio.run(make_subscription_owner(devhost.env, subscription, owner, entra_issuer.tenant))
     client = ContainerRegistryManagementClient(
         IssuerCredential(entra_issuer, owner),  # type: ignore[arg-type]
         subscription,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.management.access import update_registry
+from services.management.access import assign_scope_role, update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
@@ -110,3 +110,14 @@ def proxy_devhost(
     """A second devhost on the same emulators that streams blob bytes itself (`BLOB_DOWNLOAD_MODE=proxy`)."""
     with running_devhost(stack | {"BLOB_DOWNLOAD_MODE": "proxy"}, tmp_path_factory.mktemp("devhost-proxy")) as host:
         yield host
+
+
+async def make_subscription_owner(env: dict[str, str], subscription: str, principal: str, tenant: str) -> None:
+    """Give `principal` the Owner role on a subscription (the management API's creates need one), in-process
+    against the emulators a devhost named by `env` uses."""
+    cosmos = Cosmos(settings_from_env(env))
+    await cosmos.open()
+    try:
+        await assign_scope_role(cosmos, f"/subscriptions/{subscription}", principal, "Owner", tenant=tenant)
+    finally:
+        await cosmos.close()

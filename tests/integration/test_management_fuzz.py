@@ -14,26 +14,15 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from services.management.access import assign_scope_role
 from services.management.api import ROUTES
-from services.platform.cosmos import Cosmos
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import settings_from_env
+from tests.integration.conftest import make_subscription_owner
 
 pytestmark = pytest.mark.integration
 
 FUZZ_SUBSCRIPTION = str(uuid.uuid4())
 FUZZ_OWNER = str(uuid.uuid4())
-
-
-async def _owner(env: dict[str, str], tenant: str) -> None:
-    cosmos = Cosmos(settings_from_env(env))
-    await cosmos.open()
-    try:
-        await assign_scope_role(cosmos, f"/subscriptions/{FUZZ_SUBSCRIPTION}", FUZZ_OWNER, "Owner", tenant=tenant)
-    finally:
-        await cosmos.close()
 
 
 def _schema(devhost: Devhost) -> Any:
@@ -52,7 +41,7 @@ def _schema(devhost: Devhost) -> Any:
 def test_no_management_operation_answers_5xx(devhost: Devhost, entra_issuer: TestIssuer) -> None:
     # schemathesis's pytest plugin does not run under pytest 9 yet: each operation's strategy is driven by
     # hypothesis here instead.
-    asyncio.run(_owner(devhost.env, entra_issuer.tenant))
+    asyncio.run(make_subscription_owner(devhost.env, FUZZ_SUBSCRIPTION, FUZZ_OWNER, entra_issuer.tenant))
     headers = {"Authorization": f"Bearer {entra_issuer.token(FUZZ_OWNER)}"}
     failures: list[str] = []
     operations = [result.ok() for result in _schema(devhost).get_all_operations()]
