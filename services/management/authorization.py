@@ -157,9 +157,18 @@ class ManagementAuthorizer:
             )
         return Principal(found.object_id, found.tenant_id)
 
-    async def may(self, principal: Principal, scope: ArmScope, access: Access) -> bool:
-        """Whether the principal may `access` at `scope` (roles at that scope or above it)."""
-        if scope_grants(await self._registries.scope_role_assignments(scope.subscription), principal, access, scope):
+    async def may(
+        self,
+        principal: Principal,
+        scope: ArmScope,
+        access: Access,
+        scope_assignments: list[ScopeRoleAssignmentDoc] | None = None,
+    ) -> bool:
+        """Whether the principal may `access` at `scope` (roles at that scope or above it). A caller asking
+        about many registries of one subscription passes its scope assignments, read once."""
+        if scope_assignments is None:
+            scope_assignments = await self._registries.scope_role_assignments(scope.subscription)
+        if scope_grants(scope_assignments, principal, access, scope):
             return True
         if scope.registry is None:
             return False

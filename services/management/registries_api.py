@@ -186,12 +186,12 @@ async def registry_list(call: ArmCall) -> Response:
     docs = await store.registries_in(scope.subscription, scope.resource_group, after, page + 1)
     more, docs = len(docs) > page, docs[:page]
     visible = []
+    assignments = await store.scope_role_assignments(scope.subscription)  # read once for the whole page
     for doc in docs:
         if doc.provisioningState == "Deleting":
             continue
-        if await call.services.authorizer.may(
-            principal, ArmScope(doc.subscription, doc.resourceGroup, doc.registry), "read"
-        ):
+        where = ArmScope(doc.subscription, doc.resourceGroup, doc.registry)
+        if await call.services.authorizer.may(principal, where, "read", assignments):
             visible.append(registry_resource(doc))
     body: dict[str, Any] = {"value": visible}
     if more:
