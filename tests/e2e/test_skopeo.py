@@ -236,3 +236,69 @@ def test_push_pull_1gib_single_layer(
         f"[1 GiB] skopeo push: {push.seconds:.2f}s = {mb / push.seconds:.0f} MB/s\n"
         f"[1 GiB] skopeo pull: {pull.seconds:.2f}s = {mb / pull.seconds:.0f} MB/s"
     )
+
+
+def _lock(registry_http: RegistryHttp, path: str, **attributes: bool) -> None:
+    response = registry_http.client.patch(f"/acr/v1/{path}", json=attributes)
+    assert response.status_code == 200, response.text
+
+
+def test_locked_tag_survives_a_skopeo_push_and_a_skopeo_delete(
+    skopeo: Skopeo,
+    registry_host: str,
+    registry_http: RegistryHttp,
+    repo_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """ACR's image lock (`az acr repository update --write-enabled false`), set through /acr/v1/, holds
+    against a real client: skopeo's copy over the tag and its delete (which resolves the tag and deletes
+    the manifest by digest) both fail, and the tag keeps its image."""
+    old_layout, old = build_single_platform_image(tmp_path / "old", [1024], tag="src")
+    new_layout, new = build_single_platform_image(tmp_path / "new", [2048], tag="src")
+    repo = repo_name("locked")
+    target = f"docker://{registry_host}/{repo}:release"
+    skopeo.copy(old_layout.reference("src"), target, preserve_digests=True)
+    _lock(registry_http, f"{repo}/_tags/release", writeEnabled=False)
+
+    with pytest.raises(CommandError) as pushed:
+        skopeo.copy(new_layout.reference("src"), target, preserve_digests=True)
+    assert "disallowed" in pushed.value.stderr
+    with pytest.raises(CommandError):
+        skopeo.delete(target)
+    assert skopeo.inspect_raw(target) == old_layout.read_blob(old.manifest.digest)
+    assert registry_http.get_manifest(repo, old.manifest.digest).status_code == 200
+
+    # Other tags of the repository are not locked; unlocked, the tag moves and deletes again.
+    skopeo.copy(new_layout.reference("src"), f"docker://{registry_host}/{repo}:next", preserve_digests=True)
+    _lock(registry_http, f"{repo}/_tags/release", writeEnabled=True)
+    skopeo.copy(new_layout.reference("src"), target, preserve_digests=True)
+    assert skopeo.inspect_raw(target) == new_layout.read_blob(new.manifest.digest)
+    skopeo.delete(target)
+    with pytest.raises(CommandError):
+        skopeo.inspect_raw(target)
+
+
+def test_delete_locked_manifest_and_read_locked_tag_with_skopeo(
+    skopeo: Skopeo,
+    registry_host: str,
+    registry_http: RegistryHttp,
+    repo_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    layout, image = build_single_platform_image(tmp_path / "src", [1024], tag="src")
+    repo = repo_name("manifest-lock")
+    target = f"docker://{registry_host}/{repo}:v1"
+    skopeo.copy(layout.reference("src"), target, preserve_digests=True)
+    _lock(registry_http, f"{repo}/_manifests/{image.manifest.digest}", deleteEnabled=False)
+    with pytest.raises(CommandError):
+        skopeo.delete(f"docker://{registry_host}/{repo}@{image.manifest.digest}")
+    with pytest.raises(CommandError):
+        skopeo.delete(target)
+    assert registry_http.get_manifest(repo, image.manifest.digest).status_code == 200
+
+    _lock(registry_http, f"{repo}/_tags/v1", readEnabled=False)
+    with pytest.raises(CommandError) as pulled:
+        skopeo.copy(target, f"oci:{tmp_path / 'pulled'}:v1")
+    assert "disallowed" in pulled.value.stderr
+    # By digest the manifest's own attributes apply, and it is readable.
+    skopeo.copy(f"docker://{registry_host}/{repo}@{image.manifest.digest}", f"oci:{tmp_path / 'by-digest'}:v1")
