@@ -24,9 +24,11 @@
 A manifest and its tags are written in one transactional batch of the repository's partition, so readers
 never see a tag pointing at a manifest that is not there; the outbox document of the events the change
 raises goes in the same batch, so an event is never lost nor raised for a change that did not happen.
-Documents that existed are replaced and deleted only if unchanged since they were read (ETag), so a lock
-set meanwhile (services/registry/locks.py) is never overwritten nor slipped past: the loser of such a race
-gets `ConcurrentUpdate` and checks again. Upload sessions are replaced with an ETag condition.
+A push patches the tags and manifest that exist only while they are not write-locked (a condition in the
+batch), and never writes their attributes; deletes and attribute changes act only on documents unchanged
+since they were read (ETag). So a lock set meanwhile (services/registry/locks.py) is never overwritten nor
+slipped past: the loser of such a race gets `ConcurrentUpdate` and checks again. Upload sessions are
+replaced with an ETag condition.
 
 `timeKey` is `<updated>|<name or digest>` (services/registry/acr_paths.py): time-ordered lists sort and
 page on that one property, which the default index serves (two ORDER BY properties would need a composite
@@ -306,13 +308,20 @@ class ArtifactStore:
     ) -> None:
         """The manifest, its tags and the outbox of its events, all or nothing, in one transactional batch.
 
-        A document carrying an ETag (read before) is replaced only if unchanged since; one without is
-        created, so it must not exist yet. Either condition failing is `ConcurrentUpdate`: read, check the
-        locks and try again."""
+        A document that was there when read (it carries an ETag) is patched with what a push changes (a tag:
+        its target; a manifest: its times) only while it is still not write-locked: its attributes are never
+        written here, so a lock set meanwhile is neither lost nor passed, and pushes of one tag do not
+        conflict with each other (the patches apply in turn, the last one wins, as before locks). A
+        document that was not there is created, so one made meanwhile is not overwritten. A failed
+        condition, or a document deleted meanwhile, is `ConcurrentUpdate`: read, check the locks, try
+        again."""
         operations = [_write(manifest), *(_write(tag) for tag in tags)]
         if outbox is not None:
             operations.append(("create", (outbox.to_item(),)))
-        await self._cosmos.batch("artifacts", manifest.repo, operations)
+        try:
+            await self._cosmos.batch("artifacts", manifest.repo, operations)
+        except ResourceNotFoundError as exc:
+            raise ConcurrentUpdate(str(exc)) from exc
 
     async def replace_artifact(self, doc: TagDoc | ManifestDoc) -> dict[str, Any]:
         """Write a tag or manifest back only if unchanged since read (ConcurrentUpdate otherwise)."""
@@ -475,11 +484,26 @@ class ArtifactStore:
 BATCH_LIMIT = 100  # operations in one transactional batch (Cosmos DB's limit)
 
 
+# A conditional patch applies only to a document that is not write-locked (missing attributes: unlocked).
+WRITABLE = (
+    "FROM c WHERE NOT IS_DEFINED(c.changeableAttributes.writeEnabled) OR c.changeableAttributes.writeEnabled = true"
+)
+# What a push changes in a tag that exists (where it points), and in a manifest that exists (the same bytes
+# again: only its times, and what manifests pushed before these fields existed lack). Cosmos DB allows ten
+# operations in one patch.
+_TAG_PUSH_FIELDS = ("digest", "mediaType", "size", "updated", "timeKey")
+_MANIFEST_PUSH_FIELDS = ("updated", "timeKey", "imageSize", "architecture", "os", "references")
+
+
 def _write(doc: ManifestDoc | TagDoc) -> BatchOperation:
-    """Replace if read before (ETag), else create: never overwrite what another writer did meanwhile."""
-    if doc.etag:
-        return ("replace", (doc.id, doc.to_item()), {"if_match_etag": doc.etag})
-    return ("create", (doc.to_item(),))
+    """A push's write of a tag or manifest: create it if it was not there when read, else patch what a push
+    changes, on the condition that it is (still) not write-locked."""
+    item = doc.to_item()
+    if not doc.etag:
+        return ("create", (item,))
+    fields = _TAG_PUSH_FIELDS if isinstance(doc, TagDoc) else _MANIFEST_PUSH_FIELDS
+    changes = [{"op": "set", "path": f"/{field}", "value": item[field]} for field in fields if field in item]
+    return ("patch", (doc.id, changes), {"filter_predicate": WRITABLE})
 
 
 def _delete(doc: ManifestDoc | TagDoc) -> BatchOperation:

@@ -8,6 +8,7 @@ test_auth_matrix.py, the official SDK and skopeo in tests/e2e/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -16,8 +17,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from services.platform.cosmos import ConcurrentUpdate, utcnow
 from services.registry.locks import DISALLOWED
-from services.registry.store import repo_key
+from services.registry.store import ArtifactStore, repo_key
 from tests.integration.conftest import RegistryClient, Stores
 from tests.integration.test_distribution_api import (
     LINK_NEXT,
@@ -519,3 +521,44 @@ async def test_repository_delete_removes_everything_and_raises_delete_events(
     # The name can be used again.
     push(http, "team/app", "v1")
     assert http.get("/acr/v1/team/app").json()["tagCount"] == 1
+
+
+# --- races -----------------------------------------------------------------------------------------------
+async def test_a_write_that_read_before_a_lock_cannot_land_after_it(registry: RegistryClient, stores: Stores) -> None:
+    """A push or delete checks the locks on what it read, and its batch applies only if that still holds (a
+    push: the tag is still not write-locked; a delete: the documents are unchanged, by ETag). One that read
+    the tag just before a lock was set fails with ConcurrentUpdate (and the route looks again)."""
+    http = registry.http
+    push(http, "app", "v1")
+    store, repo = ArtifactStore(stores.metadata), repo_key(registry.name, "app")
+    stale = await store.get_tag(repo, "v1")
+    manifest = await store.get_manifest(repo, stale.digest) if stale else None
+    assert stale is not None and manifest is not None
+    patch(http, "/acr/v1/app/_tags/v1", writeEnabled=False)
+    with pytest.raises(ConcurrentUpdate):
+        await store.commit_manifest(manifest, [stale.model_copy(update={"updated": utcnow()})])
+    with pytest.raises(ConcurrentUpdate):
+        await store.delete_manifest(manifest, [stale])
+    fresh = http.get("/acr/v1/app/_tags/v1").json()["tag"]
+    assert fresh["changeableAttributes"]["writeEnabled"] is False and fresh["digest"] == stale.digest
+    # A tag someone else created meanwhile is not overwritten either: without an ETag the batch creates it.
+    current = await store.get_manifest(repo, stale.digest)
+    assert current is not None
+    with pytest.raises(ConcurrentUpdate):
+        await store.commit_manifest(current, [stale.model_copy(update={"etag": None})])
+
+
+async def test_concurrent_pushes_of_one_tag_all_succeed(registry: RegistryClient) -> None:
+    http = registry.http
+    bodies = [encode(image_manifest(http, "app")) for _ in range(6)]
+    async with httpx.AsyncClient(base_url=str(http.base_url), headers={"Host": http.headers["Host"]}) as client:
+        replies = await asyncio.gather(
+            *(
+                client.put("/v2/app/manifests/latest", content=body, headers={"Content-Type": OCI_MANIFEST})
+                for body in bodies
+            )
+        )
+    assert [reply.status_code for reply in replies] == [201] * len(bodies), [r.text for r in replies]
+    final = http.get("/acr/v1/app/_tags/latest").json()["tag"]["digest"]
+    assert final in {digest_of(body) for body in bodies}
+    assert http.get("/acr/v1/app").json()["manifestCount"] == len(bodies)
