@@ -1,4 +1,5 @@
-"""`GET /v2/_catalog`: the registry's repositories, from the metadata store, paged."""
+"""`GET /v2/_catalog`: the registry's repositories, from the metadata store, paged (list-disabled ones are
+left out, as from `/acr/v1/_catalog`)."""
 
 from __future__ import annotations
 

@@ -139,8 +139,9 @@ async def put_manifest(call: Call) -> Response:
     if not inline:
         await call.api.blobs.put(registry, digest, data)
     facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
-    # Locks are checked on what is there now, and the batch writes only if that is still so (ETags): a lock
-    # set or a tag moved meanwhile is ConcurrentUpdate, and the push looks again.
+    # Locks are checked on what is there now, and the batch writes only if that still holds (store.py: it
+    # patches only what is not write-locked, creates only what is not there): otherwise ConcurrentUpdate, and
+    # the push looks again.
     for _ in range(changes.ATTEMPTS):
         repository, existing, olds = await _current(call, repo, digest, tags)
         locks.check_push(
