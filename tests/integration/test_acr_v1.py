@@ -138,6 +138,11 @@ def test_unknown_things_are_404_with_acr_codes(registry: RegistryClient) -> None
     assert_error(http.get(f"/acr/v1/app/_manifests/sha256:{'0' * 64}"), 404, "MANIFEST_UNKNOWN")
     assert_error(http.delete(f"/acr/v1/app/_manifests/sha256:{'0' * 64}"), 404, "MANIFEST_UNKNOWN")
     assert_error(http.get("/acr/v1/app/_tags/v1/extra"), 404, "NAME_UNKNOWN")  # no such route
+    # HEAD is GET without the body, on every /acr/v1 read.
+    for path in ("/acr/v1/_catalog", "/acr/v1/app", "/acr/v1/app/_tags", "/acr/v1/app/_tags/v1"):
+        head = http.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+    assert http.head("/acr/v1/app/_tags/v9").status_code == 404
 
 
 # --- tags ------------------------------------------------------------------------------------------------
