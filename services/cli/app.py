@@ -1,0 +1,60 @@
+"""The `acr` command tree: the root options and every command group, assembled."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from services.cli import registry_commands
+from services.cli.config import CommandLine
+from services.cli.config_commands import config_app
+from services.cli.login_command import login
+from services.cli.repository_commands import repository_app
+from services.cli.session import Session
+from services.cli.token_commands import scope_map_app, token_app
+from services.cli.webhook_commands import webhook_app
+
+HELP = (
+    "Manage container registries over their HTTP APIs, as `az acr` does.\n\n"
+    "Settings: `acr config set endpoint=... subscription=... resource-group=... token-command=...`, or ACR_* "
+    "variables; in a checkout where `make run` ran, .local/credentials.json is used.\n\n"
+    "Exit codes: 0 done, 1 not found, 2 bad input, 3 authentication or authorization refused, "
+    "4 service unavailable or failed, 5 acr's own failure."
+)
+
+app = typer.Typer(
+    name="acr",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # paragraphs of docstrings reflow (rich mode keeps their line breaks)
+    pretty_exceptions_enable=False,  # errors are one line (__main__.py), never a rich traceback
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="The management API, e.g. http://127.0.0.1:5000 [ACR_ENDPOINT].")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="The subscription id [ACR_SUBSCRIPTION].")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="An Entra token for the management API [ACR_TOKEN].")
+    ] = None,
+) -> None:
+    session = Session(CommandLine(endpoint, subscription, token))
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+registry_commands.register(app)
+app.command("login")(login)
+app.add_typer(repository_app, name="repository")
+app.add_typer(webhook_app, name="webhook")
+app.add_typer(token_app, name="token")
+app.add_typer(scope_map_app, name="scope-map")
+app.add_typer(config_app, name="config")
