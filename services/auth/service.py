@@ -69,7 +69,7 @@ from services.auth.ratelimit import RateLimiter, bucket_keys, categories, retry_
 from services.auth.scopes import Scope, valid_name
 from services.auth.signing import KeyRing, TokenInvalid, new_claims
 from services.auth.store import AccessStore, PasswordDoc, RateLimitStore, RoleAssignmentDoc, SharedStateContended
-from services.management.store import RegistryDoc
+from services.management.store import RegistryDoc, RegistryStore, ScopeRoleAssignmentDoc
 from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 from services.registry.errors import ErrorCode, RegistryError
@@ -231,6 +231,7 @@ class AuthService:
     def __init__(self, settings: Settings, metadata: Cosmos) -> None:
         self.settings = settings
         self.access = AccessStore(metadata)
+        self.registries = RegistryStore(metadata)
         self._ring: KeyRing | None = None
         self._entra: EntraVerifier | None = None
         self._cache_key = secrets.token_bytes(32)  # passwords are cached under an HMAC, never in clear
@@ -497,6 +498,12 @@ class AuthService:
         doc = await self.access.scope_map(registry.registry, name)
         return perms.scope_map_permissions(doc.actions) if doc is not None else None
 
+    async def inherited_assignments(self, registry: RegistryDoc) -> list[RoleAssignmentDoc]:
+        """Roles at the registry's subscription and resource group (an Owner there may push here)."""
+        if isinstance(registry, UnknownRegistry):  # belongs to no subscription: nothing is inherited
+            return []
+        return inherited(registry, await self.registries.scope_role_assignments(registry.subscription))
+
     async def resolve(
         self, registry: RegistryDoc, kind: str, subject: str, tenant: str = "", credential: str = ""
     ) -> Identity | None:
@@ -529,6 +536,7 @@ class AuthService:
                     identity = Identity("token", subject, scope_map, credential=credential)
         elif kind == "entra":
             assignments = await self.access.role_assignments(registry.registry)
+            assignments += await self.inherited_assignments(registry)
             identity = Identity("entra", subject, entra_permissions(assignments, subject, tenant), tenant)
         if identity is not None:
             self._identities.put(cache_key, identity, self.settings.auth_cache_seconds)
@@ -617,6 +625,19 @@ def _versions(
         for p in live_slots(passwords, now)
         if p is not None
     }
+
+
+def inherited(registry: RegistryDoc, assignments: list[ScopeRoleAssignmentDoc]) -> list[RoleAssignmentDoc]:
+    """The roles given at the registry's subscription or resource group, as if given on the registry (Azure
+    role assignments are inherited by the resources below their scope)."""
+    group = f"/subscriptions/{registry.subscription}/resourceGroups/{registry.resourceGroup}/".lower()
+    return [
+        RoleAssignmentDoc(
+            id=a.id, registry=registry.registry, principalId=a.principalId, tenantId=a.tenantId, role=a.role
+        )
+        for a in assignments
+        if group.startswith(a.scope.lower().rstrip("/") + "/")
+    ]
 
 
 def entra_permissions(assignments: list[RoleAssignmentDoc], principal: str, tenant: str) -> Permissions:

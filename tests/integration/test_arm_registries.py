@@ -325,3 +325,42 @@ async def test_scope_maps_and_tokens_refuse_bad_input_and_strangers(arm: Arm, st
     async with httpx.AsyncClient(timeout=30) as http:
         anonymous = await http.post(arm.devhost.url + generate, params=API, json={"tokenId": token.json()["id"]})
     assert anonymous.status_code == 401
+
+
+async def test_roles_at_the_subscription_reach_the_data_plane_of_its_registries(arm: Arm) -> None:
+    """Azure role assignments are inherited: the subscription's Owner may push to a registry made there,
+    through ACR's Entra exchange; a stranger may not, and a role elsewhere reaches nothing."""
+    name = unique_registry_name()
+    assert (await arm.call("PUT", arm.path(name), body=_create_body())).status_code == 201
+    port = arm.devhost.host.rsplit(":", 1)[1]
+    host = {"Host": f"{name}.azurecr.localhost:{port}"}
+    service = f"{name}.azurecr.localhost"
+
+    async def push_scope_granted(principal: str) -> list[str]:
+        async with httpx.AsyncClient(base_url=arm.devhost.url, timeout=30) as http:
+            exchange = await http.post(
+                "/oauth2/exchange",
+                headers=host,
+                data={"grant_type": "access_token", "service": service, "access_token": arm.issuer.token(principal)},
+            )
+            if exchange.status_code != 200:
+                return []
+            token = await http.post(
+                "/oauth2/token",
+                headers=host,
+                data={
+                    "grant_type": "refresh_token",
+                    "service": service,
+                    "refresh_token": exchange.json()["refresh_token"],
+                    "scope": "repository:team/app:pull,push",
+                },
+            )
+            assert token.status_code == 200, token.text
+            import jwt
+
+            claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
+            return sorted(action for grant in claims["access"] for action in grant["actions"])
+
+    assert await push_scope_granted(arm.owner) == ["pull", "push"]
+    assert await push_scope_granted(arm.group_contributor) == ["pull", "push"]
+    assert await push_scope_granted(arm.stranger) == []
