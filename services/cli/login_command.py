@@ -4,6 +4,7 @@ docker read (authfile.py), so that later pushes and pulls need no password.
     acr login -n teamreg                         # the Entra principal of the profile (/oauth2/exchange)
     acr login -n teamreg -u cibot --password-stdin < password    # a token or the admin user
     acr login -n teamreg --expose-token          # print the refresh token instead of writing a file
+    acr login -n local --address 127.0.0.1:5000  # the devhost's default registry, as clients name it
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def login(
             "else ~/.docker/config.json).",
         ),
     ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Write the entry for this address instead of <login server>[:port], e.g. 127.0.0.1:5000 for "
+            "the devhost's default registry.",
+        ),
+    ] = None,
     expose_token: Annotated[
         bool, typer.Option("--expose-token", help="Print the refresh token and login server; write nothing.")
     ] = False,
@@ -60,7 +69,7 @@ def login(
     client = session.data_plane(name, resource_group, username, password)
     refresh = client.refresh_token()
     client.check_sign_in()
-    server = client.address.server
+    server = address or client.address.server
     if expose_token:
         exposed = {"accessToken": refresh, "loginServer": server, "username": REFRESH_TOKEN_USER}
         session.emit(exposed, output, query)
