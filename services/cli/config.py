@@ -153,7 +153,7 @@ def local_defaults() -> LocalDefaults | None:
 @dataclass(frozen=True)
 class Setting:
     value: str | None
-    source: str  # where it came from: "--endpoint", "ACR_ENDPOINT", "config file", ".local/credentials.json"
+    source: str  # where it came from: "--endpoint", "ACR_ENDPOINT", "config file", the credentials file's path
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,14 @@ def run_token_command(command: str) -> str:
     return lines[0].strip()
 
 
-def _pick(option: str | None, option_name: str, env_name: str, configured: str | None, local: str | None) -> Setting:
+def _pick(
+    option: str | None,
+    option_name: str,
+    env_name: str,
+    configured: str | None,
+    local: str | None = None,
+    local_path: Path | None = None,
+) -> Setting:
     if option:
         return Setting(option, option_name)
     if os.environ.get(env_name):
@@ -243,7 +250,7 @@ def _pick(option: str | None, option_name: str, env_name: str, configured: str |
     if configured:
         return Setting(configured, "config file")
     if local:
-        return Setting(local, ".local/credentials.json")
+        return Setting(local, str(local_path))
     return Setting(None, "not set")
 
 
@@ -251,31 +258,31 @@ def resolve_profile(line: CommandLine) -> Profile:
     path = config_path()
     config = load_config(path)
     local = local_defaults() or LocalDefaults(path)
-    endpoint = _pick(line.endpoint, "--endpoint", "ACR_ENDPOINT", config.endpoint, local.endpoint)
+    endpoint = _pick(line.endpoint, "--endpoint", "ACR_ENDPOINT", config.endpoint, local.endpoint, local.path)
     if endpoint.value:
         try:
             endpoint = Setting(ConfigFile(endpoint=endpoint.value).endpoint, endpoint.source)
         except ValidationError as error:
             raise CliError(ExitCode.BAD_INPUT, f"endpoint ({endpoint.source}): {_first_problem(error)}") from error
-    location = _pick(None, "", "ACR_LOCATION", config.location, None)
-    output = _pick(None, "", "ACR_OUTPUT", config.output.value if config.output else None, None)
+    location = _pick(None, "", "ACR_LOCATION", config.location)
+    output = _pick(None, "", "ACR_OUTPUT", config.output.value if config.output else None)
     if output.value and output.value not in {f.value for f in OutputFormat}:
         raise CliError(ExitCode.BAD_INPUT, f"ACR_OUTPUT must be one of json, table, tsv, none, not {output.value!r}")
-    explicit = _pick(line.token, "--token", "ACR_TOKEN", None, None)
-    command = _pick(None, "", "ACR_TOKEN_COMMAND", config.token_command, None)
+    explicit = _pick(line.token, "--token", "ACR_TOKEN", None)
+    command = _pick(None, "", "ACR_TOKEN_COMMAND", config.token_command)
     return Profile(
         endpoint=endpoint,
         subscription=_pick(
-            line.subscription, "--subscription", "ACR_SUBSCRIPTION", config.subscription, local.subscription
+            line.subscription, "--subscription", "ACR_SUBSCRIPTION", config.subscription, local.subscription, local.path
         ),
-        resource_group=_pick(None, "", "ACR_RESOURCE_GROUP", config.resource_group, local.resource_group),
+        resource_group=_pick(None, "", "ACR_RESOURCE_GROUP", config.resource_group, local.resource_group, local.path),
         location=location if location.value else Setting(DEFAULT_LOCATION, "default"),
-        data_endpoint=_pick(None, "", "ACR_DATA_ENDPOINT", config.data_endpoint, None),
+        data_endpoint=_pick(None, "", "ACR_DATA_ENDPOINT", config.data_endpoint),
         output=output if output.value else Setting(OutputFormat.JSON.value, "default"),
         token=TokenSource(
             explicit if explicit.value else None,
             command if command.value else None,
-            Setting(local.token, ".local/credentials.json") if local.token else None,
+            Setting(local.token, str(local.path)) if local.token else None,
         ),
         config_file=path,
     )
