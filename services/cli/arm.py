@@ -147,7 +147,9 @@ class ArmClient:
             try:
                 return RegistryRef(name, group, self.json("GET", self.registry_path(group, name)))
             except CliError as error:
-                if error.exit_code is not ExitCode.NOT_FOUND or resource_group:
+                # Only a group the user named is final: the configured default may simply be the wrong
+                # group (404) or one they have no role in (403), and the search below settles it.
+                if resource_group or error.exit_code not in (ExitCode.NOT_FOUND, ExitCode.AUTH):
                     raise
         for resource in self.list(f"{self.provider_path()}/registries"):
             if isinstance(resource, dict) and str(resource.get("name", "")).lower() == name:

@@ -8,6 +8,7 @@ without an endpoint or a token.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -103,7 +104,13 @@ class Session:
 
     def emit(self, data: Any, output: OutputFormat | None, query: str | None, view: TableView | None = None) -> None:
         fmt = output or OutputFormat(self.profile.output.value or OutputFormat.JSON.value)
-        sys.stdout.write(render(data, fmt, query, view))
+        try:
+            sys.stdout.write(render(data, fmt, query, view))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped (`acr list | head -1`): it took what it wanted. Later writes, and the
+            # interpreter's flush at exit, go nowhere instead of failing.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def confirm(self, question: str, yes: bool) -> None:
         if yes:
