@@ -253,3 +253,19 @@ def check_blob_delete(
         raise disallowed(
             f"Blob {digest} belongs to the locked {shown}.", {"repository": repository, "digest": digest, kind: name}
         )
+
+
+def check_blob_read(repository: str, repository_attributes: ChangeableAttributes) -> None:
+    """A blob pull (HEAD/GET): refused in a read-locked repository ("no pull at all"); blobs have no
+    attributes of their own."""
+    check_read(repository, repository_attributes, None, {})
+
+
+def check_blob_push(repository: str, repository_attributes: ChangeableAttributes) -> None:
+    """Starting an upload or a mount: refused in a write-locked repository ("no push"), at the first blob
+    rather than at the manifest, so a client does not upload gigabytes only to be refused at the end."""
+    if not repository_attributes.writeEnabled:
+        raise disallowed(
+            f"Repository '{repository}' has writeEnabled=false.",
+            {"repository": repository, "attribute": "writeEnabled"},
+        )

@@ -427,15 +427,29 @@ def test_repository_locks(registry: RegistryClient) -> None:
     # "Individual images can still be updated or deleted" (ACR's docs on a delete-locked repository).
     assert http.delete("/v2/app/manifests/v2").status_code == 202
     push(http, "app", "v3")
+    unpushed = image_manifest(http, "app")  # its blobs uploaded before the lock
     patch(http, "/acr/v1/app", deleteEnabled=True, writeEnabled=False)
     body = http.get("/acr/v1/app").json()
     assert body["changeableAttributes"] == ALL_ENABLED | {"writeEnabled": False}
-    assert_locked(put_manifest(http, "app", "v4", encode(image_manifest(http, "app"))), "writeEnabled")
+    assert_locked(put_manifest(http, "app", "v4", encode(unpushed)), "writeEnabled")
+    # a push is refused at its first blob, not after all of them were uploaded (uploads and mounts alike)
+    assert_locked(http.post("/v2/app/blobs/uploads/"), "writeEnabled")
+    assert_locked(
+        http.post("/v2/app/blobs/uploads/", params={"mount": unpushed["layers"][0]["digest"]}), "writeEnabled"
+    )
     assert_locked(http.delete("/v2/app/manifests/v1"), "writeEnabled")
     assert_locked(http.delete(f"/v2/app/manifests/{digest}"), "writeEnabled")
     assert_locked(http.delete("/acr/v1/app/_tags/v3"), "writeEnabled")
     assert_locked(http.delete("/acr/v1/app"), "writeEnabled")
     assert http.get("/v2/app/manifests/v1").status_code == 200  # reads are not writes
+    layer = unpushed["layers"][0]["digest"]
+    assert http.head(f"/v2/app/blobs/{layer}").status_code == 200
+    patch(http, "/acr/v1/app", writeEnabled=True, readEnabled=False)
+    # "no pull at all": blobs too, not only manifests
+    assert http.head(f"/v2/app/blobs/{layer}").status_code == 405
+    assert_locked(http.get(f"/v2/app/blobs/{layer}"), "readEnabled")
+    patch(http, "/acr/v1/app", readEnabled=True)
+    assert http.post("/v2/app/blobs/uploads/").status_code == 202
 
 
 def test_locked_images_keep_their_blobs(registry: RegistryClient) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from services.registry import locks
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
@@ -20,6 +21,7 @@ from services.registry.store import BlobLinkDoc, repo_key
 
 async def _linked(call: Call) -> tuple[Digest, BlobLinkDoc]:
     digest = Digest.parse(call.reference)
+    locks.check_blob_read(call.name, await call.api.artifacts.repository_attributes(call.registry.registry, call.name))
     link = await call.api.artifacts.get_blob_link(repo_key(call.registry.registry, call.name), str(digest))
     if link is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth.permissions import PULL
+from services.registry import locks
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
@@ -82,6 +83,7 @@ def _may_mount_from(call: Call, source: str | None) -> bool:
 async def start_upload(call: Call) -> Response:
     query = call.request.query_params
     registry = call.registry.registry
+    locks.check_blob_push(call.name, await call.api.artifacts.repository_attributes(registry, call.name))
     mount = query.get("mount")
     if mount is not None:
         source = query.get("from")
