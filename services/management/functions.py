@@ -1,6 +1,6 @@
 """The management API's functions (a Blueprint registered in function_app.py): the ARM-shaped routes under
-`/subscriptions/...`, handed to `api.ManagementApi`, and the timer that finishes registry deletions a worker
-left unfinished."""
+`/subscriptions/...`, handed to `api.ManagementApi`, the cloud metadata document (cloud.py), and the timer
+that finishes registry deletions a worker left unfinished."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 from starlette.responses import JSONResponse
 
-from services.management import openapi
+from services.management import cloud, openapi
 from services.management.api import management_api
 from services.management.registries import resume_deletions
+from services.platform.settings import get_settings
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -31,6 +32,14 @@ async def management_arm(req: Request) -> Response:
 async def management_openapi(req: Request) -> Response:
     """The OpenAPI document of the management API (what it serves; public, like ARM's specs)."""
     return JSONResponse(openapi.management_openapi(str(req.base_url).rstrip("/")))
+
+
+@bp.route(route="metadata/endpoints", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def cloud_metadata_endpoints(req: Request) -> Response:
+    """The cloud metadata document `az cloud register --endpoint-resource-manager` reads (public in Azure
+    too): where this cloud's management API and login servers are (services/management/cloud.py)."""
+    document = cloud.metadata_response(get_settings(), str(req.base_url), req.query_params.get("api-version"))
+    return JSONResponse(document)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/30 * * * * *", run_on_startup=False, use_monitor=False)

@@ -73,6 +73,7 @@ def test_devhost_serves_every_http_function(functions) -> None:
         "/subscriptions",
         "/health/{probe}",
         "/openapi/management.json",
+        "/metadata/endpoints",
     }
 
 
