@@ -54,15 +54,23 @@ def free_port() -> int:
         return port
 
 
-def ensure_certificate(state_dir: Path) -> tuple[Path, Path]:
-    """A self-signed TLS certificate for 127.0.0.1 and localhost: (cert.pem, key.pem) under state_dir/tls.
+def ensure_certificate(state_dir: Path, registry_domain: str | None = None) -> tuple[Path, Path]:
+    """A self-signed TLS certificate for 127.0.0.1, localhost and the login servers `*.<registry_domain>`:
+    (cert.pem, key.pem) under state_dir/tls.
 
-    Made once with the `openssl` CLI (SANs IP:127.0.0.1 and DNS:localhost, valid ten years) and reused
-    while it has more than a day left. The certificate is its own CA: trust it as a CA bundle.
+    Made once with the `openssl` CLI (valid ten years) and reused while it has more than a day left and was
+    made for the same names (tls/names.txt; a certificate made before the login-server name was added is
+    replaced). The certificate is its own CA: trust it as a CA bundle. The wildcard is there because clients
+    that build `https://<registry>.<domain>` themselves (az acr) check the name against the certificate.
     """
     tls_dir = state_dir / "tls"
-    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
-    if cert.is_file() and key.is_file() and _certificate_valid(cert):
+    cert, key, names_file = tls_dir / "cert.pem", tls_dir / "key.pem", tls_dir / "names.txt"
+    # The setting's default, read from the environment as the devhost's settings are, so the emulator stack
+    # and the devhost sharing a state directory ask for the same names.
+    domain = (registry_domain or os.environ.get("REGISTRY_DOMAIN") or "azurecr.localhost").split(":")[0]
+    names = f"IP:127.0.0.1,DNS:localhost,DNS:*.{domain}"
+    same_names = names_file.is_file() and names_file.read_text().strip() == names
+    if cert.is_file() and key.is_file() and same_names and _certificate_valid(cert):
         return cert, key
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -74,7 +82,7 @@ def ensure_certificate(state_dir: Path) -> tuple[Path, Path]:
         command = [
             openssl, "req", "-x509", "-newkey", "rsa:2048", "-sha256", "-nodes", "-days", "3650",
             "-keyout", str(new_key), "-out", str(new_cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext", f"subjectAltName={names}",
             "-addext", "extendedKeyUsage=serverAuth",
         ]
         # fmt: on
@@ -84,6 +92,7 @@ def ensure_certificate(state_dir: Path) -> tuple[Path, Path]:
         new_key.chmod(0o600)
         os.replace(new_key, key)
         os.replace(new_cert, cert)
+    names_file.write_text(names + "\n")
     return cert, key
 
 
