@@ -47,6 +47,8 @@ SKUS: tuple[Sku, ...] = ("Basic", "Standard", "Premium")
 
 # ../shared/design/acr-limits.md
 SCOPE_MAP_LIMITS = TOKEN_LIMITS  # the same caps in ACR's table
+# The storage each tier includes (ACR reports it as the limit of listUsages' Size; more costs extra).
+STORAGE_INCLUDED: Mapping[str, int] = {"Basic": 10 * 2**30, "Standard": 100 * 2**30, "Premium": 500 * 2**30}
 IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
 REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only
@@ -213,7 +215,9 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     tokens = len(await access.tokens(doc.registry))
     scope_maps = len(await access.scope_maps(doc.registry))
     sku = doc.sku
+    stored = await ArtifactStore(cosmos).storage_bytes(doc.registry)
     return [
+        Usage("Size", STORAGE_INCLUDED[sku], stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),
         Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 if sku == "Premium" else 0),
         Usage("IPRules", IP_RULE_LIMITS[sku], ip_rule_count(doc)),
@@ -225,7 +229,12 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
 
 async def check_usage_fits(cosmos: Cosmos, doc: RegistryDoc) -> None:
     """A tier change must fit what the registry already has (a downgrade is refused, naming what exceeds)."""
-    over = [f"{u.name} ({u.current} > {u.limit})" for u in await usages(cosmos, doc) if u.current > u.limit]
+    # Storage beyond what a tier includes is billed, not refused (as in ACR): only the counted caps apply.
+    over = [
+        f"{u.name} ({u.current} > {u.limit})"
+        for u in await usages(cosmos, doc)
+        if u.unit == "Count" and u.current > u.limit
+    ]
     if over:
         raise RegistryInvalid(
             f"the registry does not fit the {doc.sku} tier: {', '.join(over)}; remove them first", "sku.name"

@@ -53,6 +53,7 @@ from services.registry.locks import ChangeableAttributes
 
 UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
 KNOWN_REPOSITORY_SECONDS = 60.0
+STORAGE_USAGE_ATTEMPTS = 16  # optimistic updates of the usage document before giving up (503 to the client)
 # How long an instance trusts the repository attributes it read, for reads (pulls, lists) only: they are on
 # the hot path of every pull. Pushes and deletes always read them afresh.
 REPOSITORY_ATTRIBUTES_SECONDS = 5.0
@@ -139,6 +140,27 @@ class BlobLinkDoc(Document):
     digest: str
     size: int
     created: str = Field(default_factory=utcnow)
+
+
+class StoredBlobDoc(Document):
+    """A blob the registry's storage holds (in the registry's partition of `registries`): one per digest, made
+    once, so the bytes a registry stores are counted once however many repositories link them."""
+
+    registry: str
+    type: Literal["storedBlob"] = "storedBlob"
+    digest: str
+    size: int
+    created: str = Field(default_factory=utcnow)
+
+
+class StorageUsageDoc(Document):
+    """The deduplicated bytes the registry's storage holds, kept up to date as blobs are stored (listUsages
+    `Size`)."""
+
+    id: str = "usage:storage"
+    registry: str
+    type: Literal["usage"] = "usage"
+    storageBytes: int = 0
 
 
 class UploadDoc(Document):
@@ -270,6 +292,33 @@ class ArtifactStore:
 
     async def put_blob_link(self, link: BlobLinkDoc) -> None:
         await self._cosmos.upsert("artifacts", link)
+
+    async def record_stored_blob(self, registry: str, digest: str, size: int) -> bool:
+        """Note that the registry's storage holds this blob; the first note of a digest adds its size to the
+        registry's storage usage (later ones, and racing ones, add nothing). Call it after the bytes are
+        stored: a process that dies in between leaves the blob uncounted until it is stored again, never
+        counted without its bytes. True when it was counted now."""
+        doc = StoredBlobDoc(id=f"storedBlob:{digest}", registry=registry, digest=digest, size=size)
+        if await self._cosmos.create("registries", doc) is None:
+            return False
+        for _ in range(STORAGE_USAGE_ATTEMPTS):
+            found = await self._cosmos.read("registries", "usage:storage", registry)
+            try:
+                if found is None:
+                    if await self._cosmos.create("registries", StorageUsageDoc(registry=registry, storageBytes=size)):
+                        return True
+                    continue  # made meanwhile by another push: add to it
+                usage = StorageUsageDoc.model_validate(found)
+                usage.storageBytes += size
+                await self._cosmos.replace("registries", usage)
+                return True
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"storage usage of {registry}")
+
+    async def storage_bytes(self, registry: str) -> int:
+        found = await self._cosmos.read("registries", "usage:storage", registry)
+        return StorageUsageDoc.model_validate(found).storageBytes if found else 0
 
     async def delete_blob_link(self, repo: str, digest: str) -> bool:
         return await self._cosmos.delete("artifacts", blob_id(digest), repo)

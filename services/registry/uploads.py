@@ -155,6 +155,7 @@ class UploadService:
         except RegistryError:
             await self._blobs.discard_upload(registry, session)
             raise
+        await self._artifacts.record_stored_blob(registry, str(digest), size)
         await self._link(registry, name, digest, size)
         return size
 
@@ -169,6 +170,7 @@ class UploadService:
         except RegistryError:
             await self._blobs.discard_upload(registry, session)
             raise
+        await self._artifacts.record_stored_blob(registry, str(digest), staged.size)
         await self._link(registry, name, digest, staged.size)
         return staged.size
 

@@ -4,6 +4,8 @@ subscription and resource group scoping, tiers, bad input and who may do what (i
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.management.access import assign_role, assign_scope_role, create_token
+from services.management.access import assign_role, assign_scope_role, create_token, update_registry
 from services.management.registries import begin_delete, resume_deletions
 from services.management.store import RegistryStore
 from services.registry.store import ArtifactStore
@@ -364,3 +366,39 @@ async def test_roles_at_the_subscription_reach_the_data_plane_of_its_registries(
     assert await push_scope_granted(arm.owner) == ["pull", "push"]
     assert await push_scope_granted(arm.group_contributor) == ["pull", "push"]
     assert await push_scope_granted(arm.stranger) == []
+
+
+async def test_list_usages_counts_the_bytes_stored_once_however_many_repositories_link_them(
+    arm: Arm, stores: Stores
+) -> None:
+    name = unique_registry_name()
+    assert (await arm.call("PUT", arm.path(name), body=_create_body("Basic"))).status_code == 201
+    await update_registry(stores.metadata, name, auth_disabled=True)  # the pushes below need no credentials
+    port = arm.devhost.host.rsplit(":", 1)[1]
+    layer, config = os.urandom(300_000), os.urandom(1_000)
+    async with httpx.AsyncClient(
+        base_url=arm.devhost.url, headers={"Host": f"{name}.azurecr.localhost:{port}"}, timeout=60
+    ) as http:
+        for repository, data in (("team/a", layer), ("team/b", layer), ("team/b", config)):
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            reply = await http.post(f"/v2/{repository}/blobs/uploads/", params={"digest": digest}, content=data)
+            assert reply.status_code == 201, reply.text
+        chunked = os.urandom(2_500_000)  # a session upload in two chunks, and its bytes counted once too
+        start = await http.post("/v2/team/c/blobs/uploads/")
+        location = start.headers["Location"]
+        first = await http.patch(location, content=chunked[:1_500_000], headers={"Content-Range": "0-1499999"})
+        digest = "sha256:" + hashlib.sha256(chunked).hexdigest()
+        done = await http.put(
+            first.headers["Location"],
+            params={"digest": digest},
+            content=chunked[1_500_000:],
+            headers={"Content-Range": f"1500000-{len(chunked) - 1}"},
+        )
+        assert done.status_code == 201, done.text
+    usages = {u["name"]: u for u in (await arm.call("GET", arm.path(name) + "/listUsages")).json()["value"]}
+    assert usages["Size"] == {
+        "name": "Size",
+        "limit": 10 * 2**30,
+        "currentValue": len(layer) + len(config) + len(chunked),
+        "unit": "Bytes",
+    }

@@ -138,6 +138,7 @@ async def put_manifest(call: Call) -> Response:
     inline = len(data) <= settings.inline_manifest_bytes
     if not inline:
         await call.api.blobs.put(registry, digest, data)
+        await call.api.artifacts.record_stored_blob(registry, digest, len(data))
     facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
     # Locks are checked on what is there now, and the batch writes only if that still holds (store.py: it
     # patches only what is not write-locked, creates only what is not there): otherwise ConcurrentUpdate, and
