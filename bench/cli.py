@@ -25,18 +25,17 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from bench import processes, report, storage, workloads
 from bench.loadgen import ENGINES, Engine, run_load
-from bench.processes import CpuMeter, RssSampler, ServerProcess
+from bench.processes import CpuMeter, RssSampler, ServerProcess, sigterm_unwinds
 from bench.report import OURS, PEER, RAW_CURL, RAW_SDK, Results
 from bench.workloads import GiB, MiB, RandomPool, SkopeoRunner
 from services.devhost.stack import LocalStack
@@ -540,18 +539,6 @@ async def _delete_raw(raw: storage.RawStorage, names: list[str]) -> None:
             await raw.delete(name)
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so the `with` blocks stop every process we started."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def meta(options: Options) -> dict[str, Any]:
@@ -590,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     status = 0
     try:
-        with _sigterm_unwinds(), ExitStack() as running:
+        with sigterm_unwinds(), ExitStack() as running:
             stack = LocalStack.on_free_ports(workdir / "stack")
             print(f"[bench] starting the emulators, our API and distribution in {workdir}", flush=True)
             running.enter_context(stack)

@@ -21,11 +21,7 @@ RSS is VmRSS of the devhost process from /proc/<pid>/status (Linux only), in MiB
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 
 def rss_mib(pid: int) -> int:
@@ -37,17 +33,3 @@ def rss_mib(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         return -1
     return -1
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so the `with` blocks stop every process the script started."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

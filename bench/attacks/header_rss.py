@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.attacks import rss_mib, sigterm_unwinds
-from bench.processes import ours
+from bench.attacks import rss_mib
+from bench.processes import ours, sigterm_unwinds
 from services.devhost.stack import HOST, LocalStack
 
 CHUNK = b"a" * (1024 * 1024)

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.attacks import sigterm_unwinds
-from bench.processes import ours
+from bench.processes import ours, sigterm_unwinds
 from services.devhost.stack import LocalStack
 from services.management.access import enable_admin_user
 from services.management.registries import create_registry

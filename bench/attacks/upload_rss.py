@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.attacks import rss_mib, sigterm_unwinds
-from bench.processes import ours
+from bench.attacks import rss_mib
+from bench.processes import ours, sigterm_unwinds
 from services.devhost.stack import LocalStack
 
 SIZE = 64 * 1024 * 1024

@@ -69,6 +69,7 @@ from services.auth.ratelimit import RateLimiter, bucket_keys, categories, retry_
 from services.auth.scopes import Scope, valid_name
 from services.auth.signing import KeyRing, TokenInvalid, new_claims
 from services.auth.store import AccessStore, PasswordDoc, RateLimitStore, RoleAssignmentDoc, SharedStateContended
+from services.management.authorization import ArmScope
 from services.management.store import RegistryDoc, RegistryStore, ScopeRoleAssignmentDoc
 from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
@@ -630,13 +631,13 @@ def _versions(
 def inherited(registry: RegistryDoc, assignments: list[ScopeRoleAssignmentDoc]) -> list[RoleAssignmentDoc]:
     """The roles given at the registry's subscription or resource group, as if given on the registry (Azure
     role assignments are inherited by the resources below their scope)."""
-    group = f"/subscriptions/{registry.subscription}/resourceGroups/{registry.resourceGroup}/".lower()
+    scope = ArmScope(registry.subscription, registry.resourceGroup, registry.registry)
     return [
         RoleAssignmentDoc(
             id=a.id, registry=registry.registry, principalId=a.principalId, tenantId=a.tenantId, role=a.role
         )
         for a in assignments
-        if group.startswith(a.scope.lower().rstrip("/") + "/")
+        if scope.covered_by(a.scope)
     ]
 
 
