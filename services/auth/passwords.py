@@ -32,8 +32,15 @@ _dummy: str | None = None
 
 
 def generate_password() -> str:
-    """A new password: 43 URL-safe characters (256 bits)."""
-    return secrets.token_urlsafe(PASSWORD_BYTES)
+    """A new password: 43 URL-safe characters (256 bits), never starting with `-`.
+
+    Command lines (`az acr ... --password X`, `docker login -p X`) read a value that starts
+    with a dash as an option, so such a password could not be passed as a separate argument.
+    """
+    while True:
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        if not password.startswith("-"):
+            return password
 
 
 def hash_password(password: str) -> str:

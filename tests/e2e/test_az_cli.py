@@ -203,7 +203,7 @@ class Az:
 
     def acr(self, *args: str, check: bool = True) -> Any:
         """`az acr repository ...` with the admin user's credentials; the JSON it prints."""
-        creds = ["--name", self.reg.name, "--username", self.reg.name, "--password", self.reg.password]
+        creds = ["--name", self.reg.name, "--username", self.reg.name, f"--password={self.reg.password}"]
         done = self.run("acr", "repository", *args, *creds, "--output", "json", check=check)
         return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else done
 
@@ -249,7 +249,7 @@ def test_az_cloud_register_and_acr_repository_commands(az: Az, az_registry: AzRe
     # `az acr repository show-manifests` is gone from az 2.x; `az acr manifest list-metadata` replaced it.
     listed = az.run(
         "acr", "manifest", "list-metadata", "--registry", reg.name, "--name", "team/app",
-        "--username", reg.name, "--password", reg.password, "--output", "json",
+        "--username", reg.name, f"--password={reg.password}", "--output", "json",
     )  # fmt: skip
     manifests = json.loads(listed.stdout)
     assert {m["digest"] for m in manifests} == {digests["team/app:v1"], digests["team/app:v2"]}

@@ -155,6 +155,13 @@ def test_passwords_are_salted_hashes_verified_in_constant_time() -> None:
     assert not verify_password("not a hash", password)
 
 
+def test_generated_passwords_never_start_with_a_dash_so_command_lines_accept_them() -> None:
+    # one in 64 URL-safe strings starts with "-"; az/docker then read it as an option
+    passwords = [generate_password() for _ in range(2000)]
+    assert all(len(p) == 43 and not p.startswith("-") for p in passwords)
+    assert len(set(passwords)) == len(passwords)
+
+
 # --- tokens --------------------------------------------------------------------------------------------------
 
 _json_value = st.recursive(
