@@ -47,6 +47,7 @@ class Devhost:
     host: str
     env: dict[str, str]
     log: Path
+    pid: int = 0  # the devhost process (the supervisor when it runs worker processes)
 
     @property
     def url(self) -> str:
@@ -74,7 +75,7 @@ def running_devhost(env: dict[str, str], log_dir: Path) -> Iterator[Devhost]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    host = Devhost(f"127.0.0.1:{port}", full_env, log)
+    host = Devhost(f"127.0.0.1:{port}", full_env, log, process.pid)
     try:
         _wait_until_serving(host, process)
         yield host

@@ -143,22 +143,45 @@ async def _management_login(state_dir: Path, address: str) -> None:
 
 
 def serve(host: str, port: int) -> None:
+    """Serve the function table: in this process, or in `FUNCTIONS_WORKER_PROCESS_COUNT` forked worker
+    processes sharing the port (services/devhost/workers.py), with HTTPS beside HTTP when API_TLS_PORT is
+    set. Everything is imported before the workers fork, so they share those pages and start at once."""
     import function_app
+    from services.platform.settings import get_settings
+
+    asyncio.run(_prepare_default_registry())
+    settings = get_settings()
+    tls_port = _env_int("API_TLS_PORT", 0)
+    workers = max(1, settings.functions_worker_process_count)
+    if workers == 1:
+        _serve_worker(function_app.app, host, port, tls_port, 0, reuse_port=False)
+        return
+    from services.devhost.workers import Supervisor
+
+    ports = [(host, port), *([(host, tls_port)] if tls_port else [])]
+    serving = Supervisor(workers, lambda index: _serve_worker(function_app.app, host, port, tls_port, index), ports)
+    code = serving.run()
+    if code:
+        sys.exit(code)
+
+
+def _serve_worker(app_table: Any, host: str, port: int, tls_port: int, index: int, reuse_port: bool = True) -> None:
+    """One worker: the HTTP functions on `port` (and `tls_port`), the timer and bus triggers in worker 0."""
     from services.devhost.protocol import FrontEndLimits, limited_protocol
     from services.devhost.server import build_app
     from services.devhost.triggers import TriggerRunner
     from services.platform.lifecycle import close_all
     from services.platform.settings import get_settings
 
-    asyncio.run(_prepare_default_registry())
-    triggers = TriggerRunner(get_settings())  # timer triggers, and bus triggers fed from the local bus
+    settings = get_settings()
+    triggers = TriggerRunner(settings) if index == 0 else None  # timer and bus triggers: worker 0
 
     async def shutdown() -> None:
-        await triggers.stop()
+        if triggers is not None:
+            await triggers.stop()
         await close_all()
 
-    app = build_app(function_app.app, on_shutdown=shutdown, on_startup=triggers.start)
-    settings = get_settings()
+    app = build_app(app_table, on_shutdown=shutdown, on_startup=triggers.start if triggers is not None else None)
     limits = FrontEndLimits(
         max_header_bytes=settings.devhost_max_header_bytes,
         idle_timeout=settings.devhost_idle_timeout_seconds,
@@ -177,28 +200,38 @@ def serve(host: str, port: int) -> None:
         # which decides IP rules and rate-limit buckets: only TRUSTED_PROXIES (services/auth/network.py) may.
         "proxy_headers": False,
     }
-    config = uvicorn.Config(app, port=port, **options)
-    tls_port = _env_int("API_TLS_PORT", 0)
-    if not tls_port:
-        uvicorn.Server(config).run()
+    servers = [(uvicorn.Server(uvicorn.Config(app, port=port, **options)), port)]
+    if tls_port:
+        from services.devhost.stack import ensure_certificate
+
+        # HTTPS beside plain HTTP, with the locally made certificate (its own CA: .local/tls/cert.pem). Python's
+        # server context refuses anything older than TLS 1.2, ACR's minimum. Only the HTTP server runs the
+        # app's lifespan (startup and shutdown happen once).
+        cert, key = ensure_certificate(Path(os.environ.get("STATE_DIR", ROOT / ".local")))
+        tls = uvicorn.Config(
+            app, port=tls_port, ssl_certfile=str(cert), ssl_keyfile=str(key), lifespan="off", **options
+        )
+        servers.append((uvicorn.Server(tls), tls_port))
+    if not reuse_port and len(servers) == 1:
+        servers[0][0].run()
         return
     import uvloop
 
-    from services.devhost.stack import ensure_certificate
-
-    # HTTPS beside plain HTTP, with the locally made certificate (its own CA: .local/tls/cert.pem). Python's
-    # server context refuses anything older than TLS 1.2, ACR's minimum. Only the HTTP server runs the app's
-    # lifespan (startup and shutdown happen once).
-    cert, key = ensure_certificate(Path(os.environ.get("STATE_DIR", ROOT / ".local")))
-    tls = uvicorn.Config(app, port=tls_port, ssl_certfile=str(cert), ssl_keyfile=str(key), lifespan="off", **options)
-    uvloop.run(_serve_all([uvicorn.Server(config), uvicorn.Server(tls)]))
+    uvloop.run(_serve_all(servers, host, reuse_port))
 
 
-async def _serve_all(servers: list[uvicorn.Server]) -> None:
-    """Run the servers until any of them stops (a signal stops them all)."""
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+async def _serve_all(servers: list[tuple[uvicorn.Server, int]], host: str, reuse_port: bool) -> None:
+    """Run the servers until any of them stops (a signal stops them all). With `reuse_port`, each listens
+    on a socket of its own bound with SO_REUSEPORT (the worker processes share the port)."""
+    from services.devhost.workers import reuse_port_socket
+
+    def start(server: uvicorn.Server, port: int) -> asyncio.Task[None]:
+        sockets = [reuse_port_socket(host, port, listen=True)] if reuse_port else None
+        return asyncio.create_task(server.serve(sockets=sockets))
+
+    tasks = [start(server, port) for server, port in servers]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for server in servers:
+    for server, _ in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -236,6 +269,8 @@ def run(host: str, port: int) -> None:
         (state_dir / "env").write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())))
         address = f"{host}:{port}"
         os.environ.setdefault("API_TLS_PORT", "5443")  # HTTPS beside HTTP (serve() reads both)
+        # One worker process per core, as a Functions instance runs several (services/devhost/workers.py).
+        os.environ.setdefault("FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1)))
         os.environ["STATE_DIR"] = str(state_dir)  # where serve() finds the certificate
         tls_address = f"{host}:{os.environ['API_TLS_PORT']}"
         asyncio.run(_prepare_default_registry())

@@ -14,9 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The public, documented Azurite development account (not a secret).
-AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # The public, documented Cosmos DB emulator key (not a secret).
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nkZ9V8j8KKmQNRhZMTbgwsmGXx6OVIdi00nHTQ=="
 
@@ -132,6 +130,15 @@ class Settings(BaseSettings):
     auth_failures_per_username_per_minute: int = 30
     # Threads that verify passwords (argon2id, ~30 ms of CPU and 19 MiB each) off the event loop.
     password_verify_workers: int = 2
+    # Worker processes per instance (the Functions host's setting; the devhost forks this many, each on the
+    # same port: services/devhost/workers.py). `make run` uses one per CPU core.
+    functions_worker_process_count: int = 1
+    # Point reads for pulls (tags, manifests, blob links, repository attributes) kept by each worker process
+    # (services/platform/readcache.py): never stale for writes made through the same instance (its worker
+    # processes share change marks in READ_CACHE_MARKS_FILE, default: a file in the temp directory); another
+    # instance's write is seen within this many seconds. 0 turns the cache off.
+    read_cache_seconds: float = 1.0
+    read_cache_marks_file: str = ""
     # The manifest cache of each instance (services/registry/app.py ManifestCache), in bytes, and the
     # largest manifest it keeps (larger ones are read from Blob Storage each time; the default is the
     # largest manifest kept inline in Cosmos, `inline_manifest_bytes`).

@@ -39,8 +39,10 @@ lists until their next push or attribute change; every other read treats missing
 from __future__ import annotations
 
 import base64
+import bisect
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, cast
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -48,16 +50,18 @@ from pydantic import Field
 
 from services.events.store import OutboxDoc
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
+from services.platform.readcache import ChangeMarks, ReadCache, process_marks
 from services.registry.acr_paths import Order, time_key
 from services.registry.locks import ChangeableAttributes
 
 UPLOAD_TTL_SECONDS = 7 * 24 * 3600  # Blob Storage drops uncommitted blocks after 7 days, too.
 KNOWN_REPOSITORY_SECONDS = 60.0
+# A repository's tag list, and a registry's catalog, are read whole and kept (read cache) when they hold at
+# most this many names, so that paging through them costs one query, not one per page; longer ones are
+# paged from the database each time. Few lists are kept per process (`NAME_LISTS_KEPT`): at most a few MiB.
+NAME_LIST_CACHE_LIMIT = 5_000
+NAME_LISTS_KEPT = 64
 STORAGE_USAGE_ATTEMPTS = 16  # optimistic updates of the usage document before giving up (503 to the client)
-# How long an instance trusts the repository attributes it read, for reads (pulls, lists) only: they are on
-# the hot path of every pull. Pushes and deletes always read them afresh.
-REPOSITORY_ATTRIBUTES_SECONDS = 5.0
-_CACHE_LIMIT = 10_000
 # The filter that leaves list-disabled documents out (missing attributes mean enabled).
 LISTED = "(NOT IS_DEFINED(c.changeableAttributes.listEnabled) OR c.changeableAttributes.listEnabled = true)"
 
@@ -201,12 +205,35 @@ def repository_id(name: str) -> str:
 
 class ArtifactStore:
     """Repositories and their manifests, tags, blob links and upload sessions; every hot path is a point read
-    or a one-partition query."""
+    or a one-partition query.
 
-    def __init__(self, cosmos: Cosmos) -> None:
+    Reads for pulls (`cached=True`, and `repository_attributes`) may come from a `ReadCache`
+    (services/platform/readcache.py) for `read_seconds`: never stale within the instance, since every write
+    here marks its repository changed for all worker processes (`_writing`); at most `read_seconds` stale for
+    another instance's writes. Read-modify-write paths (pushes, deletes, attribute changes) never use it.
+    """
+
+    def __init__(self, cosmos: Cosmos, read_seconds: float = 0.0, marks: ChangeMarks | None = None) -> None:
         self._cosmos = cosmos
+        self._marks = marks or process_marks()
         self._known_repositories: dict[tuple[str, str], float] = {}
-        self._repository_attributes: dict[tuple[str, str], tuple[float, ChangeableAttributes]] = {}
+        self._tags: ReadCache[TagDoc | None] = ReadCache(self._marks, read_seconds)
+        self._manifests: ReadCache[ManifestDoc | None] = ReadCache(self._marks, read_seconds)
+        self._links: ReadCache[BlobLinkDoc | None] = ReadCache(self._marks, read_seconds)
+        self._attributes: ReadCache[ChangeableAttributes] = ReadCache(self._marks, read_seconds)
+        self._name_lists: ReadCache[list[str] | None] = ReadCache(self._marks, read_seconds, NAME_LISTS_KEPT)
+
+    @contextmanager
+    def _writing(self, repo: str, catalog: str | None = None) -> Iterator[None]:
+        """Around every write to a repository: afterwards (even when it failed, as it may have happened),
+        whatever this instance cached of the repository is read again; with `catalog` (the registry), its
+        catalog too (the write adds, removes or hides a repository)."""
+        try:
+            yield
+        finally:
+            self._marks.changed(repo)
+            if catalog is not None:
+                self._marks.changed(_catalog_partition(catalog))
 
     async def ensure_repository(self, registry: str, name: str) -> None:
         """Create the repository document if missing. Every push calls this, so remember for a while what
@@ -215,7 +242,8 @@ class ArtifactStore:
         if self._known_repositories.get((registry, name), 0.0) > now:
             return
         doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
-        await self._cosmos.create("repositories", doc)  # None when it exists: fine
+        with self._writing(repo_key(registry, name), registry):
+            await self._cosmos.create("repositories", doc)  # None when it exists: fine
         self._known_repositories[(registry, name)] = now + KNOWN_REPOSITORY_SECONDS
 
     async def repository_exists(self, registry: str, name: str) -> bool:
@@ -228,31 +256,27 @@ class ArtifactStore:
     async def create_repository(self, registry: str, name: str) -> RepositoryDoc:
         """The repository document, created now unless someone else just did."""
         doc = RepositoryDoc(id=repository_id(name), registry=registry, name=name)
-        created = await self._cosmos.create("repositories", doc)
+        with self._writing(repo_key(registry, name), registry):
+            created = await self._cosmos.create("repositories", doc)
         if created is None:
             return await self.get_repository(registry, name) or doc
         self._known_repositories[(registry, name)] = time.monotonic() + KNOWN_REPOSITORY_SECONDS
         return RepositoryDoc.model_validate(created)
 
     async def repository_attributes(self, registry: str, name: str) -> ChangeableAttributes:
-        """The repository's attributes for a read (pull, list): trusted for `REPOSITORY_ATTRIBUTES_SECONDS`.
-        A repository that does not exist has the defaults (what is asked for in it will not be found)."""
-        key, now = (registry, name), time.monotonic()
-        cached = self._repository_attributes.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        doc = await self.get_repository(registry, name)
-        attributes = doc.changeableAttributes if doc is not None else ChangeableAttributes()
-        if len(self._repository_attributes) >= _CACHE_LIMIT:
-            self._repository_attributes.clear()
-        self._repository_attributes[key] = (now + REPOSITORY_ATTRIBUTES_SECONDS, attributes)
-        return attributes
+        """The repository's attributes for a read (pull, list), from the read cache. A repository that does
+        not exist has the defaults (what is asked for in it will not be found)."""
+
+        async def read() -> ChangeableAttributes:
+            doc = await self.get_repository(registry, name)
+            return doc.changeableAttributes if doc is not None else ChangeableAttributes()
+
+        return await self._attributes.get(repo_key(registry, name), "", read)
 
     async def replace_repository(self, doc: RepositoryDoc) -> RepositoryDoc:
         """Write the repository document back only if unchanged since read (ConcurrentUpdate otherwise)."""
-        written = RepositoryDoc.model_validate(await self._cosmos.replace("repositories", doc))
-        self._repository_attributes.pop((doc.registry, doc.name), None)
-        return written
+        with self._writing(repo_key(doc.registry, doc.name), doc.registry):
+            return RepositoryDoc.model_validate(await self._cosmos.replace("repositories", doc))
 
     async def list_repositories(self, registry: str, last: str, limit: int) -> list[str]:
         """Up to `limit` repository names after `last`, in lexical order; list-disabled ones are left out."""
@@ -260,9 +284,24 @@ class ArtifactStore:
             "SELECT c.name FROM c WHERE c.registry = @r AND c.type = 'repository' AND c.name > @last "
             f"AND {LISTED} ORDER BY c.name"
         )
+        params = {"@r": registry, "@last": ""}
+        if self._name_lists.enabled:
+            whole = await self._name_lists.get(
+                _catalog_partition(registry), "", lambda: self._whole_list("repositories", sql, params, registry)
+            )
+            if whole is not None:
+                return _page_of(whole, last, limit)
         return await self._first_names(
-            self._cosmos.query("repositories", sql, {"@r": registry, "@last": last}, registry, limit), limit
+            self._cosmos.query("repositories", sql, params | {"@last": last}, registry, limit), limit
         )
+
+    async def _whole_list(self, container: str, sql: str, params: dict[str, Any], partition: str) -> list[str] | None:
+        """All the names the query lists (it starts from "" and is ordered), or None when there are more than
+        `NAME_LIST_CACHE_LIMIT` (then pages are read from the database)."""
+        names = await self._first_names(
+            self._cosmos.query(container, sql, params, partition, NAME_LIST_CACHE_LIMIT + 1), NAME_LIST_CACHE_LIMIT + 1
+        )
+        return names if len(names) <= NAME_LIST_CACHE_LIMIT else None
 
     async def all_repositories(self, registry: str) -> list[str]:
         sql = "SELECT c.name FROM c WHERE c.registry = @r AND c.type = 'repository'"
@@ -270,12 +309,12 @@ class ArtifactStore:
 
     async def delete_repository(self, registry: str, name: str) -> None:
         self._known_repositories.pop((registry, name), None)
-        self._repository_attributes.pop((registry, name), None)
         repo = repo_key(registry, name)
         sql = "SELECT c.id FROM c WHERE c.repo = @p"
-        async for doc in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
-            await self._cosmos.delete("artifacts", doc["id"], repo)
-        await self._cosmos.delete("repositories", repository_id(name), registry)
+        with self._writing(repo, registry):
+            async for doc in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
+                await self._cosmos.delete("artifacts", doc["id"], repo)
+            await self._cosmos.delete("repositories", repository_id(name), registry)
 
     @staticmethod
     async def _first_names(items: AsyncIterator[dict[str, Any]], limit: int) -> list[str]:
@@ -286,12 +325,16 @@ class ArtifactStore:
                 break
         return names
 
-    async def get_blob_link(self, repo: str, digest: str) -> BlobLinkDoc | None:
-        doc = await self._cosmos.read("artifacts", blob_id(digest), repo)
-        return BlobLinkDoc.model_validate(doc) if doc else None
+    async def get_blob_link(self, repo: str, digest: str, *, cached: bool = False) -> BlobLinkDoc | None:
+        async def read() -> BlobLinkDoc | None:
+            doc = await self._cosmos.read("artifacts", blob_id(digest), repo)
+            return BlobLinkDoc.model_validate(doc) if doc else None
+
+        return await self._links.get(repo, digest, read) if cached else await read()
 
     async def put_blob_link(self, link: BlobLinkDoc) -> None:
-        await self._cosmos.upsert("artifacts", link)
+        with self._writing(link.repo):
+            await self._cosmos.upsert("artifacts", link)
 
     async def record_stored_blob(self, registry: str, digest: str, size: int) -> bool:
         """Note that the registry's storage holds this blob; the first note of a digest adds its size to the
@@ -321,7 +364,8 @@ class ArtifactStore:
         return StorageUsageDoc.model_validate(found).storageBytes if found else 0
 
     async def delete_blob_link(self, repo: str, digest: str) -> bool:
-        return await self._cosmos.delete("artifacts", blob_id(digest), repo)
+        with self._writing(repo):
+            return await self._cosmos.delete("artifacts", blob_id(digest), repo)
 
     async def create_upload(self, upload: UploadDoc) -> UploadDoc:
         doc = await self._cosmos.create("artifacts", upload)
@@ -344,13 +388,29 @@ class ArtifactStore:
     async def delete_upload(self, repo: str, uuid: str) -> bool:
         return await self._cosmos.delete("artifacts", upload_id(uuid), repo)
 
-    async def get_manifest(self, repo: str, digest: str) -> ManifestDoc | None:
-        doc = await self._cosmos.read("artifacts", manifest_id(digest), repo)
-        return ManifestDoc.model_validate(doc) if doc else None
+    async def get_manifest(self, repo: str, digest: str, *, cached: bool = False) -> ManifestDoc | None:
+        """The manifest document. `cached`: for a pull, from the read cache, and then without its inline
+        `content` (the manifest bytes have their own byte-bounded cache, services/registry/app.py)."""
 
-    async def get_tag(self, repo: str, tag: str) -> TagDoc | None:
-        doc = await self._cosmos.read("artifacts", tag_id(tag), repo)
-        return TagDoc.model_validate(doc) if doc else None
+        async def read() -> ManifestDoc | None:
+            doc = await self._cosmos.read("artifacts", manifest_id(digest), repo)
+            return ManifestDoc.model_validate(doc) if doc else None
+
+        if not cached:
+            return await read()
+
+        async def read_lean() -> ManifestDoc | None:
+            doc = await read()
+            return doc.model_copy(update={"content": None}) if doc is not None else None
+
+        return await self._manifests.get(repo, digest, read_lean)
+
+    async def get_tag(self, repo: str, tag: str, *, cached: bool = False) -> TagDoc | None:
+        async def read() -> TagDoc | None:
+            doc = await self._cosmos.read("artifacts", tag_id(tag), repo)
+            return TagDoc.model_validate(doc) if doc else None
+
+        return await self._tags.get(repo, tag, read) if cached else await read()
 
     async def commit_manifest(
         self, manifest: ManifestDoc, tags: Iterable[TagDoc], outbox: OutboxDoc | None = None
@@ -368,27 +428,30 @@ class ArtifactStore:
         if outbox is not None:
             operations.append(("create", (outbox.to_item(),)))
         try:
-            await self._cosmos.batch("artifacts", manifest.repo, operations)
+            with self._writing(manifest.repo):
+                await self._cosmos.batch("artifacts", manifest.repo, operations)
         except ResourceNotFoundError as exc:
             raise ConcurrentUpdate(str(exc)) from exc
 
     async def replace_artifact(self, doc: TagDoc | ManifestDoc) -> dict[str, Any]:
         """Write a tag or manifest back only if unchanged since read (ConcurrentUpdate otherwise)."""
-        return await self._cosmos.replace("artifacts", doc)
+        with self._writing(doc.repo):
+            return await self._cosmos.replace("artifacts", doc)
 
     async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None, etag: str | None = None) -> bool:
         """Delete a tag (with the outbox of its events in the same batch, when given). With `etag`, only if
         unchanged since read: `ConcurrentUpdate` otherwise."""
-        if outbox is None:
-            return await self._cosmos.delete("artifacts", tag_id(tag), repo, etag=etag)
-        condition = {"if_match_etag": etag} if etag else {}
-        try:
-            await self._cosmos.batch(
-                "artifacts", repo, [("delete", (tag_id(tag),), condition), ("create", (outbox.to_item(),))]
-            )
-        except ResourceNotFoundError:
-            return False
-        return True
+        with self._writing(repo):
+            if outbox is None:
+                return await self._cosmos.delete("artifacts", tag_id(tag), repo, etag=etag)
+            condition = {"if_match_etag": etag} if etag else {}
+            try:
+                await self._cosmos.batch(
+                    "artifacts", repo, [("delete", (tag_id(tag),), condition), ("create", (outbox.to_item(),))]
+                )
+            except ResourceNotFoundError:
+                return False
+            return True
 
     async def delete_manifest(self, manifest: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None = None) -> bool:
         """Delete a manifest and its tags, as read, and write the outbox of its events: one batch, each
@@ -398,16 +461,17 @@ class ArtifactStore:
         manifest with that many tags is rare; those deletes then precede the manifest's)."""
         repo = manifest.repo
         room = BATCH_LIMIT - 2
-        for start in range(room, len(tags), BATCH_LIMIT):
-            await self._cosmos.batch("artifacts", repo, [_delete(tag) for tag in tags[start : start + BATCH_LIMIT]])
-        operations = [_delete(manifest), *(_delete(tag) for tag in tags[:room])]
-        if outbox is not None:
-            operations.append(("create", (outbox.to_item(),)))
-        try:
-            await self._cosmos.batch("artifacts", repo, operations)
-        except ResourceNotFoundError:
-            return False
-        return True
+        with self._writing(repo):
+            for start in range(room, len(tags), BATCH_LIMIT):
+                await self._cosmos.batch("artifacts", repo, [_delete(tag) for tag in tags[start : start + BATCH_LIMIT]])
+            operations = [_delete(manifest), *(_delete(tag) for tag in tags[:room])]
+            if outbox is not None:
+                operations.append(("create", (outbox.to_item(),)))
+            try:
+                await self._cosmos.batch("artifacts", repo, operations)
+            except ResourceNotFoundError:
+                return False
+            return True
 
     async def tags_of(self, repo: str, digest: str) -> list[TagDoc]:
         """Every tag pointing at `digest`, listed or not."""
@@ -506,20 +570,24 @@ class ArtifactStore:
         Its outbox documents stay: they are events still to be published (they expire once published)."""
         repo = repo_key(registry, name)
         sql = "SELECT c.id FROM c WHERE c.repo = @p AND (c.type = 'blob' OR c.type = 'upload')"
-        async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
-            await self._cosmos.delete("artifacts", item["id"], repo)
-        await self._cosmos.delete("repositories", repository_id(name), registry)
+        with self._writing(repo, registry):
+            async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
+                await self._cosmos.delete("artifacts", item["id"], repo)
+            await self._cosmos.delete("repositories", repository_id(name), registry)
         self._known_repositories.pop((registry, name), None)
-        self._repository_attributes.pop((registry, name), None)
 
     async def list_tags(self, repo: str, last: str, limit: int) -> list[str]:
         """Up to `limit` names of listed tags after `last`, in lexical order (`/v2/<name>/tags/list`)."""
         sql = (
             f"SELECT c.name FROM c WHERE c.repo = @p AND c.type = 'tag' AND c.name > @last AND {LISTED} ORDER BY c.name"
         )
-        return await self._first_names(
-            self._cosmos.query("artifacts", sql, {"@p": repo, "@last": last}, repo, limit), limit
-        )
+        params = {"@p": repo, "@last": ""}
+        if self._name_lists.enabled:
+            whole = await self._name_lists.get(repo, "tags", lambda: self._whole_list("artifacts", sql, params, repo))
+            if whole is not None:
+                return _page_of(whole, last, limit)
+        page = self._cosmos.query("artifacts", sql, params | {"@last": last}, repo, limit)
+        return await self._first_names(page, limit)
 
     async def list_referrers(self, repo: str, subject: str) -> list[dict[str, Any]]:
         sql = "SELECT c.referrer FROM c WHERE c.repo = @p AND c.type = 'manifest' AND c.subject = @s"
@@ -531,6 +599,17 @@ class ArtifactStore:
 
 
 BATCH_LIMIT = 100  # operations in one transactional batch (Cosmos DB's limit)
+
+
+def _catalog_partition(registry: str) -> str:
+    """The change-mark partition of a registry's catalog (repository keys are `<registry>/<name>`)."""
+    return f"catalog:{registry}"
+
+
+def _page_of(names: list[str], last: str, limit: int) -> list[str]:
+    """The names after `last` (lexical order, as the database sorts these ASCII names), at most `limit`."""
+    start = bisect.bisect_right(names, last)
+    return names[start : start + limit]
 
 
 # A conditional patch applies only to a document that is not write-locked (missing attributes: unlocked).

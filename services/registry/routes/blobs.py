@@ -22,7 +22,7 @@ from services.registry.store import BlobLinkDoc, repo_key
 async def _linked(call: Call) -> tuple[Digest, BlobLinkDoc]:
     digest = Digest.parse(call.reference)
     locks.check_blob_read(call.name, await call.api.artifacts.repository_attributes(call.registry.registry, call.name))
-    link = await call.api.artifacts.get_blob_link(repo_key(call.registry.registry, call.name), str(digest))
+    link = await call.api.artifacts.get_blob_link(repo_key(call.registry.registry, call.name), str(digest), cached=True)
     if link is None:
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     return digest, link

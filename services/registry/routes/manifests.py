@@ -68,24 +68,23 @@ def _manifest_headers(digest: str, media_type: str, size: int) -> dict[str, str]
 
 
 async def _resolve(call: Call) -> tuple[str, str, int]:
-    """(digest, media type, size) of the manifest the reference names: one point read (and the repository's
-    attributes, from the read cache), then the read locks: the tag's for a pull by tag, the manifest's for
-    a pull by digest (ACR keeps tag and manifest attributes apart), the repository's for both."""
+    """(digest, media type, size) of the manifest the reference names: one point read (from the read cache,
+    as are the repository's attributes: services/platform/readcache.py), then the read locks: the tag's for
+    a pull by tag, the manifest's for a pull by digest (ACR keeps tag and manifest attributes apart), the
+    repository's for both."""
     reference = Reference.parse(call.reference)
     repo = repo_key(call.registry.registry, call.name)
     if reference.tag is not None:
-        tag = await call.api.artifacts.get_tag(repo, reference.tag)
+        tag = await call.api.artifacts.get_tag(repo, reference.tag, cached=True)
         if tag is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
         await _check_read(call, tag.changeableAttributes, {"tag": reference.tag})
         return tag.digest, tag.mediaType, tag.size
     assert reference.digest is not None
-    doc = await call.api.artifacts.get_manifest(repo, str(reference.digest))
+    doc = await call.api.artifacts.get_manifest(repo, str(reference.digest), cached=True)
     if doc is None:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
     await _check_read(call, doc.changeableAttributes, {"digest": doc.digest})
-    if doc.content is not None:
-        call.api.manifests.put(call.registry.registry, doc.digest, doc.inline_content() or b"")
     return doc.digest, doc.mediaType, doc.size
 
 
