@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from bench import processes, report, storage, workloads
 from bench.loadgen import ENGINES, Engine, run_load
 from bench.processes import CpuMeter, RssSampler, ServerProcess, sigterm_unwinds
-from bench.report import OURS, PEER, RAW_CURL, RAW_SDK, Results
+from bench.report import OURS, OURS_OPEN, PEER, RAW_CURL, RAW_SDK, Results
 from bench.workloads import GiB, MiB, RandomPool, SkopeoRunner
 from services.devhost.stack import LocalStack
 from services.platform.settings import Settings
@@ -218,7 +218,7 @@ class Bench:
 
     def pids(self, subject: str) -> dict[str, int]:
         """The server-side processes of a subject: our API and the emulators, or distribution."""
-        if subject == OURS:
+        if subject in (OURS, OURS_OPEN):
             return {"api": self.servers[OURS].pid, **self.stack.pids}
         if subject == PEER:
             return {"api": self.servers[PEER].pid}
@@ -247,30 +247,55 @@ class Bench:
         return Profiler(self.servers[OURS].pid, output, self.options.profile and wanted and subject == OURS)
 
     # --- manifests ------------------------------------------------------------------------------------
+    async def subject_headers(self, subject: str, scopes: Sequence[str]) -> dict[str, str]:
+        """What a client of `subject` sends on every request: for ours, a bearer token for `scopes` (as
+        docker and podman do); for ours with auth off, the Host of the open registry; nothing for the peer."""
+        server = self.servers[OURS if subject == OURS_OPEN else subject]
+        if subject == OURS and server.credentials:
+            return await workloads.bearer_header(server.url, server.credentials, scopes)
+        if subject == OURS_OPEN and server.open_host:
+            return {"Host": server.open_host}
+        return {}
+
+    def seeding_headers(self, subject: str) -> dict[str, str]:
+        """Headers for the untimed writes that prepare a phase: Basic credentials straight on /v2/ for ours."""
+        server = self.servers[OURS if subject == OURS_OPEN else subject]
+        if subject == OURS and server.credentials:
+            return workloads.basic_header(server.credentials)
+        if subject == OURS_OPEN and server.open_host:
+            return {"Host": server.open_host}
+        return {}
+
+    def request_subjects(self) -> tuple[str, ...]:
+        return (OURS, OURS_OPEN, PEER) if self.servers[OURS].open_host else (OURS, PEER)
+
     async def requests_phase(self) -> None:
         self.note_load("manifests")
         targets: dict[str, dict[str, tuple[str, str, dict[str, str]]]] = {}
         accept = {"Accept": MANIFEST_ACCEPT}
-        async with workloads.session() as http:
-            for subject, server in self.servers.items():
-                repo = "bench/requests"
+        repo = "bench/requests"
+        subjects = self.request_subjects()
+        for subject in subjects:
+            server = self.servers[OURS if subject == OURS_OPEN else subject]
+            async with workloads.session(16, self.seeding_headers(subject)) as http:
                 image = await workloads.push_small_image(http, server.url, repo, "latest")
-                manifests = f"{server.url}/v2/{repo}/manifests"
-                targets[subject] = {
-                    "manifest_head_tag": ("HEAD", f"{manifests}/latest", accept),
-                    "manifest_head_digest": ("HEAD", f"{manifests}/{image.digest}", accept),
-                    "manifest_get_tag": ("GET", f"{manifests}/latest", accept),
-                    "manifest_get_digest": ("GET", f"{manifests}/{image.digest}", accept),
-                    "blob_head": ("HEAD", f"{server.url}/v2/{repo}/blobs/{image.layer.digest}", {}),
-                    "base_get": ("GET", f"{server.url}/v2/", {}),
-                }
+            auth = await self.subject_headers(subject, [f"repository:{repo}:pull"])
+            manifests = f"{server.url}/v2/{repo}/manifests"
+            targets[subject] = {
+                "manifest_head_tag": ("HEAD", f"{manifests}/latest", accept | auth),
+                "manifest_head_digest": ("HEAD", f"{manifests}/{image.digest}", accept | auth),
+                "manifest_get_tag": ("GET", f"{manifests}/latest", accept | auth),
+                "manifest_get_digest": ("GET", f"{manifests}/{image.digest}", accept | auth),
+                "blob_head": ("HEAD", f"{server.url}/v2/{repo}/blobs/{image.layer.digest}", auth),
+                "base_get": ("GET", f"{server.url}/v2/", auth),
+            }
         for kind, label in report.REQUEST_KINDS:
             for c in self.options.concurrency:
                 rps = self.results.figure(f"req_{kind}_c{c}_rps", f"{label}, c={c}", "rps")
                 p50 = self.results.figure(f"req_{kind}_c{c}_p50", f"{label}, c={c}, p50", "ms", "lower")
                 p99 = self.results.figure(f"req_{kind}_c{c}_p99", f"{label}, c={c}, p99", "ms", "lower")
                 for run in range(self.options.runs):
-                    for subject in self.order(run):
+                    for subject in self.order(run, subjects):
                         method, url, headers = targets[subject][kind]
                         with (
                             self.profiler(f"{kind}-c{c}", subject, c == 16 and run == 0),
@@ -301,8 +326,8 @@ class Bench:
                         p50.add(subject, result.p50_ms)
                         p99.add(subject, result.p99_ms)
                     self.log(
-                        f"{label:<24} c={c:<3} run {run}: ours {rps.values[OURS][-1]:8.0f} rps, "
-                        f"peer {rps.values[PEER][-1]:8.0f} rps"
+                        f"{label:<24} c={c:<3} run {run}: "
+                        + ", ".join(f"{subject} {rps.values[subject][-1]:8.0f} rps" for subject in subjects)
                     )
 
     # --- lists ----------------------------------------------------------------------------------------
@@ -310,8 +335,8 @@ class Bench:
         self.note_load("lists")
         options = self.options
         tags_repo, catalog_prefix = "bench/tags", "bench/catalog"
-        async with workloads.session(16) as http:
-            for subject, server in self.servers.items():
+        for subject, server in self.servers.items():
+            async with workloads.session(16, self.seeding_headers(subject)) as http:
                 seeded = await workloads.seed_tags(http, server.url, tags_repo, options.tags)
                 self.results.notes.append(
                     f"seeded {seeded.count} tags on {subject} in {seeded.seconds:.1f} s ({seeded.method})"
@@ -321,6 +346,11 @@ class Bench:
                     f"seeded {seeded.count} repositories on {subject} in {seeded.seconds:.1f} s ({seeded.method})"
                 )
                 self.log(f"seeded {subject}: {options.tags} tags, {options.repositories} repositories")
+        scopes = [f"repository:{tags_repo}:pull", "registry:catalog:*"]
+        sessions = {
+            subject: workloads.session(16, await self.subject_headers(subject, scopes)) for subject in self.servers
+        }
+        try:
             n = options.page_size
             cases = (
                 ("tags_page", f"/v2/{tags_repo}/tags/list?n={n}", "tags", False),
@@ -333,7 +363,9 @@ class Bench:
                 pages = self.results.figure(f"{key}_pages", f"{key} pages", "pages", "lower")
                 for run in range(options.runs):
                     for subject in self.order(run):
-                        paging = await workloads.page_through(http, self.servers[subject].url, path, field_name)
+                        paging = await workloads.page_through(
+                            sessions[subject], self.servers[subject].url, path, field_name
+                        )
                         times = paging.page_seconds[:1] if first_only else paging.page_seconds
                         figure.add(subject, 1000 * sum(times) / len(times))
                         pages.add(subject, paging.pages)
@@ -342,6 +374,9 @@ class Bench:
                                 f"{subject} GET {path}: {paging.pages} page(s), {paging.items} items"
                             )
                 self.log(f"{key:<13} ours {figure.median(OURS):7.2f} ms, peer {figure.median(PEER):7.2f} ms")
+        finally:
+            for http in sessions.values():
+                await http.close()
 
     # --- push, pull, raw ------------------------------------------------------------------------------
     def transfer_phase(self) -> None:
@@ -417,7 +452,7 @@ class Bench:
                         self.profiler("push-big", subject, run == 0 and size_key == "big"),
                         CpuMeter(self.pids(subject)) as cpu,
                     ):
-                        seconds = skopeo.push(image, server.host, repo)
+                        seconds = skopeo.push(image, server.host, repo, server.credentials)
                     if size_key == "big":
                         rss.add(subject, sampler.peak / MiB)
                         rss_before.add(subject, sampler.before / MiB)
@@ -469,7 +504,7 @@ class Bench:
                     server = self.servers[subject]
                     destination = self.workdir / f"pulled-{subject}"
                     with CpuMeter(self.pids(subject)) as cpu:
-                        seconds = skopeo.pull(image, server.host, repo, destination)
+                        seconds = skopeo.pull(image, server.host, repo, destination, server.credentials)
                     workloads.remove_tree(destination)
                     figures["pull", size_key].add(subject, image.layer_bytes / mb / seconds)
                     self.add_cpu(
@@ -503,8 +538,8 @@ class Bench:
         if do_push:
             for subject in (OURS, PEER):
                 server = self.servers[subject]
-                skopeo.push(image, server.host, "bench/warm-up")
-                skopeo.pull(image, server.host, "bench/warm-up", self.workdir / "warm-up-pulled")
+                skopeo.push(image, server.host, "bench/warm-up", server.credentials)
+                skopeo.pull(image, server.host, "bench/warm-up", self.workdir / "warm-up-pulled", server.credentials)
                 workloads.remove_tree(self.workdir / "warm-up-pulled")
         if do_raw:
             source = image.layout.blob_path(image.layers[0].digest)
@@ -581,7 +616,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack = LocalStack.on_free_ports(workdir / "stack")
             print(f"[bench] starting the emulators, our API and distribution in {workdir}", flush=True)
             running.enter_context(stack)
-            ours = running.enter_context(processes.ours(stack.env(), workdir / "logs", options.ours_env))
+            credentials = _run_async(partial(processes.prepare_our_registries, stack.env()))
+            ours = running.enter_context(
+                processes.ours(
+                    stack.env(),
+                    workdir / "logs",
+                    options.ours_env,
+                    credentials=credentials,
+                    open_registry=processes.OPEN_REGISTRY,
+                )
+            )
             peer = running.enter_context(processes.peer(workdir / "peer", workdir / "logs"))
             bench = Bench(options, results, stack, ours, peer, workdir)
             if "manifests" in options.only:

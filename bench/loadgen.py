@@ -203,7 +203,9 @@ async def _lean(
     warmup: float,
 ) -> LoadResult:
     host, port, path = _loopback(url)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    given = {k.lower() for k in headers}
+    own_host = [] if "host" in given else [f"Host: {host}:{port}"]  # a Host given names another registry
+    lines = [f"{method} {path} HTTP/1.1", *own_host, *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
     window = _Window(duration, warmup, max_requests)

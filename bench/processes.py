@@ -33,14 +33,28 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    """One HTTP server on 127.0.0.1, ready once `GET /v2/` answers (200, or 401 asking for credentials)."""
+    """One HTTP server on 127.0.0.1, ready once `GET /v2/` answers (200, or 401 asking for credentials).
 
-    def __init__(self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str], log: Path) -> None:
+    `credentials` (user, password) when its registry requires them; `open_host` the Host header of a
+    registry of the same server that takes anonymous callers (ours: the auth-off figures beside)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: Mapping[str, str],
+        log: Path,
+        credentials: tuple[str, str] | None = None,
+        open_host: str | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.port = port
         self.env = dict(env)
         self.log = log
+        self.credentials = credentials
+        self.open_host = open_host
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -124,18 +138,66 @@ def _answers(url: str) -> bool:
         return False
 
 
-def ours(stack_env: Mapping[str, str], logs_dir: Path, extra_env: Mapping[str, str] | None = None) -> ServerProcess:
-    """Our API as `make run` serves it (uvicorn, uvloop, httptools), against the stack in `stack_env`.
+def ours(
+    stack_env: Mapping[str, str],
+    logs_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    credentials: tuple[str, str] | None = None,
+    open_registry: str | None = None,
+) -> ServerProcess:
+    """Our API as `make run` serves it (uvicorn, uvloop, httptools; one worker process per core, as a
+    Functions instance runs several), against the stack in `stack_env`.
 
-    Its default registry takes anonymous callers (`authDisabled`, as the test devhosts do), like the
-    peer, which runs without auth: both are measured without credentials.
+    With `credentials` (its admin user), its default registry requires them, as users run it, and the
+    registry `open_registry` of the same server takes anonymous callers (`authDisabled`), for the
+    auth-off figures beside; without, the default registry takes anonymous callers (the attack scripts).
+    Request-rate limits stay on, scaled up 1,000 times: ACR's per-tier limits (a Premium registry: 10,000
+    reads a minute) are far below what one load generator sends, and throttling is not what is measured.
     """
     port = free_port()
-    env = dict(os.environ) | {"DEFAULT_REGISTRY_AUTH_DISABLED": "true"} | dict(stack_env)
-    env |= {"API_PORT": str(port), "LOG_LEVEL": "warning"} | dict(extra_env or {})
+    env = dict(os.environ) | dict(stack_env)
+    env |= {"API_PORT": str(port), "LOG_LEVEL": "warning", "DEFAULT_REGISTRY_AUTH_DISABLED": "true"}
+    if credentials:  # the benchmark proper (the attack scripts watch one process: one worker for them)
+        env |= {
+            "DEFAULT_REGISTRY_AUTH_DISABLED": "false",
+            "FUNCTIONS_WORKER_PROCESS_COUNT": str(os.cpu_count() or 1),
+            "RATE_LIMIT_SCALE": "1000",
+        }
+    env |= dict(extra_env or {})
     env.pop("ACCESS_LOG", None)
     argv = [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)]
-    return ServerProcess("ours", argv, port, env, logs_dir / "ours.log")
+    domain = env.get("REGISTRY_DOMAIN", "azurecr.localhost")
+    open_host = f"{open_registry}.{domain}:{port}" if open_registry else None
+    return ServerProcess("ours", argv, port, env, logs_dir / "ours.log", credentials, open_host)
+
+
+OPEN_REGISTRY = "benchopen"
+
+
+async def prepare_our_registries(stack_env: Mapping[str, str]) -> tuple[str, str]:
+    """Before our API starts: its default registry (Premium) with the admin user on, and the registry
+    `OPEN_REGISTRY` that takes anonymous callers. Returns the admin user's (name, password)."""
+    from services.management.access import enable_admin_user, update_registry
+    from services.management.registries import create_registry
+    from services.platform.blobs import BlobStore
+    from services.platform.cosmos import Cosmos
+    from services.platform.settings import Settings
+
+    fields = set(Settings.model_fields)
+    settings = Settings(**{k.lower(): v for k, v in stack_env.items() if k.lower() in fields})  # type: ignore[arg-type]
+    metadata, blobs = Cosmos(settings), BlobStore(settings)
+    await metadata.open()
+    await blobs.open()
+    try:
+        await create_registry(metadata, blobs, settings, settings.default_registry, "Premium")
+        password = (await enable_admin_user(metadata, settings.default_registry))[0].value
+        await create_registry(metadata, blobs, settings, OPEN_REGISTRY, "Premium")
+        await update_registry(metadata, OPEN_REGISTRY, auth_disabled=True)
+    finally:
+        await metadata.close()
+        await blobs.close()
+    return settings.default_registry, password
 
 
 def distribution_binary() -> str:
@@ -201,6 +263,21 @@ def peer(state_dir: Path, logs_dir: Path) -> ServerProcess:
 # --- memory --------------------------------------------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (our API's worker processes)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    queue.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
 def _status_kib(pid: int, field: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -213,11 +290,12 @@ def _status_kib(pid: int, field: str) -> int | None:
 
 
 class RssSampler:
-    """Peak resident memory of a process over a `with` block, in bytes.
+    """Peak resident memory of the largest process of a process tree (a server and its worker processes)
+    over a `with` block, in bytes.
 
-    On entry the kernel's high-water mark (VmHWM) is reset through /proc/<pid>/clear_refs where allowed;
+    On entry each process's high-water mark (VmHWM) is reset through /proc/<pid>/clear_refs where allowed;
     meanwhile VmRSS is polled every `interval` seconds. The peak is the larger of the polled maximum and
-    VmHWM at exit (when the reset worked; otherwise VmHWM would include everything before the block).
+    the largest VmHWM at exit (when the resets worked; otherwise VmHWM would include everything before).
     """
 
     def __init__(self, pid: int, interval: float = 0.01) -> None:
@@ -227,6 +305,7 @@ class RssSampler:
         self.polled_peak = 0
         self.hwm: int | None = None
         self._hwm_reset = False
+        self._pids: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -234,21 +313,27 @@ class RssSampler:
     def peak(self) -> int:
         return max(self.polled_peak, self.hwm or 0)
 
+    def _largest(self, field: str) -> int | None:
+        values = [v for v in (_status_kib(pid, field) for pid in self._pids) if v is not None]
+        return max(values) * 1024 if values else None
+
     def _poll(self) -> None:
         while not self._stop.is_set():
-            rss = _status_kib(self.pid, "VmRSS")
+            rss = self._largest("VmRSS")
             if rss is not None:
-                self.polled_peak = max(self.polled_peak, rss * 1024)
+                self.polled_peak = max(self.polled_peak, rss)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Self:
-        try:
-            with open(f"/proc/{self.pid}/clear_refs", "w") as clear:
-                clear.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
-            self._hwm_reset = True
-        except OSError:
-            self._hwm_reset = False
-        self.before = (_status_kib(self.pid, "VmRSS") or 0) * 1024
+        self._pids = process_tree(self.pid)
+        self._hwm_reset = True
+        for pid in self._pids:
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as clear:
+                    clear.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
+            except OSError:
+                self._hwm_reset = False
+        self.before = self._largest("VmRSS") or 0
         self.polled_peak = self.before
         self._thread = threading.Thread(target=self._poll, name=f"rss-{self.pid}", daemon=True)
         self._thread.start()
@@ -261,8 +346,7 @@ class RssSampler:
         if self._thread is not None:
             self._thread.join()
         if self._hwm_reset:
-            hwm = _status_kib(self.pid, "VmHWM")
-            self.hwm = hwm * 1024 if hwm is not None else None
+            self.hwm = self._largest("VmHWM")
 
 
 # --- CPU -----------------------------------------------------------------------------------------------
@@ -272,13 +356,17 @@ CLIENT = "client"  # the harness itself, plus the children it waited for (skopeo
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    """User + system CPU time of a process and its live descendants (all their threads) so far, from
+    /proc/<pid>/stat: a server with worker processes counts them all."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
 
 
 def _client_seconds() -> float:

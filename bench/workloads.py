@@ -10,6 +10,7 @@ them under a name unique to the run: a new digest for the price of a copy and a 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -162,14 +163,20 @@ class SkopeoRunner:
     def __init__(self, config_dir: Path) -> None:
         self.skopeo = Skopeo(ContainersConfig.create(config_dir))
 
-    def push(self, image: TestImage, host: str, repo: str) -> float:
-        done = self.skopeo.copy(image.reference, f"docker://{host}/{repo}:{image.tag}", preserve_digests=True)
+    def push(self, image: TestImage, host: str, repo: str, credentials: tuple[str, str] | None = None) -> float:
+        creds = ["--dest-creds", ":".join(credentials)] if credentials else []
+        done = self.skopeo.copy(
+            image.reference, f"docker://{host}/{repo}:{image.tag}", preserve_digests=True, extra=creds
+        )
         return done.seconds
 
-    def pull(self, image: TestImage, host: str, repo: str, destination: Path) -> float:
+    def pull(
+        self, image: TestImage, host: str, repo: str, destination: Path, credentials: tuple[str, str] | None = None
+    ) -> float:
         pulled = OciLayout(destination)
+        creds = ["--src-creds", ":".join(credentials)] if credentials else []
         done: CommandResult = self.skopeo.copy(
-            f"docker://{host}/{repo}:{image.tag}", f"oci:{pulled.root}:{image.tag}", preserve_digests=True
+            f"docker://{host}/{repo}:{image.tag}", f"oci:{pulled.root}:{image.tag}", preserve_digests=True, extra=creds
         )
         for layer in image.layers:
             size = pulled.blob_path(layer.digest).stat().st_size
@@ -229,10 +236,34 @@ def small_image(label: str) -> tuple[SmallImage, bytes, bytes]:
     return SmallImage(config_desc, layer_desc, manifest), config, layer
 
 
-def session(concurrency: int = 16) -> aiohttp.ClientSession:
+def session(concurrency: int = 16, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """A client session; `headers` go on every request (credentials, or the Host of another registry)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(total=120)
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=120),
+        headers=headers,
     )
+
+
+def basic_header(credentials: tuple[str, str]) -> dict[str, str]:
+    user, password = credentials
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def bearer_header(base: str, credentials: tuple[str, str], scopes: Sequence[str]) -> dict[str, str]:
+    """What docker and podman send: an access token from the registry's token endpoint (`/oauth2/token`,
+    the realm its challenge names), got with the user's password, for `scopes`."""
+    async with session(1) as http, http.get(f"{base}/v2/") as challenge:
+        found = re.search(r'realm="([^"]+)",service="([^"]+)"', challenge.headers.get("WWW-Authenticate", ""))
+        if challenge.status != 401 or found is None:
+            raise HttpError(f"GET /v2/ without a token: {challenge.status}, no Bearer challenge")
+        realm, service = found.groups()
+    params = [("service", service), *(("scope", scope) for scope in scopes)]
+    async with session(1, basic_header(credentials)) as http, http.get(realm, params=params) as reply:
+        if reply.status != 200:
+            raise HttpError(f"token for {scopes}: {reply.status} {await reply.text()}")
+        token = (await reply.json())["access_token"]
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def push_blob(http: aiohttp.ClientSession, base: str, repo: str, data: bytes) -> str:
