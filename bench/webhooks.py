@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webhooks")
     parser.add_argument("--pushes", type=int, default=200)
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--profile", type=Path, help="record a py-spy profile of the devhost during the throughput run")
     args = parser.parse_args(argv)
     receiver = Receiver()
     registry = "benchhooks"
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ
             | stack.env()
             | {"API_PORT": str(port), "LOG_LEVEL": "warning", "BUS_SUBSCRIPTIONS": '["webhooks"]'}
+            | {"FUNCTIONS_WORKER_PROCESS_COUNT": str(os.cpu_count() or 1)}  # as make run serves
         )
         os.environ.update(env)
         asyncio.run(prepare(env, registry, receiver.url))
@@ -161,9 +164,17 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.1)
                 latencies = push_latencies(http, receiver, args.pushes)
             delivered_before = receiver.count
+            profiler = None
+            if args.profile:
+                spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(devhost.pid)]
+                spy += ["--format", "raw", "-o", str(args.profile), "--rate", "100", "--subprocesses"]
+                profiler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started = asyncio.run(publish_events(env, registry, args.events))
             receiver.wait_count(delivered_before + args.events)
             elapsed = time.perf_counter() - started
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+                profiler.wait(30)
         finally:
             devhost.terminate()
             devhost.wait(30)

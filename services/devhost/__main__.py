@@ -166,7 +166,8 @@ def serve(host: str, port: int) -> None:
 
 
 def _serve_worker(app_table: Any, host: str, port: int, tls_port: int, index: int, reuse_port: bool = True) -> None:
-    """One worker: the HTTP functions on `port` (and `tls_port`), the timer and bus triggers in worker 0."""
+    """One worker: the HTTP functions on `port` (and `tls_port`) and the bus triggers; worker 0 also runs the
+    timer triggers."""
     from services.devhost.protocol import FrontEndLimits, limited_protocol
     from services.devhost.server import build_app
     from services.devhost.triggers import TriggerRunner
@@ -174,14 +175,13 @@ def _serve_worker(app_table: Any, host: str, port: int, tls_port: int, index: in
     from services.platform.settings import get_settings
 
     settings = get_settings()
-    triggers = TriggerRunner(settings) if index == 0 else None  # timer and bus triggers: worker 0
+    triggers = TriggerRunner(settings, timers=index == 0)  # timers in worker 0; every worker consumes the bus
 
     async def shutdown() -> None:
-        if triggers is not None:
-            await triggers.stop()
+        await triggers.stop()
         await close_all()
 
-    app = build_app(app_table, on_shutdown=shutdown, on_startup=triggers.start if triggers is not None else None)
+    app = build_app(app_table, on_shutdown=shutdown, on_startup=triggers.start)
     limits = FrontEndLimits(
         max_header_bytes=settings.devhost_max_header_bytes,
         idle_timeout=settings.devhost_idle_timeout_seconds,

@@ -119,9 +119,12 @@ UserFunction = Callable[..., Awaitable[None]]
 class TriggerRunner:
     """Runs the timer and Service Bus functions of a function table until stopped."""
 
-    def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
+    def __init__(self, settings: Settings, bus: Bus | None = None, timers: bool = True) -> None:
+        """`timers`: run the timer functions too (the host runs each timer once per app, so only one worker
+        process of the devhost does; every worker consumes the bus, as competing consumers)."""
         self._settings = settings
         self._bus = bus
+        self._timers = timers
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -131,7 +134,7 @@ class TriggerRunner:
             kind = trigger.get_binding_name()
             user_function: UserFunction = function.get_user_function()
             name = str(function.get_function_name())
-            if kind == "timerTrigger":
+            if kind == "timerTrigger" and self._timers:
                 schedule = Schedule.parse(str(trigger.schedule))
                 self._spawn(self._timer(name, schedule, bool(trigger.run_on_startup), user_function, trigger.name))
             elif kind == "serviceBusTrigger":

@@ -3,8 +3,9 @@
 One Python process serves on one core. The Functions host starts several language workers per instance and
 spreads requests over them; the devhost does the same: the supervisor (this process) forks the workers,
 each binds its own listening socket to the same port with `SO_REUSEPORT` (the kernel spreads connections
-over them), and serves the same function table. Worker 0 alone runs the timer and bus triggers, as the
-host runs a timer once per app (its bus consumers compete for messages anyway).
+over them), and serves the same function table. Every worker consumes the bus subscriptions (competing
+consumers, as the host's workers are); worker 0 alone runs the timer triggers, as the host runs a timer
+once per app.
 
 The supervisor holds a bound, non-listening socket on each port meanwhile: a port taken by someone else
 fails at once here rather than in every worker, and nobody else can take it while a worker restarts.

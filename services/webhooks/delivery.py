@@ -34,9 +34,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from services.events.models import EventMessage, RegistryEvent, event_timestamp, new_event_id
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.lifecycle import close_on_shutdown
+from services.platform.readcache import ReadCache, process_marks
 from services.platform.settings import Settings, get_settings
 from services.webhooks import resources, rules
-from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore
+from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore, webhooks_partition
 
 log = logging.getLogger("webhooks")
 
@@ -72,6 +73,9 @@ class WebhookDispatcher:
         self.metadata = metadata if metadata is not None else Cosmos(settings)
         self._owns_metadata = metadata is None
         self.store = WebhookStore(self.metadata)
+        # The webhooks of each registry, as last read (every event needs them): never stale for changes
+        # made through this instance, at most READ_CACHE_SECONDS for another instance's.
+        self._webhooks: ReadCache[list[WebhookDoc]] = ReadCache(process_marks(), settings.read_cache_seconds, 1024)
         self._session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
 
@@ -101,11 +105,10 @@ class WebhookDispatcher:
         webhooks it was for."""
         await self.open()
         message = EventMessage.model_validate_json(body)
-        webhooks = [
-            hook
-            for hook in await resources.webhooks_of(self.metadata, message.registry)
-            if rules.wants(hook.status, hook.actions, hook.scope, message.event)
-        ]
+        every = await self._webhooks.get(
+            webhooks_partition(message.registry), "", lambda: resources.webhooks_of(self.metadata, message.registry)
+        )
+        webhooks = [hook for hook in every if rules.wants(hook.status, hook.actions, hook.scope, message.event)]
         await asyncio.gather(*(self.deliver(hook, message.event) for hook in webhooks))
         return len(webhooks)
 
@@ -114,7 +117,8 @@ class WebhookDispatcher:
         await self.open()
         key = delivery_key(webhook.registry, webhook.name)
         fresh = DeliveryDoc(id=f"delivery:{event.id}", webhook=key, eventId=event.id, event=event.payload())
-        doc = await self.store.create_delivery(fresh)
+        doc = await self.store.create_delivery(fresh)  # made now: it is ours (the create is the claim)
+        claimed = doc is not None
         if doc is None:
             found = await self.store.get_delivery(key, event.id)
             if found is None:  # expired between the two calls
@@ -124,9 +128,11 @@ class WebhookDispatcher:
                 return doc
             if doc.state == "deadlettered" and not redeliver:
                 return doc
-        return await self._attempts(webhook, doc, redeliver)
+        return await self._attempts(webhook, doc, redeliver, claimed)
 
-    async def _attempts(self, webhook: WebhookDoc, doc: DeliveryDoc, redeliver: bool) -> DeliveryDoc:
+    async def _attempts(
+        self, webhook: WebhookDoc, doc: DeliveryDoc, redeliver: bool, claimed: bool = False
+    ) -> DeliveryDoc:
         settings = self._settings
         attempt = 0
         if redeliver:
@@ -134,7 +140,8 @@ class WebhookDispatcher:
         while True:
             attempt += 1
             try:  # claim: whoever writes second loses, so two workers never both deliver
-                doc = await self.store.replace_delivery(doc)
+                if not (claimed and attempt == 1):
+                    doc = await self.store.replace_delivery(doc)
             except ConcurrentUpdate:
                 log.info("delivery %s of %s is being handled elsewhere", doc.eventId, doc.webhook)
                 return doc

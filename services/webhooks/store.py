@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from services.platform.cosmos import Cosmos, Document, utcnow
+from services.platform.readcache import process_marks
 
 DELIVERY_TTL_SECONDS = 30 * 24 * 3600  # webhook delivery records are kept 30 days
 
@@ -55,6 +56,12 @@ class DeliveryDoc(Document):
     ttl: int = DELIVERY_TTL_SECONDS
 
 
+def webhooks_partition(registry: str) -> str:
+    """The change-mark partition of a registry's webhooks (services/platform/readcache.py): the delivery
+    worker keeps the list it read, and every write here marks it changed."""
+    return f"webhooks:{registry}"
+
+
 class WebhookStore:
     def __init__(self, cosmos: Cosmos) -> None:
         self._cosmos = cosmos
@@ -71,10 +78,16 @@ class WebhookStore:
         return WebhookDoc.model_validate(doc) if doc else None
 
     async def put_webhook(self, webhook: WebhookDoc) -> WebhookDoc:
-        return WebhookDoc.model_validate(await self._cosmos.upsert("registries", webhook))
+        try:
+            return WebhookDoc.model_validate(await self._cosmos.upsert("registries", webhook))
+        finally:
+            process_marks().changed(webhooks_partition(webhook.registry))
 
     async def delete_webhook(self, registry: str, name: str) -> bool:
-        return await self._cosmos.delete("registries", f"webhook:{name}", registry)
+        try:
+            return await self._cosmos.delete("registries", f"webhook:{name}", registry)
+        finally:
+            process_marks().changed(webhooks_partition(registry))
 
     async def get_delivery(self, webhook: str, event_id: str) -> DeliveryDoc | None:
         doc = await self._cosmos.read("deliveries", f"delivery:{event_id}", webhook)
