@@ -170,7 +170,8 @@ def _command_output(argv: Sequence[str]) -> str:
 
 
 class Profiler:
-    """`py-spy record` of one process while a `with` block runs (collapsed stacks, `--format raw`)."""
+    """`py-spy record` of a process and its worker processes while a `with` block runs (collapsed stacks,
+    `--format raw`)."""
 
     def __init__(self, pid: int, output: Path, enabled: bool) -> None:
         self.pid = pid
@@ -182,7 +183,7 @@ class Profiler:
     def __enter__(self) -> Profiler:
         if self.enabled:
             self.output.parent.mkdir(parents=True, exist_ok=True)
-            argv = [self.binary, "record", "--pid", str(self.pid), "--rate", "250", "--nonblocking"]
+            argv = [self.binary, "record", "--pid", str(self.pid), "--rate", "250", "--nonblocking", "--subprocesses"]
             argv += ["--format", "raw", "--output", str(self.output)]
             self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # let it attach

@@ -28,6 +28,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBu
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from services.platform.availability import STORAGE, DependencyTransport
 from services.platform.settings import Settings
 
 PropertyValue = str | int | float | bool
@@ -111,7 +112,12 @@ class StorageQueueBus:
     async def open(self) -> None:
         if self._service is not None:
             return
-        service = QueueServiceClient.from_connection_string(self._settings.queue_connection_string)
+        # Without our transport the SDK's aiohttp session reads ~/.netrc and the proxy variables again on every
+        # request (a thread hand-off per receive and publish): only when PROXY_FROM_ENVIRONMENT says so.
+        transport = DependencyTransport(STORAGE, use_env_settings=self._settings.proxy_from_environment)
+        service = QueueServiceClient.from_connection_string(
+            self._settings.queue_connection_string, transport=transport
+        )
         topic = self._settings.bus_topic
         for subscription in self.subscriptions:
             for name in (queue_name(topic, subscription), poison_queue_name(topic, subscription)):
