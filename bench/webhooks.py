@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from bench.processes import CpuMeter
+
 ROOT = Path(__file__).resolve().parents[1]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -169,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(devhost.pid)]
                 spy += ["--format", "raw", "-o", str(args.profile), "--rate", "100", "--subprocesses"]
                 profiler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            started = asyncio.run(publish_events(env, registry, args.events))
-            receiver.wait_count(delivered_before + args.events)
-            elapsed = time.perf_counter() - started
+            with CpuMeter({"devhost": devhost.pid, **stack.pids}) as cpu:
+                started = asyncio.run(publish_events(env, registry, args.events))
+                receiver.wait_count(delivered_before + args.events)
+                elapsed = time.perf_counter() - started
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
                 profiler.wait(30)
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"push-to-webhook latency over {len(ordered)} pushes: median {statistics.median(ordered) * 1000:.1f} ms, "
           f"p99 {p99 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms")  # fmt: skip
     print(f"delivery throughput: {args.events} events in {elapsed:.2f} s = {args.events / elapsed:.0f} events/s")
+    per_event = ", ".join(f"{name} {1e3 * seconds / args.events:.2f}" for name, seconds in cpu.seconds.items())
+    print(f"CPU per event delivered, ms (client = this harness: publisher and receiver): {per_event}")
     return 0
 
 
