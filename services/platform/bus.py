@@ -20,16 +20,18 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
-from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from services.platform.availability import STORAGE, DependencyTransport
 from services.platform.settings import Settings
+
+if TYPE_CHECKING:  # the Service Bus SDK is imported when a ServiceBusBus opens (a cold start never needs it here)
+    from azure.servicebus import ServiceBusReceivedMessage
+    from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 
 PropertyValue = str | int | float | bool
 
@@ -261,6 +263,8 @@ class ServiceBusBus:
 
     async def open(self) -> None:
         if self._client is None:
+            from azure.servicebus.aio import ServiceBusClient
+
             self._client = ServiceBusClient.from_connection_string(self._settings.servicebus_connection_string)
 
     async def close(self) -> None:
@@ -280,6 +284,8 @@ class ServiceBusBus:
         return self._client
 
     async def publish(self, message: OutgoingMessage) -> None:
+        from azure.servicebus import ServiceBusMessage
+
         outgoing = ServiceBusMessage(
             message.body,
             message_id=message.message_id,
@@ -295,6 +301,8 @@ class ServiceBusBus:
         async with self._lock:
             receiver = self._receivers.get((subscription, dead_letters))
             if receiver is None:
+                from azure.servicebus import ServiceBusSubQueue
+
                 receiver = self._require_client().get_subscription_receiver(
                     self._settings.bus_topic,
                     subscription,
