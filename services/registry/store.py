@@ -60,6 +60,10 @@ KNOWN_REPOSITORY_SECONDS = 60.0
 # most this many names, so that paging through them costs one query, not one per page; longer ones are
 # paged from the database each time. Few lists are kept per process (`NAME_LISTS_KEPT`): at most a few MiB.
 NAME_LIST_CACHE_LIMIT = 5_000
+# Documents each read cache keeps per process (tags, manifests without their large fields, blob links,
+# repository attributes): about 2 KiB each as pydantic models, so at most ~4 MiB per cache. An entry is
+# trusted for READ_CACHE_SECONDS only, so this bounds memory, not the hit rate of a hot working set.
+READ_CACHE_ENTRIES = 2_048
 NAME_LISTS_KEPT = 64
 STORAGE_USAGE_ATTEMPTS = 16  # optimistic updates of the usage document before giving up (503 to the client)
 # The filter that leaves list-disabled documents out (missing attributes mean enabled).
@@ -217,10 +221,10 @@ class ArtifactStore:
         self._cosmos = cosmos
         self._marks = marks or process_marks()
         self._known_repositories: dict[tuple[str, str], float] = {}
-        self._tags: ReadCache[TagDoc | None] = ReadCache(self._marks, read_seconds)
-        self._manifests: ReadCache[ManifestDoc | None] = ReadCache(self._marks, read_seconds)
-        self._links: ReadCache[BlobLinkDoc | None] = ReadCache(self._marks, read_seconds)
-        self._attributes: ReadCache[ChangeableAttributes] = ReadCache(self._marks, read_seconds)
+        self._tags: ReadCache[TagDoc | None] = ReadCache(self._marks, read_seconds, READ_CACHE_ENTRIES)
+        self._manifests: ReadCache[ManifestDoc | None] = ReadCache(self._marks, read_seconds, READ_CACHE_ENTRIES)
+        self._links: ReadCache[BlobLinkDoc | None] = ReadCache(self._marks, read_seconds, READ_CACHE_ENTRIES)
+        self._attributes: ReadCache[ChangeableAttributes] = ReadCache(self._marks, read_seconds, READ_CACHE_ENTRIES)
         self._name_lists: ReadCache[list[str] | None] = ReadCache(self._marks, read_seconds, NAME_LISTS_KEPT)
 
     @contextmanager
@@ -389,8 +393,10 @@ class ArtifactStore:
         return await self._cosmos.delete("artifacts", upload_id(uuid), repo)
 
     async def get_manifest(self, repo: str, digest: str, *, cached: bool = False) -> ManifestDoc | None:
-        """The manifest document. `cached`: for a pull, from the read cache, and then without its inline
-        `content` (the manifest bytes have their own byte-bounded cache, services/registry/app.py)."""
+        """The manifest document. `cached`: for a pull, from the read cache, and then without what can be
+        large (`content`: the manifest bytes have their own byte-bounded cache, services/registry/app.py;
+        `blobs`, `children`, `references`, `referrer`: up to thousands of descriptors), so that an entry
+        stays small whatever the manifest."""
 
         async def read() -> ManifestDoc | None:
             doc = await self._cosmos.read("artifacts", manifest_id(digest), repo)
@@ -401,7 +407,11 @@ class ArtifactStore:
 
         async def read_lean() -> ManifestDoc | None:
             doc = await read()
-            return doc.model_copy(update={"content": None}) if doc is not None else None
+            if doc is None:
+                return None
+            return doc.model_copy(
+                update={"content": None, "blobs": [], "children": [], "references": None, "referrer": None}
+            )
 
         return await self._manifests.get(repo, digest, read_lean)
 
