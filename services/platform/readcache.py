@@ -27,8 +27,10 @@ small (no manifest bytes: those have their own byte-bounded cache).
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -39,29 +41,43 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("readcache")
 
 SLOTS = 1 << 16  # 512 KiB of marks
 _MARK = struct.Struct("<Q")
-DEFAULT_MARKS_FILE = "registry-change-marks.bin"
+DEFAULT_MARKS_FILE = f"registry-change-marks-{os.getuid()}.bin"
 
 
 class ChangeMarks:
     """A table of 64-bit change marks shared by every process that maps the same file.
 
-    With no file (`path` empty), the table is private to this process: right for a single worker.
+    With no file (`path` empty), the table is private to this process: right for a single worker. The file
+    may sit in a shared temp directory, so it is opened only if it is a regular file (never through a
+    symlink) that this user owns and nobody else may write; otherwise the table is private (each worker then
+    relies on READ_CACHE_SECONDS alone for the others' writes) and `shared` is False.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._map: mmap.mmap | bytearray = bytearray(SLOTS * _MARK.size)
+        self.shared = False
         if not path:
-            self._map: mmap.mmap | bytearray = bytearray(SLOTS * _MARK.size)
             return
         file = Path(path)
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < SLOTS * _MARK.size:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            log.warning("read cache change marks %s not opened (%s): private to this process", file, error)
+            return
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                log.warning("read cache change marks %s is not a file only this user may write: not shared", file)
+                return
+            if info.st_size < SLOTS * _MARK.size:
                 os.ftruncate(fd, SLOTS * _MARK.size)  # zero-filled; never shrunk, so every mapping stays valid
             self._map = mmap.mmap(fd, SLOTS * _MARK.size)
+            self.shared = True
         finally:
             os.close(fd)
 

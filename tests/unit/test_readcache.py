@@ -178,3 +178,31 @@ def test_any_partition_name_has_a_slot(partition: str) -> None:
     before = marks.read(slot)
     marks.changed(partition)
     assert 0 <= slot < SLOTS and marks.read(slot) != before
+
+
+def test_a_marks_file_reached_through_a_symlink_is_not_used(tmp_path: Path) -> None:
+    """The default file sits in a shared temp directory: a link planted there must not make us write
+    random bytes into whatever it points at."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "marks").symlink_to(victim)
+    marks = ChangeMarks(tmp_path / "marks")
+    marks.changed("reg/app")
+    assert not marks.shared and victim.read_bytes() == b"precious"
+
+
+def test_a_marks_file_others_may_write_is_not_shared(tmp_path: Path) -> None:
+    path = tmp_path / "marks"
+    path.write_bytes(b"\0" * (SLOTS * 8))
+    path.chmod(0o666)
+    marks = ChangeMarks(path)
+    assert not marks.shared
+    before = marks.read(ChangeMarks.slot("reg/app"))
+    marks.changed("reg/app")  # still works, privately
+    assert marks.read(ChangeMarks.slot("reg/app")) != before
+    assert path.read_bytes() == b"\0" * (SLOTS * 8)
+
+
+def test_a_marks_file_made_here_is_shared_and_private_to_its_user(tmp_path: Path) -> None:
+    marks = ChangeMarks(tmp_path / "marks")
+    assert marks.shared and (tmp_path / "marks").stat().st_mode & 0o077 == 0
