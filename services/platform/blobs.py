@@ -130,6 +130,23 @@ class BlobStore:
         except ResourceNotFoundError:
             pass
 
+    # --- named blobs of other containers (the advisory database container, services/scanning/sources.py) --
+    async def list_named(self, container: str, prefix: str = "") -> list[tuple[str, str, int]]:
+        """(name, ETag, size) of every blob of `container` under `prefix`."""
+        if self._service is None:
+            raise RuntimeError("BlobStore.open() was not awaited")
+        client = self._service.get_container_client(container)
+        return [
+            (blob.name, str(blob.etag), int(blob.size or 0))
+            async for blob in client.list_blobs(name_starts_with=prefix or None)
+        ]
+
+    async def read_named(self, container: str, name: str) -> bytes:
+        if self._service is None:
+            raise RuntimeError("BlobStore.open() was not awaited")
+        stream = await self._service.get_container_client(container).get_blob_client(name).download_blob()
+        return await stream.readall()
+
     # --- content-addressed blobs ------------------------------------------------------------------
     async def size(self, registry: str, digest: str) -> int | None:
         """Size of the stored blob, or None when the registry does not hold it."""
