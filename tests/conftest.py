@@ -63,7 +63,9 @@ def running_devhost(env: dict[str, str], log_dir: Path) -> Iterator[Devhost]:
     port = free_port()
     # The default registry of a test devhost takes no credentials (`authDisabled`, dev/test only), so the
     # data-plane suites run as anonymous clients; the auth tests make registries of their own.
-    defaults = {"DEFAULT_REGISTRY_AUTH_DISABLED": "true"}
+    # Pushes are scanned only where scanning is tested (the scanner's referrers would show up in other
+    # tests' listings).
+    defaults = {"DEFAULT_REGISTRY_AUTH_DISABLED": "true", "SCANNER_ENABLED": "false"}
     full_env = os.environ | defaults | env | {"API_PORT": str(port), "LOG_LEVEL": env.get("LOG_LEVEL", "warning")}
     log = log_dir / f"devhost-{port}.log"
     with log.open("wb") as out:

@@ -109,6 +109,19 @@ class Settings(BaseSettings):
     # Fault injection for tests only: SIGKILL the process between the commit of an event and its publish.
     fault_kill_before_publish: bool = False
 
+    # Image scanning (services/scanning): the OSV advisory database (a directory, a zip file, or
+    # "blob:<container>[/<prefix>]" in the storage account; empty: no advisories), images one instance scans
+    # at once (each streams its layers one at a time), how long a claimed scan may run before another
+    # instance may take it over, and the uncompressed size one layer may reach.
+    advisory_db: str = ""
+    # Off: this instance does no scanning work (pushes, rescans asked for, re-matches are left to instances
+    # where it is on). The test suites turn it off except where scanning is tested: their devhosts share
+    # one Cosmos DB, and no other test should see referrers it did not push.
+    scanner_enabled: bool = True
+    scan_concurrency: int = 2
+    scan_lease_seconds: int = 900
+    scan_max_layer_bytes: int = 16 * 1024**3
+
     # Webhook delivery: per-attempt timeout, attempts, exponential backoff with jitter between them.
     webhook_timeout_seconds: float = 10.0
     webhook_max_attempts: int = 5

@@ -279,6 +279,8 @@ def read_layer(source: IO[bytes], limits: ScanLimits | None = None) -> LayerFile
     except HostileLayer:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if "unexpected end of data" in str(exc):
+            raise HostileLayer("malformed layer: the tar archive is cut short (unexpected end of data)") from None
         raise HostileLayer(f"malformed layer: {exc}") from None
     if stream.total < end + tarfile.BLOCKSIZE:
         raise HostileLayer("malformed layer: the tar archive is cut short (no end-of-archive block)")

@@ -1,0 +1,458 @@
+"""The scan worker: the consumer of the bus's `scanning` subscription, the rescan queue and the re-match.
+
+For a pushed image manifest: claim its scan (store.py), stream each layer from Blob Storage through
+`layers.read_layer_stream` (one layer at a time, parsed in a worker thread), build the inventory, match it
+against the advisory database, attach the SBOM and the vulnerability report as referrers, and record the
+outcome. A hostile or broken layer ends the scan `failed` with the reason; the message is completed (a
+retry would fail the same way). Anything else that goes wrong (Cosmos or Storage unavailable) raises, so the
+bus redelivers the event, and the claim's lease lets the retry take over.
+
+For an index: each image it lists is scanned (each platform), and the index's own scan state sums them;
+while a child is being scanned elsewhere the event is retried later. Artifacts (anything with a subject or
+an artifactType, charts, our own reports) are not scanned.
+
+Re-match (`rematch`): when the advisory database changes, every finished scan matched against another
+version gets its SBOM read back (no layer is read again), is matched again, and when the findings changed
+gets a new report referrer in place of the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from services.events.models import EventMessage
+from services.platform.blobs import BlobStore
+from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
+from services.platform.lifecycle import close_on_shutdown
+from services.platform.settings import Settings, get_settings
+from services.registry.manifest import (
+    DOCKER_CONFIG,
+    EMPTY_JSON_DIGEST,
+    IMAGE_MANIFEST_TYPES,
+    INDEX_TYPES,
+    OCI_CONFIG,
+    parse_manifest,
+)
+from services.registry.store import ArtifactStore, ManifestDoc, repo_key
+from services.scanning.advisories import (
+    SEVERITY_RANK,
+    AdvisoryDatabase,
+    Finding,
+    findings_fingerprint,
+    severity_counts,
+)
+from services.scanning.documents import (
+    REPORT_MEDIA_TYPE,
+    SBOM_MEDIA_TYPE,
+    sbom_packages,
+    spdx_document,
+    vulnerability_report,
+    worst_finding,
+)
+from services.scanning.inventory import Inventory, build_inventory
+from services.scanning.layers import HostileLayer, ImageFiles, ScanLimits, read_layer_stream
+from services.scanning.referrers import ReferrerWriter
+from services.scanning.sources import AdvisorySource
+from services.scanning.store import ScanDoc, ScanStore
+
+log = logging.getLogger("scanning")
+
+IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+SCANNED_ACTIONS = frozenset({"push", "quarantine"})
+MAX_INDEX_DEPTH = 2
+REMATCH_BATCH = 1000  # scans one re-match run takes on (the next run continues)
+
+
+class ScanInProgress(Exception):
+    """An image of an index is being scanned elsewhere: the index's event is retried later."""
+
+
+def scannable(manifest: ManifestDoc) -> bool:
+    """An image (or an index of images), not an artifact: no subject, no artifactType, an image config."""
+    if manifest.subject is not None or manifest.artifactType is not None:
+        return False
+    if manifest.mediaType in INDEX_TYPES:
+        return True
+    return manifest.mediaType in IMAGE_MANIFEST_TYPES and manifest.configMediaType in IMAGE_CONFIGS
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one image's scan found, before it is recorded."""
+
+    inventory: Inventory
+    findings: list[Finding]
+    database: AdvisoryDatabase
+
+
+# Called after a scan is recorded (the quarantine flow, services/scanning/quarantine.py, hooks in here).
+ScanListener = Callable[[str, str, ManifestDoc, ScanDoc], Awaitable[None]]
+
+
+class ImageScanner:
+    def __init__(self, settings: Settings, metadata: Cosmos | None = None, blobs: BlobStore | None = None) -> None:
+        self.settings = settings
+        self.metadata = metadata if metadata is not None else Cosmos(settings)
+        self.blobs = blobs if blobs is not None else BlobStore(settings)
+        self._owns = metadata is None, blobs is None
+        self.artifacts = ArtifactStore(self.metadata)
+        self.scans = ScanStore(self.metadata)
+        self.advisories = AdvisorySource(settings.advisory_db, self.blobs)
+        self.referrers = ReferrerWriter(self.artifacts, self.blobs, settings.inline_manifest_bytes)
+        self.limits = ScanLimits(max_layer_bytes=settings.scan_max_layer_bytes)
+        self.listeners: list[ScanListener] = []
+        self._slots = asyncio.Semaphore(max(1, settings.scan_concurrency))
+        self._opened = False
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._opening:
+            if not self._opened:
+                if self._owns[0]:
+                    await self.metadata.open()
+                if self._owns[1]:
+                    await self.blobs.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        if self._owns[0]:
+            await self.metadata.close()
+        if self._owns[1]:
+            await self.blobs.close()
+        self._opened = False
+
+    # --- the bus consumer --------------------------------------------------------------------------
+    async def handle_message(self, body: bytes | str) -> ScanDoc | None:
+        """One bus message (an `EventMessage`): scan what a push brought."""
+        await self.open()
+        message = EventMessage.model_validate_json(body)
+        event = message.event
+        if event.action not in SCANNED_ACTIONS or not self.settings.scanner_enabled:
+            return None
+        return await self.scan(message.registry, event.target.repository, event.target.digest)
+
+    async def scan(
+        self, registry: str, repository: str, digest: str, force: bool = False, depth: int = 0
+    ) -> ScanDoc | None:
+        """Scan one manifest (an image, or each image of an index); None when it is not one to scan."""
+        await self.open()
+        repo = repo_key(registry, repository)
+        manifest = await self.artifacts.get_manifest(repo, digest)
+        if manifest is None or not scannable(manifest):
+            return None
+        if manifest.mediaType in INDEX_TYPES:
+            return await self._scan_index(registry, repository, manifest, force, depth)
+        claimed = await self._claim(registry, repository, manifest, force)
+        if claimed is None:
+            return await self.scans.get(repo, digest)
+        async with self._slots:
+            try:
+                outcome = await self._inspect(registry, repository, manifest)
+            except HostileLayer as exc:
+                log.warning("scan of %s@%s failed: %s", repository, digest, exc.reason)
+                return await self._finish(registry, repository, manifest, claimed, reason=exc.reason)
+            except ResourceNotFoundError:
+                reason = "a layer of the image is missing from storage"
+                return await self._finish(registry, repository, manifest, claimed, reason=reason)
+            except BaseException:
+                await self._release(claimed)  # the redelivered event may scan it at once
+                raise
+        return await self._finish(registry, repository, manifest, claimed, outcome=outcome)
+
+    async def _release(self, claimed: ScanDoc) -> None:
+        """Give a claim back after an unexpected failure (storage or Cosmos down), so a retry can take it."""
+        claimed.state, claimed.leaseUntil = "queued", None
+        try:
+            await self.scans.replace(claimed)
+        except Exception:
+            log.warning("could not release the scan claim of %s; its lease will run out", claimed.digest)
+
+    async def _claim(self, registry: str, repository: str, manifest: ManifestDoc, force: bool) -> ScanDoc | None:
+        """The scan document, now `scanning` under a lease held by this call; None when it is not ours to
+        scan (done already, unless forced or a rescan was asked for; or being scanned elsewhere)."""
+        repo = repo_key(registry, repository)
+        existing = await self.scans.get(repo, manifest.digest)
+        now = time.time()
+        lease = now + self.settings.scan_lease_seconds
+        if existing is None:
+            fresh = ScanDoc(
+                id=f"scan:{manifest.digest}",
+                repo=repo,
+                registry=registry,
+                repository=repository,
+                digest=manifest.digest,
+                state="scanning",
+                leaseUntil=lease,
+            )
+            return await self.scans.create(fresh)
+        if existing.state in ("done", "failed") and not force:
+            return None
+        if existing.state == "scanning" and (existing.leaseUntil or 0) > now:
+            return None
+        existing.state, existing.leaseUntil, existing.updated = "scanning", lease, utcnow()
+        try:
+            return await self.scans.replace(existing)
+        except ConcurrentUpdate:
+            return None
+
+    async def _inspect(self, registry: str, repository: str, manifest: ManifestDoc) -> Outcome:
+        content = manifest.inline_content()
+        if content is None:
+            content = await self.blobs.read_all(registry, manifest.digest)
+        parsed = parse_manifest(content, manifest.mediaType)
+        image = ImageFiles(self.limits)
+        for layer in parsed.layers:
+            if layer.urls:  # a foreign layer: its bytes are not ours to read
+                continue
+            if layer.size == 0:
+                raise HostileLayer(f"malformed layer: {layer.digest} is empty (not a tar archive)")
+            image.apply(await read_layer_stream(self.blobs.read(registry, str(layer.digest)), self.limits))
+        inventory = build_inventory(image.files, image.skipped)
+        database = await self.advisories.current()
+        return Outcome(inventory, database.match(inventory.packages), database)
+
+    async def _finish(
+        self,
+        registry: str,
+        repository: str,
+        manifest: ManifestDoc,
+        claimed: ScanDoc,
+        outcome: Outcome | None = None,
+        reason: str | None = None,
+    ) -> ScanDoc:
+        repo = repo_key(registry, repository)
+        doc = claimed.model_copy()
+        old_sbom, old_report = doc.sbomDigest, doc.reportDigest
+        if outcome is None:
+            doc.state, doc.reason, doc.counts, doc.worst = "failed", reason, None, None
+            doc.sbomDigest = doc.reportDigest = doc.fingerprint = None
+        else:
+            inventory, findings, database = outcome.inventory, outcome.findings, outcome.database
+            os_name = (inventory.os.pretty_name or inventory.os.id) if inventory.os is not None else None
+            sbom = spdx_document(manifest.digest, repository, inventory)
+            doc.sbomDigest = await self.referrers.attach(
+                registry, repo, manifest, SBOM_MEDIA_TYPE, sbom, "sbom.spdx.json"
+            )
+            doc.reportDigest = await self._attach_report(
+                registry, repository, manifest, findings, database, len(inventory.packages), os_name
+            )
+            doc.state, doc.reason, doc.packages = "done", None, len(inventory.packages)
+            self._record_findings(doc, findings, database)
+        doc.leaseUntil, doc.requested, doc.updated = None, None, utcnow()
+        written = await self.scans.replace(doc)
+        await self.referrers.remove(repo, old_sbom, written.sbomDigest)
+        await self.referrers.remove(repo, old_report, written.reportDigest)
+        for listener in self.listeners:
+            await listener(registry, repository, manifest, written)
+        return written
+
+    async def _attach_report(
+        self,
+        registry: str,
+        repository: str,
+        manifest: ManifestDoc,
+        findings: list[Finding],
+        database: AdvisoryDatabase,
+        count: int,
+        os_name: str | None,
+    ) -> str:
+        report = vulnerability_report(
+            manifest.digest,
+            manifest.mediaType,
+            repository,
+            findings,
+            database.version,
+            database.records,
+            os_name,
+            count,
+        )
+        annotations = {"dev.acr-serverless.scan.advisory-db": database.version}
+        return await self.referrers.attach(
+            registry,
+            repo_key(registry, repository),
+            manifest,
+            REPORT_MEDIA_TYPE,
+            report,
+            "vulnerabilities.json",
+            annotations,
+        )
+
+    @staticmethod
+    def _record_findings(doc: ScanDoc, findings: list[Finding], database: AdvisoryDatabase) -> None:
+        doc.counts = severity_counts(findings)
+        worst = worst_finding(findings)
+        doc.worst = (
+            None
+            if worst is None
+            else {
+                "id": worst.id,
+                "severity": worst.severity,
+                "package": worst.package.name,
+                "version": worst.package.version,
+            }
+        )
+        doc.advisoryDb, doc.fingerprint = database.version, findings_fingerprint(findings)
+
+    async def _scan_index(
+        self, registry: str, repository: str, index: ManifestDoc, force: bool, depth: int
+    ) -> ScanDoc | None:
+        if depth >= MAX_INDEX_DEPTH:
+            return None
+        children: dict[str, ScanDoc] = {}
+        for child in index.children:
+            found = await self.scan(registry, repository, child, force, depth + 1)
+            if found is not None:
+                children[child] = found
+        if any(doc.state in ("scanning", "queued") for doc in children.values()):
+            raise ScanInProgress(f"an image of index {index.digest} is still being scanned")
+        repo = repo_key(registry, repository)
+        failed = [doc for doc in children.values() if doc.state == "failed"]
+        counts: dict[str, int] = {}
+        for doc in children.values():
+            for severity, count in (doc.counts or {}).items():
+                counts[severity] = counts.get(severity, 0) + count
+        worsts = [doc.worst for doc in children.values() if doc.worst]
+        summary = ScanDoc(
+            id=f"scan:{index.digest}",
+            repo=repo,
+            registry=registry,
+            repository=repository,
+            digest=index.digest,
+            state="failed" if failed else "done",
+            reason=f"{len(failed)} of {len(children)} images failed: {failed[0].reason}" if failed else None,
+            counts=counts if not failed else None,
+            worst=_worst_of(worsts),
+            children={digest: doc.state for digest, doc in children.items()},
+        )
+        existing = await self.scans.get(repo, index.digest)
+        if existing is not None:
+            summary.etag = existing.etag
+            try:
+                written = await self.scans.replace(summary)
+            except ConcurrentUpdate:
+                return await self.scans.get(repo, index.digest)
+        else:
+            created = await self.scans.create(summary)
+            if created is None:
+                return await self.scans.get(repo, index.digest)
+            written = created
+        for listener in self.listeners:
+            await listener(registry, repository, index, written)
+        return written
+
+    # --- rescans asked for, and re-matching -----------------------------------------------------------
+    async def request_rescan(self, registry: str, repository: str, manifest: ManifestDoc) -> ScanDoc:
+        """Mark the image `queued` for a rescan (`acr scan run`); `run_requested` picks it up."""
+        await self.open()
+        repo = repo_key(registry, repository)
+        for _ in range(8):
+            existing = await self.scans.get(repo, manifest.digest)
+            if existing is None:
+                fresh = ScanDoc(
+                    id=f"scan:{manifest.digest}",
+                    repo=repo,
+                    registry=registry,
+                    repository=repository,
+                    digest=manifest.digest,
+                    state="queued",
+                    requested=utcnow(),
+                )
+                created = await self.scans.create(fresh)
+                if created is not None:
+                    return created
+                continue
+            if existing.state == "scanning" and (existing.leaseUntil or 0) > time.time():
+                return existing  # running now: its result is the rescan
+            existing.state, existing.requested, existing.updated = "queued", utcnow(), utcnow()
+            try:
+                return await self.scans.replace(existing)
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"scan of {manifest.digest}")
+
+    async def run_requested(self, limit: int = 20) -> int:
+        """Scan the images whose rescan was asked for; returns how many were scanned."""
+        if not self.settings.scanner_enabled:
+            return 0
+        await self.open()
+        sql = "SELECT * FROM c WHERE c.type = 'scan' AND c.state = 'queued'"
+        queued = [ScanDoc.model_validate(item) async for item in self.metadata.query_across("artifacts", sql)]
+        done = 0
+        for doc in queued[:limit]:
+            try:
+                if await self.scan(doc.registry, doc.repository, doc.digest, force=True) is not None:
+                    done += 1
+                else:
+                    await self.scans.delete(doc.repo, doc.digest)  # the manifest is gone or not an image
+            except ScanInProgress:
+                continue
+        return done
+
+    async def rematch(self, limit: int = REMATCH_BATCH) -> int:
+        """Re-match stored SBOMs against the current database; returns how many reports changed. Without a
+        database configured nothing is re-matched (reports made without one say so)."""
+        if not self.settings.scanner_enabled or not self.advisories.spec:
+            return 0
+        await self.open()
+        database = await self.advisories.current()
+        changed = 0
+        async for doc in self.scans.stale(database.version, limit):
+            if await self._rematch_one(doc, database):
+                changed += 1
+        return changed
+
+    async def _rematch_one(self, doc: ScanDoc, database: AdvisoryDatabase) -> bool:
+        manifest = await self.artifacts.get_manifest(doc.repo, doc.digest)
+        if manifest is None or doc.sbomDigest is None:
+            await self.scans.delete(doc.repo, doc.digest)
+            return False
+        sbom = await self.artifacts.get_manifest(doc.repo, doc.sbomDigest)
+        if sbom is None or not sbom.blobs:
+            doc.state, doc.requested = "queued", utcnow()  # the SBOM was deleted: scan the layers again
+            await self._replace_quietly(doc)
+            return False
+        layer = next(digest for digest in sbom.blobs if digest != str(EMPTY_JSON_DIGEST))
+        packages = sbom_packages(await self.blobs.read_all(doc.registry, layer))
+        findings = database.match(packages)
+        changed = findings_fingerprint(findings) != doc.fingerprint
+        old_report = doc.reportDigest
+        if changed:
+            doc.reportDigest = await self._attach_report(
+                doc.registry, doc.repository, manifest, findings, database, len(packages), None
+            )
+        self._record_findings(doc, findings, database)
+        doc.updated = utcnow()
+        written = await self._replace_quietly(doc)
+        if written is None:
+            return False
+        await self.referrers.remove(doc.repo, old_report, written.reportDigest)
+        return changed
+
+    async def _replace_quietly(self, doc: ScanDoc) -> ScanDoc | None:
+        try:
+            return await self.scans.replace(doc)
+        except ConcurrentUpdate:
+            return None  # changed meanwhile (a rescan): the next run looks again
+
+
+def _worst_of(worsts: list[dict[str, str]]) -> dict[str, str] | None:
+    ranked = sorted(worsts, key=lambda w: (-SEVERITY_RANK.get(w.get("severity", "UNKNOWN"), 0), w.get("id", "")))
+    return ranked[0] if ranked else None
+
+
+_scanner: ImageScanner | None = None
+
+
+def image_scanner() -> ImageScanner:
+    """The process's scanner (opened on first use, closed at shutdown)."""
+    global _scanner
+    if _scanner is None:
+        _scanner = ImageScanner(get_settings())
+        close_on_shutdown(_scanner.close)
+    return _scanner
