@@ -21,6 +21,10 @@ from typing import Literal
 
 PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE = "pull", "push", "delete", "metadata_read", "metadata_write"
 REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE})
+# Quarantine (services/scanning/quarantine.py): pulling a quarantined image, and setting its quarantine state.
+# No token request names them: they ride along with pull and metadata_write (`grant_scope`).
+QUARANTINE_READ, QUARANTINE_WRITE = "quarantine_read", "quarantine_write"
+RIDE_ALONG = {PULL: QUARANTINE_READ, METADATA_WRITE: QUARANTINE_WRITE}
 
 SCOPE_MAP_ACTIONS: dict[str, str] = {
     "content/read": PULL,
@@ -180,10 +184,15 @@ ROLES: dict[str, Role] = {
         Role("AcrPull", frozenset({PULL, METADATA_READ}), True),
         Role("AcrPush", frozenset({PULL, PUSH, METADATA_READ, METADATA_WRITE}), True),
         Role("AcrDelete", frozenset({DELETE}), False),
-        # Signing and quarantine have no /v2 action of their own: these roles alone pull and push nothing.
+        # Signing has no /v2 action of its own: this role alone pulls and pushes nothing.
         Role("AcrImageSigner", frozenset(), False),
-        Role("AcrQuarantineReader", frozenset(), False),
-        Role("AcrQuarantineWriter", frozenset(), False),
+        # The scanner's and operators' roles: pull quarantined images (by digest); set quarantine states.
+        Role("AcrQuarantineReader", frozenset({PULL, QUARANTINE_READ}), False),
+        Role(
+            "AcrQuarantineWriter",
+            frozenset({PULL, METADATA_READ, METADATA_WRITE, QUARANTINE_READ, QUARANTINE_WRITE}),
+            False,
+        ),
         Role("Container Registry Repository Reader", frozenset({PULL, METADATA_READ}), False, True),
         Role(
             "Container Registry Repository Writer",
@@ -321,7 +330,8 @@ def grant_scope(permissions: Permissions, scope_type: str, name: str, actions: I
     held = permissions.actions_on(name)
     if "*" in asked:
         return sorted(held)
-    return [a for a in asked if a in held]
+    granted = [a for a in asked if a in held]
+    return granted + [RIDE_ALONG[a] for a in granted if a in RIDE_ALONG and RIDE_ALONG[a] in held]
 
 
 def permissions_from_access(access: Iterable[dict[str, object]]) -> Permissions:

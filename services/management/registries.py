@@ -34,6 +34,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
+from services.scanning.quarantine import check_vulnerability_policy
 from services.webhooks.rules import WEBHOOK_LIMITS
 from services.webhooks.store import WebhookStore
 
@@ -52,7 +53,16 @@ STORAGE_INCLUDED: Mapping[str, int] = {"Basic": 10 * 2**30, "Standard": 100 * 2*
 IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
 REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only
-POLICY_NAMES = ("quarantinePolicy", "trustPolicy", "retentionPolicy", "exportPolicy", "softDeletePolicy")
+# vulnerabilityPolicy is ours (services/scanning/quarantine.py): pulls of images with findings at or above a
+# severity are refused.
+POLICY_NAMES = (
+    "quarantinePolicy",
+    "trustPolicy",
+    "retentionPolicy",
+    "exportPolicy",
+    "softDeletePolicy",
+    "vulnerabilityPolicy",
+)
 
 
 class RegistryNameInvalid(ValueError):
@@ -131,6 +141,11 @@ def _policies(current: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
                     "softDeletePolicy.retentionDays must be a whole number from 1 to 90",
                     f"policies.{name}.retentionDays",
                 )
+        if name == "vulnerabilityPolicy":
+            try:
+                check_vulnerability_policy(policy)
+            except ValueError as exc:
+                raise RegistryInvalid(f"vulnerabilityPolicy: {exc}", f"policies.{name}") from None
         if name == "trustPolicy" and policy.setdefault("type", "Notary") != "Notary":
             raise RegistryInvalid("trustPolicy.type must be 'Notary'", f"policies.{name}.type")
         merged[name] = policy

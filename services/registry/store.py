@@ -448,6 +448,21 @@ class ArtifactStore:
         with self._writing(doc.repo):
             return await self._cosmos.replace("artifacts", doc)
 
+    async def replace_manifest(self, doc: ManifestDoc, outbox: OutboxDoc | None) -> None:
+        """Write a manifest back only if unchanged since read, with the outbox of the events the change raises
+        (a quarantine release) in the same batch: ConcurrentUpdate when it changed or went meanwhile."""
+        if outbox is None:
+            await self.replace_artifact(doc)
+            return
+        operations: list[BatchOperation] = [
+            ("replace", (doc.id, doc.to_item()), {"if_match_etag": doc.etag}),
+            ("create", (outbox.to_item(),)),
+        ]
+        try:
+            await self._cosmos.batch("artifacts", doc.repo, operations)
+        except ResourceNotFoundError as exc:
+            raise ConcurrentUpdate(str(exc)) from exc
+
     async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None, etag: str | None = None) -> bool:
         """Delete a tag (with the outbox of its events in the same batch, when given). With `etag`, only if
         unchanged since read: `ConcurrentUpdate` otherwise."""

@@ -21,25 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from services.events.models import EventMessage
+from services.events.models import EventMessage, EventRequest
+from services.events.outbox import EventPublisher
+from services.management.store import RegistryStore
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
-from services.registry.manifest import (
-    DOCKER_CONFIG,
-    EMPTY_JSON_DIGEST,
-    IMAGE_MANIFEST_TYPES,
-    INDEX_TYPES,
-    OCI_CONFIG,
-    parse_manifest,
-)
+from services.registry.manifest import EMPTY_JSON_DIGEST, INDEX_TYPES, parse_manifest
 from services.registry.store import ArtifactStore, ManifestDoc, repo_key
+from services.scanning import quarantine
 from services.scanning.advisories import (
     SEVERITY_RANK,
     AdvisoryDatabase,
@@ -57,29 +54,22 @@ from services.scanning.documents import (
 )
 from services.scanning.inventory import Inventory, build_inventory
 from services.scanning.layers import HostileLayer, ImageFiles, ScanLimits, read_layer_stream
+from services.scanning.quarantine import scannable
 from services.scanning.referrers import ReferrerWriter
+from services.scanning.release import set_quarantine_state
 from services.scanning.sources import AdvisorySource
 from services.scanning.store import ScanDoc, ScanStore
 
 log = logging.getLogger("scanning")
 
-IMAGE_CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 SCANNED_ACTIONS = frozenset({"push", "quarantine"})
 MAX_INDEX_DEPTH = 2
+SCANNER_AGENT = "acr-serverless-scanner/1.0"
 REMATCH_BATCH = 1000  # scans one re-match run takes on (the next run continues)
 
 
 class ScanInProgress(Exception):
     """An image of an index is being scanned elsewhere: the index's event is retried later."""
-
-
-def scannable(manifest: ManifestDoc) -> bool:
-    """An image (or an index of images), not an artifact: no subject, no artifactType, an image config."""
-    if manifest.subject is not None or manifest.artifactType is not None:
-        return False
-    if manifest.mediaType in INDEX_TYPES:
-        return True
-    return manifest.mediaType in IMAGE_MANIFEST_TYPES and manifest.configMediaType in IMAGE_CONFIGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +96,9 @@ class ImageScanner:
         self.advisories = AdvisorySource(settings.advisory_db, self.blobs)
         self.referrers = ReferrerWriter(self.artifacts, self.blobs, settings.inline_manifest_bytes)
         self.limits = ScanLimits(max_layer_bytes=settings.scan_max_layer_bytes)
-        self.listeners: list[ScanListener] = []
+        self.registries = RegistryStore(self.metadata)
+        self.events = EventPublisher(settings, self.metadata)
+        self.listeners: list[ScanListener] = [self._settle_quarantine]
         self._slots = asyncio.Semaphore(max(1, settings.scan_concurrency))
         self._opened = False
         self._opening = asyncio.Lock()
@@ -118,9 +110,11 @@ class ImageScanner:
                     await self.metadata.open()
                 if self._owns[1]:
                     await self.blobs.open()
+                await self.events.open()
                 self._opened = True
 
     async def close(self) -> None:
+        await self.events.close()
         if self._owns[0]:
             await self.metadata.close()
         if self._owns[1]:
@@ -345,6 +339,32 @@ class ImageScanner:
         for listener in self.listeners:
             await listener(registry, repository, index, written)
         return written
+
+    async def _settle_quarantine(self, registry: str, repository: str, manifest: ManifestDoc, scan: ScanDoc) -> None:
+        """A held image whose scan ended: Passed (released, `push` raised) when the scan is done and the
+        registry's vulnerability policy (if any) does not block its worst finding; Failed otherwise."""
+        if not quarantine.held(manifest.quarantineState):
+            return
+        doc = await self.registries.get_registry(registry)
+        if doc is None or not quarantine.quarantine_enabled(doc):
+            return
+        policy = quarantine.vulnerability_policy(doc)
+        blocked = (
+            policy is not None and not policy.exempts(repository) and policy.blocks((scan.worst or {}).get("severity"))
+        )
+        state = quarantine.PASSED if scan.state == "done" and not blocked else quarantine.FAILED
+        request = EventRequest(id=str(uuid.uuid4()), host=doc.loginServer, method="PATCH", useragent=SCANNER_AGENT)
+        await set_quarantine_state(
+            self.artifacts,
+            self.events,
+            doc,
+            repository,
+            repo_key(registry, repository),
+            manifest.digest,
+            state,
+            quarantine.scan_details(scan),
+            request,
+        )
 
     # --- rescans asked for, and re-matching -----------------------------------------------------------
     async def request_rescan(self, registry: str, repository: str, manifest: ManifestDoc) -> ScanDoc:

@@ -189,8 +189,15 @@ async def _rematch_and_rescan(
     registry: Registry, stores: Stores, scan_devhost: Devhost, digest: str, first: ScanDoc
 ) -> None:
     scanner = ImageScanner(settings_from_env(scan_devhost.env), stores.metadata, stores.blobs)
+    try:
+        await _rematch_then_rescan(scanner, registry, digest, first)
+    finally:
+        await scanner.close()
+
+
+async def _rematch_then_rescan(scanner: ImageScanner, registry: Registry, digest: str, first: ScanDoc) -> None:
     await scanner.rematch()
-    rematched = await ScanStore(stores.metadata).get(repo_key(registry.name, "rematch"), digest)
+    rematched = await scanner.scans.get(repo_key(registry.name, "rematch"), digest)
     assert rematched is not None and rematched.counts is not None and rematched.counts["high"] == 1
     assert rematched.reportDigest != first.reportDigest and rematched.sbomDigest == first.sbomDigest
     reports = [r for r in registry.referrers("rematch", digest) if r["artifactType"] == REPORT_MEDIA_TYPE]

@@ -2,14 +2,17 @@
 /acr/v1/<name>/_manifests/<digest>`: the manifests of ACR's metadata API with their attributes.
 
 Each manifest carries the names of the tags pointing at it. PATCH changes `changeableAttributes` and the
-quarantine fields a scanner sets; DELETE removes the manifest and its tags and raises `delete`, exactly as
-`DELETE /v2/<name>/manifests/<digest>` (ACR's SDKs use that one; this one is for symmetry with tags).
+quarantine fields a scanner sets (an AcrQuarantineWriter; setting Passed releases a quarantined image and
+raises its `push` events, services/scanning/quarantine.py); DELETE removes the manifest and its tags and
+raises `delete`, exactly as `DELETE /v2/<name>/manifests/<digest>` (ACR's SDKs use that one; this one is
+for symmetry with tags).
 """
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
+from services.events.actions import request_info
 from services.platform.cosmos import ConcurrentUpdate, utcnow
 from services.registry import changes
 from services.registry.acr_bodies import ManifestAttributes, ManifestList, manifest_base
@@ -27,6 +30,8 @@ from services.registry.acr_paths import (
 from services.registry.app import Call
 from services.registry.locks import MAX_PATCH_BYTES, ManifestAttributesPatch, parse_patch
 from services.registry.store import ManifestDoc, repo_key
+from services.scanning.admission import check_quarantine_writer
+from services.scanning.release import release_outbox_for
 
 
 async def _after(call: Call, query: ListQuery) -> str:
@@ -83,6 +88,8 @@ async def patch_manifest(call: Call) -> Response:
     digest = digest_reference(call.reference)
     patch = parse_patch(await request_body(call.request, MAX_PATCH_BYTES), ManifestAttributesPatch)
     repo = repo_key(call.registry.registry, call.name)
+    if patch.quarantineState is not None or patch.quarantineDetails is not None:
+        check_quarantine_writer(call)
     for _ in range(changes.ATTEMPTS):
         doc = await call.api.artifacts.get_manifest(repo, digest)
         if doc is None:
@@ -92,13 +99,17 @@ async def patch_manifest(call: Call) -> Response:
         details = patch.quarantineDetails if patch.quarantineDetails is not None else doc.quarantineDetails
         if (attributes, state, details) == (doc.changeableAttributes, doc.quarantineState, doc.quarantineDetails):
             return await _manifest_body(call, doc)
+        request = request_info(call.request.headers, call.request.method)
+        outbox = await release_outbox_for(call.api.artifacts, call.registry, call.name, doc, state, request)
         doc.changeableAttributes, doc.quarantineState, doc.quarantineDetails = attributes, state, details
         doc.updated = utcnow()
         try:
-            written = ManifestDoc.model_validate(await call.api.artifacts.replace_artifact(doc))
+            await call.api.artifacts.replace_manifest(doc, outbox)  # a quarantine release raises `push`, once
         except ConcurrentUpdate:
             continue
-        return await _manifest_body(call, written)
+        await call.api.events.publish(outbox)
+        written = await call.api.artifacts.get_manifest(repo, digest)
+        return await _manifest_body(call, written or doc)
     raise changes.contended(f"manifest {digest}")
 
 

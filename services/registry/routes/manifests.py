@@ -33,6 +33,8 @@ from services.registry.manifest import ParsedManifest, parse_manifest
 from services.registry.manifest_facts import image_size, index_references, platform_from_config, wants_config
 from services.registry.reference import Reference, is_tag
 from services.registry.store import ManifestDoc, RepositoryDoc, TagDoc, repo_key
+from services.scanning.admission import enforce_pull_policies
+from services.scanning.quarantine import hold_on_push, quarantine_events
 
 MAX_TAGS_PER_PUSH = 50  # one transactional batch holds at most 100 operations
 # Point reads one push has in flight while it checks what its manifest references: enough to hide the
@@ -79,12 +81,14 @@ async def _resolve(call: Call) -> tuple[str, str, int]:
         if tag is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference.tag})
         await _check_read(call, tag.changeableAttributes, {"tag": reference.tag})
+        await enforce_pull_policies(call, repo, tag.digest, None, reference.tag)  # quarantine, vulnerabilities
         return tag.digest, tag.mediaType, tag.size
     assert reference.digest is not None
     doc = await call.api.artifacts.get_manifest(repo, str(reference.digest), cached=True)
     if doc is None:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(reference.digest)})
     await _check_read(call, doc.changeableAttributes, {"digest": doc.digest})
+    await enforce_pull_policies(call, repo, doc.digest, doc, None)  # quarantine, vulnerabilities
     return doc.digest, doc.mediaType, doc.size
 
 
@@ -178,6 +182,7 @@ async def put_manifest(call: Call) -> Response:
             doc.changeableAttributes = existing.changeableAttributes
             doc.quarantineState, doc.quarantineDetails = existing.quarantineState, existing.quarantineDetails
             doc.etag = existing.etag
+        held = hold_on_push(call.registry, doc)  # quarantinePolicy: a new image waits for its scan
         tag_docs = []
         for tag, old in zip(tags, olds, strict=True):
             tag_doc = TagDoc(
@@ -193,7 +198,7 @@ async def put_manifest(call: Call) -> Response:
             if old is not None:  # a tag moved keeps its attributes (a write-locked one never gets here)
                 tag_doc.changeableAttributes, tag_doc.etag = old.changeableAttributes, old.etag
             tag_docs.append(tag_doc)
-        outbox = outbox_for(registry, repo, push_events(facts, tags, _event_request(call)))
+        outbox = outbox_for(registry, repo, quarantine_events(push_events(facts, tags, _event_request(call)), held))
         try:
             await call.api.artifacts.commit_manifest(doc, tag_docs, outbox)
         except ConcurrentUpdate:
