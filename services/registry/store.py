@@ -458,10 +458,11 @@ class ArtifactStore:
             ("replace", (doc.id, doc.to_item()), {"if_match_etag": doc.etag}),
             ("create", (outbox.to_item(),)),
         ]
-        try:
-            await self._cosmos.batch("artifacts", doc.repo, operations)
-        except ResourceNotFoundError as exc:
-            raise ConcurrentUpdate(str(exc)) from exc
+        with self._writing(doc.repo):
+            try:
+                await self._cosmos.batch("artifacts", doc.repo, operations)
+            except ResourceNotFoundError as exc:
+                raise ConcurrentUpdate(str(exc)) from exc
 
     async def delete_tag(self, repo: str, tag: str, outbox: OutboxDoc | None = None, etag: str | None = None) -> bool:
         """Delete a tag (with the outbox of its events in the same batch, when given). With `etag`, only if
