@@ -292,6 +292,7 @@ _ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("acr_manifest", "GET"): METADATA_READ,
     ("acr_manifest", "PATCH"): METADATA_WRITE,
     ("acr_manifest", "DELETE"): DELETE,
+    ("acr_manifest_scan", "POST"): METADATA_WRITE,  # ours: ask for a rescan (services/scanning)
 }
 
 

@@ -11,6 +11,7 @@ from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
 from services.cli.login_command import login
 from services.cli.repository_commands import repository_app
+from services.cli.scan_commands import scan_app
 from services.cli.session import Session
 from services.cli.token_commands import scope_map_app, token_app
 from services.cli.webhook_commands import webhook_app
@@ -54,6 +55,7 @@ def root(
 registry_commands.register(app)
 app.command("login")(login)
 app.add_typer(repository_app, name="repository")
+app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(token_app, name="token")
 app.add_typer(scope_map_app, name="scope-map")

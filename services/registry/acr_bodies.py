@@ -76,6 +76,9 @@ class ManifestAttributesBase(Body):
     tags: list[str]
     references: list[ManifestPlatform] | None = None
     changeableAttributes: ManifestChangeableAttributes
+    # Ours (an extension ACR's clients ignore): the image's scan state (services/scanning/store.py), in the
+    # body of one manifest only.
+    scan: dict[str, Any] | None = None
 
 
 class ManifestAttributes(Body):

@@ -7,6 +7,7 @@
     GET PATCH DELETE   /acr/v1/<name>/_tags/<tag>            acr_tag
     GET                /acr/v1/<name>/_manifests             acr_manifests  n, last, orderby
     GET PATCH DELETE   /acr/v1/<name>/_manifests/<digest>    acr_manifest
+    POST               /acr/v1/<name>/_manifests/<digest>/_scan  acr_manifest_scan  (ours: a rescan)
 
 Repository names contain slashes, so a path is matched from its end, as `reference.match_route` does for
 `/v2/`; no component of a valid name starts with `_`, so `_tags`, `_manifests` and `_catalog` cannot be
@@ -38,7 +39,9 @@ from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.reference import is_tag
 
-AcrRouteKind = Literal["acr_catalog", "acr_repository", "acr_tags", "acr_tag", "acr_manifests", "acr_manifest"]
+AcrRouteKind = Literal[
+    "acr_catalog", "acr_repository", "acr_tags", "acr_tag", "acr_manifests", "acr_manifest", "acr_manifest_scan"
+]
 
 PREFIX: Final = "/acr/v1/"
 DEFAULT_PAGE: Final = 100
@@ -70,6 +73,8 @@ def match_acr_route(path: str) -> AcrRoute | None:
     if parts[-1] in ("_tags", "_manifests") and len(parts) >= 2:
         kind: AcrRouteKind = "acr_tags" if parts[-1] == "_tags" else "acr_manifests"
         return AcrRoute(kind, "/".join(parts[:-1]))
+    if len(parts) >= 4 and parts[-3] == "_manifests" and parts[-1] == "_scan":
+        return AcrRoute("acr_manifest_scan", "/".join(parts[:-3]), parts[-2])
     if len(parts) >= 3 and parts[-2] in ("_tags", "_manifests"):
         kind = "acr_tag" if parts[-2] == "_tags" else "acr_manifest"
         return AcrRoute(kind, "/".join(parts[:-2]), parts[-1])

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -58,6 +59,7 @@ from services.scanning.quarantine import scannable
 from services.scanning.referrers import ReferrerWriter
 from services.scanning.release import set_quarantine_state
 from services.scanning.sources import AdvisorySource
+from services.scanning.status import request_rescan
 from services.scanning.store import ScanDoc, ScanStore
 
 log = logging.getLogger("scanning")
@@ -367,34 +369,10 @@ class ImageScanner:
         )
 
     # --- rescans asked for, and re-matching -----------------------------------------------------------
-    async def request_rescan(self, registry: str, repository: str, manifest: ManifestDoc) -> ScanDoc:
+    async def request_rescan(self, registry: str, repository: str, manifest: ManifestDoc) -> dict[str, Any]:
         """Mark the image `queued` for a rescan (`acr scan run`); `run_requested` picks it up."""
         await self.open()
-        repo = repo_key(registry, repository)
-        for _ in range(8):
-            existing = await self.scans.get(repo, manifest.digest)
-            if existing is None:
-                fresh = ScanDoc(
-                    id=f"scan:{manifest.digest}",
-                    repo=repo,
-                    registry=registry,
-                    repository=repository,
-                    digest=manifest.digest,
-                    state="queued",
-                    requested=utcnow(),
-                )
-                created = await self.scans.create(fresh)
-                if created is not None:
-                    return created
-                continue
-            if existing.state == "scanning" and (existing.leaseUntil or 0) > time.time():
-                return existing  # running now: its result is the rescan
-            existing.state, existing.requested, existing.updated = "queued", utcnow(), utcnow()
-            try:
-                return await self.scans.replace(existing)
-            except ConcurrentUpdate:
-                continue
-        raise ConcurrentUpdate(f"scan of {manifest.digest}")
+        return await request_rescan(self.metadata, registry, repository, manifest)
 
     async def run_requested(self, limit: int = 20) -> int:
         """Scan the images whose rescan was asked for; returns how many were scanned."""

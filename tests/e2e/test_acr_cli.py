@@ -229,6 +229,13 @@ def test_acr_manages_a_registry_end_to_end(
     shown = _ok(acr("repository", "show", "-n", name, "--repository", "team/app", "-o", "table")).stdout
     assert "team/app" in shown and "TagCount" in shown
 
+    # the image's scan state (no scanner runs in this suite: SCANNER_ENABLED is off) and a rescan asked for
+    scan = _ok(acr("scan", "show", "-n", name, "team/app:v1")).json()
+    assert scan == {"image": f"team/app@{image.manifest.digest}", "scan": {"state": "queued"}}
+    rerun = _ok(acr("scan", "run", "-n", name, f"team/app@{image.manifest.digest}", "-o", "table")).stdout
+    assert "queued" in rerun and image.manifest.digest in rerun
+    assert acr("scan", "show", "-n", name, "team/app:nosuchtag").code == 1
+
     # delete, followed on a terminal
     env = _clean_env(tmp_path) | {
         "ACR_ENDPOINT": devhost.url,

@@ -91,9 +91,11 @@ DELETE /acr/v1/A/_tags/latest         .  .  Y  .  .  Y  Y  .  .  .  Y  .  .  .  
 GET    /acr/v1/A/_manifests           .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  Y  Y  Y  Y  Y  Y  Y  .
 GET    /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  Y  Y  Y  Y  Y  Y  Y  .
 PATCH  /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  Y  Y  .
+POST   /acr/v1/A/_manifests/DIGEST/_scan .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  Y  Y  .
 DELETE /acr/v1/A/_manifests/DIGEST    .  .  Y  .  .  Y  Y  .  .  .  Y  .  .  .  Y  Y  .  .  .  Y  .
 GET    /acr/v1/B/_tags                .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  Y  Y  Y  Y  .  .  .  .
 PATCH  /acr/v1/B                      .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  .  .  .
+POST   /acr/v1/B/_manifests/DIGEST/_scan .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  .  .  .
 DELETE /acr/v1/B/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  .  .  Y  .  .  .  Y  Y  .  .  .  .  .
 GET    /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
 POST   /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
@@ -308,7 +310,7 @@ def test_authorization_matrix(world: World, column: str) -> None:
 
 
 def test_matrix_size() -> None:
-    assert len(ROWS) * len(COLUMNS) == 48 * 21
+    assert len(ROWS) * len(COLUMNS) == 50 * 21
 
 
 # --- the management API (ARM-shaped, /subscriptions/...) --------------------------------------------------

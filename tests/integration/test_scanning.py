@@ -208,7 +208,36 @@ async def _rematch_then_rescan(scanner: ImageScanner, registry: Registry, digest
     manifest = await scanner.artifacts.get_manifest(repo_key(registry.name, "rematch"), digest)
     assert manifest is not None
     queued = await scanner.request_rescan(registry.name, "rematch", manifest)
-    assert queued.state == "queued"
+    assert queued["state"] == "queued"
     assert await scanner.run_requested() >= 1
     rescanned = await registry.scan_state("rematch", digest)
     assert rescanned.state == "done" and rescanned.counts == rematched.counts
+
+
+async def test_scan_state_in_acr_v1_and_rescans_asked_for_over_http(registry: Registry) -> None:
+    digest, _ = push_image(registry.http, "state", "v1", debian_layers())
+    scan = await registry.scan_state("state", digest)
+    body = registry.http.get(f"/acr/v1/state/_manifests/{digest}").json()["manifest"]
+    assert body["scan"]["state"] == "done" and body["scan"]["counts"] == scan.counts
+    assert body["scan"]["reportDigest"] == scan.reportDigest
+    # the scanner's own artifacts are not scanned and carry no scan state
+    assert "scan" not in registry.http.get(f"/acr/v1/state/_manifests/{scan.sbomDigest}").json()["manifest"]
+
+    rescan = registry.http.post(f"/acr/v1/state/_manifests/{digest}/_scan")
+    assert rescan.status_code == 202 and rescan.json()["scan"]["state"] in ("queued", "scanning")
+    done = await registry.scan_state("state", digest)  # the devhost's timer takes it (every 10 s)
+    assert done.state == "done" and done.updated > scan.updated
+
+    def error(response: httpx.Response) -> tuple[int, str]:
+        return response.status_code, response.json()["errors"][0]["code"]
+
+    assert error(registry.http.post(f"/acr/v1/state/_manifests/{done.sbomDigest}/_scan")) == (400, "UNSUPPORTED")
+    assert error(registry.http.post("/acr/v1/state/_manifests/sha256:" + "0" * 64 + "/_scan")) == (
+        404,
+        "MANIFEST_UNKNOWN",
+    )
+    for bad in ("latest", "sha256:xyz", "sha256:" + "A" * 64, "..", "%2e%2e"):
+        response = registry.http.post(f"/acr/v1/state/_manifests/{bad}/_scan")
+        assert 400 <= response.status_code < 500, (bad, response.status_code)
+    assert registry.http.get(f"/acr/v1/state/_manifests/{digest}/_scan").status_code == 405
+    assert registry.http.post(f"/acr/v1/nosuchrepo/_manifests/{digest}/_scan").status_code == 404

@@ -47,4 +47,5 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("acr_manifest", "GET"): acr_manifests.get_manifest,
     ("acr_manifest", "PATCH"): acr_manifests.patch_manifest,
     ("acr_manifest", "DELETE"): acr_manifests.delete_manifest,
+    ("acr_manifest_scan", "POST"): acr_manifests.request_scan,
 }

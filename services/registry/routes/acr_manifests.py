@@ -32,6 +32,7 @@ from services.registry.locks import MAX_PATCH_BYTES, ManifestAttributesPatch, pa
 from services.registry.store import ManifestDoc, repo_key
 from services.scanning.admission import check_quarantine_writer
 from services.scanning.release import release_outbox_for
+from services.scanning.status import request_rescan, scan_status
 
 
 async def _after(call: Call, query: ListQuery) -> str:
@@ -73,6 +74,7 @@ async def _manifest_body(call: Call, doc: ManifestDoc) -> Response:
     body = ManifestAttributes(
         registry=call.registry.loginServer, imageName=call.name, manifest=manifest_base(doc, tags)
     )
+    body.manifest.scan = await scan_status(call.api.metadata, doc)
     return JSONResponse(body.dump())
 
 
@@ -111,6 +113,17 @@ async def patch_manifest(call: Call) -> Response:
         written = await call.api.artifacts.get_manifest(repo, digest)
         return await _manifest_body(call, written or doc)
     raise changes.contended(f"manifest {digest}")
+
+
+async def request_scan(call: Call) -> Response:
+    """`POST /acr/v1/<name>/_manifests/<digest>/_scan` (ours): scan the image again (`acr scan run`); 202
+    with the scan state, now `queued` (the scanner's timer picks it up), or `scanning` if it is running."""
+    digest = digest_reference(call.reference)
+    doc = await call.api.artifacts.get_manifest(repo_key(call.registry.registry, call.name), digest)
+    if doc is None:
+        raise manifest_unknown(digest)
+    state = await request_rescan(call.api.metadata, call.registry.registry, call.name, doc)
+    return JSONResponse({"digest": digest, "scan": state}, status_code=202)
 
 
 async def delete_manifest(call: Call) -> Response:
