@@ -34,6 +34,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
+from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
 from services.webhooks.rules import WEBHOOK_LIMITS
 from services.webhooks.store import WebhookStore
@@ -54,7 +55,7 @@ IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
 REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only
 # vulnerabilityPolicy is ours (services/scanning/quarantine.py): pulls of images with findings at or above a
-# severity are refused.
+# severity are refused; externalScanner too (services/scanning/harbor.py): a Harbor scanner adapter.
 POLICY_NAMES = (
     "quarantinePolicy",
     "trustPolicy",
@@ -62,6 +63,7 @@ POLICY_NAMES = (
     "exportPolicy",
     "softDeletePolicy",
     "vulnerabilityPolicy",
+    "externalScanner",
 )
 
 
@@ -141,6 +143,11 @@ def _policies(current: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
                     "softDeletePolicy.retentionDays must be a whole number from 1 to 90",
                     f"policies.{name}.retentionDays",
                 )
+        if name == "externalScanner":
+            try:
+                check_external_scanner_policy(policy)
+            except ValueError as exc:
+                raise RegistryInvalid(f"externalScanner: {exc}", f"policies.{name}") from None
         if name == "vulnerabilityPolicy":
             try:
                 check_vulnerability_policy(policy)

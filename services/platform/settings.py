@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     scan_concurrency: int = 2
     scan_lease_seconds: int = 900
     scan_max_layer_bytes: int = 16 * 1024**3
+    # External scanners (Harbor's adapter API, a registry's policies.externalScanner): how long one may take,
+    # and whether it may be at a private, loopback or link-local address (local runs).
+    external_scanner_timeout_seconds: float = 600.0
+    external_scanner_allow_private_targets: bool = False
 
     # Webhook delivery: per-attempt timeout, attempts, exponential backoff with jitter between them.
     webhook_timeout_seconds: float = 10.0

@@ -156,6 +156,22 @@ class Finding:
         }
 
 
+def finding_from_json(item: dict[str, Any]) -> Finding:
+    """A finding back from a report `Finding.to_json` wrote."""
+    package = item["package"]
+    kind = str(package.get("purl", "pkg:generic/")).removeprefix("pkg:").split("/", 1)[0]
+    return Finding(
+        str(item["id"]),
+        Package(
+            str(package["ecosystem"]), str(package["name"]), str(package["version"]), kind, package.get("source", "")
+        ),
+        str(item.get("severity", "UNKNOWN")),
+        item.get("fixedVersion"),
+        tuple(item.get("aliases") or ()),
+        str(item.get("summary") or ""),
+    )
+
+
 def advisory_key(ecosystem: str, name: str) -> tuple[str, str]:
     return ecosystem, normalise_pypi(name) if ecosystem == "PyPI" else name
 

@@ -19,6 +19,7 @@ gets a new report referrer in place of the old one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -28,6 +29,9 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from services.auth.permissions import PULL, QUARANTINE_READ, Grant, Permissions, RepositoryPattern
+from services.auth.scopes import Scope
+from services.auth.service import AuthService, Identity
 from services.events.models import EventMessage, EventRequest
 from services.events.outbox import EventPublisher
 from services.management.store import RegistryStore
@@ -42,6 +46,7 @@ from services.scanning.advisories import (
     SEVERITY_RANK,
     AdvisoryDatabase,
     Finding,
+    finding_from_json,
     findings_fingerprint,
     severity_counts,
 )
@@ -53,6 +58,7 @@ from services.scanning.documents import (
     vulnerability_report,
     worst_finding,
 )
+from services.scanning.harbor import ExternalScannerError, HarborAdapterClient, external_scanner, harbor_findings
 from services.scanning.inventory import Inventory, build_inventory
 from services.scanning.layers import HostileLayer, ImageFiles, ScanLimits, read_layer_stream
 from services.scanning.quarantine import scannable
@@ -67,6 +73,7 @@ log = logging.getLogger("scanning")
 SCANNED_ACTIONS = frozenset({"push", "quarantine"})
 MAX_INDEX_DEPTH = 2
 SCANNER_AGENT = "acr-serverless-scanner/1.0"
+EXTERNAL_SCANNER_SUBJECT = "external-scanner"  # the subject of the pull tokens an external scanner gets
 REMATCH_BATCH = 1000  # scans one re-match run takes on (the next run continues)
 
 
@@ -99,6 +106,7 @@ class ImageScanner:
         self.referrers = ReferrerWriter(self.artifacts, self.blobs, settings.inline_manifest_bytes)
         self.limits = ScanLimits(max_layer_bytes=settings.scan_max_layer_bytes)
         self.registries = RegistryStore(self.metadata)
+        self.auth = AuthService(settings, self.metadata)  # signs the external scanner's pull tokens
         self.events = EventPublisher(settings, self.metadata)
         self.listeners: list[ScanListener] = [self._settle_quarantine]
         self._slots = asyncio.Semaphore(max(1, settings.scan_concurrency))
@@ -156,6 +164,11 @@ class ImageScanner:
             except ResourceNotFoundError:
                 reason = "a layer of the image is missing from storage"
                 return await self._finish(registry, repository, manifest, claimed, reason=reason)
+            try:
+                outcome = await self._external(registry, repository, manifest, outcome)
+            except ExternalScannerError as exc:
+                reason = f"external scanner: {exc}"
+                return await self._finish(registry, repository, manifest, claimed, reason=reason)
             except BaseException:
                 await self._release(claimed)  # the redelivered event may scan it at once
                 raise
@@ -212,6 +225,31 @@ class ImageScanner:
         inventory = build_inventory(image.files, image.skipped)
         database = await self.advisories.current()
         return Outcome(inventory, database.match(inventory.packages), database)
+
+    async def _external(self, registry: str, repository: str, manifest: ManifestDoc, outcome: Outcome) -> Outcome:
+        """The registry's external scanner (Harbor's adapter API), when it has one: its findings join ours."""
+        doc = await self.registries.get_registry(registry)
+        scanner = external_scanner(doc.policies) if doc is not None else None
+        if doc is None or scanner is None:
+            return outcome
+        identity = Identity(
+            "token",
+            EXTERNAL_SCANNER_SUBJECT,
+            Permissions((Grant(RepositoryPattern("exact", repository), frozenset({PULL, QUARANTINE_READ})),)),
+        )
+        token = self.auth.access_token(doc, identity, [Scope("repository", repository, ("pull",))])["access_token"]
+        registry_url = scanner.registry_url or f"https://{doc.loginServer}"
+        deadline = time.monotonic() + self.settings.external_scanner_timeout_seconds
+        allow_private = self.settings.external_scanner_allow_private_targets
+        async with HarborAdapterClient(scanner.url, allow_private) as adapter:
+            metadata = await adapter.metadata()
+            name = str(metadata["scanner"].get("name", "external"))[:100]
+            scan_id = await adapter.scan(
+                registry_url, f"Bearer {token}", repository, manifest.digest, manifest.mediaType
+            )
+            report = await adapter.report(scan_id, deadline)
+        findings = sorted({*outcome.findings, *harbor_findings(report, name)}, key=_finding_order)
+        return Outcome(outcome.inventory, findings, outcome.database)
 
     async def _finish(
         self,
@@ -417,7 +455,8 @@ class ImageScanner:
             return False
         layer = next(digest for digest in sbom.blobs if digest != str(EMPTY_JSON_DIGEST))
         packages = sbom_packages(await self.blobs.read_all(doc.registry, layer))
-        findings = database.match(packages)
+        # an external scanner's findings stay as they were (a rescan asks it again)
+        findings = sorted({*database.match(packages), *await self._external_findings(doc)}, key=_finding_order)
         changed = findings_fingerprint(findings) != doc.fingerprint
         old_report = doc.reportDigest
         if changed:
@@ -432,11 +471,30 @@ class ImageScanner:
         await self.referrers.remove(doc.repo, old_report, written.reportDigest)
         return changed
 
+    async def _external_findings(self, doc: ScanDoc) -> list[Finding]:
+        """The external scanner's findings in the image's current report."""
+        report = await self.artifacts.get_manifest(doc.repo, doc.reportDigest) if doc.reportDigest else None
+        if report is None:
+            return []
+        layer = next((d for d in report.blobs if d != str(EMPTY_JSON_DIGEST)), None)
+        if layer is None:
+            return []
+        items = json.loads(await self.blobs.read_all(doc.registry, layer)).get("findings") or []
+        return [
+            finding_from_json(item)
+            for item in items
+            if str(item.get("package", {}).get("ecosystem", "")).startswith("external:")
+        ]
+
     async def _replace_quietly(self, doc: ScanDoc) -> ScanDoc | None:
         try:
             return await self.scans.replace(doc)
         except ConcurrentUpdate:
             return None  # changed meanwhile (a rescan): the next run looks again
+
+
+def _finding_order(finding: Finding) -> tuple[int, str, str]:
+    return (-SEVERITY_RANK[finding.severity], finding.package.name, finding.id)
 
 
 def _worst_of(worsts: list[dict[str, str]]) -> dict[str, str] | None:
