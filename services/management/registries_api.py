@@ -124,6 +124,8 @@ class RegenerateRequest(_Body):
 def registry_resource(doc: RegistryDoc) -> dict[str, Any]:
     scope = ArmScope(doc.subscription, doc.resourceGroup, doc.registry)
     policies = {name: {**default, **doc.policies.get(name, {})} for name, default in DEFAULT_POLICIES.items()}
+    # ours (services/scanning): vulnerabilityPolicy and externalScanner, shown once set
+    policies |= {name: value for name, value in doc.policies.items() if name not in DEFAULT_POLICIES}
     return {
         "id": registry_id(scope, doc.registry),
         "name": doc.registry,

@@ -175,6 +175,33 @@ class BlobStore:
         async for chunk in stream.chunks():
             yield chunk
 
+    async def read_in_chunks(
+        self, registry: str, digest: str, chunk_size: int = 4 * 1024 * 1024
+    ) -> AsyncIterator[bytes]:
+        """The blob as consecutive ranged reads of `chunk_size` bytes, the next one fetched while the current
+        one is used: what a reader that must hold little (the scanner) wants. `read` lets the SDK fetch the
+        first 32 MiB in one piece and run ahead; this never holds more than two chunks."""
+        size = await self.size(registry, digest)
+        if size is None:
+            raise ResourceNotFoundError(f"blob {digest} is not in storage")
+        client = self._container(registry).get_blob_client(blob_path(digest))
+
+        async def fetch(offset: int) -> bytes:
+            stream = await client.download_blob(offset=offset, length=min(chunk_size, size - offset))
+            return await stream.readall()
+
+        pending = asyncio.ensure_future(fetch(0)) if size else None
+        try:
+            for offset in range(0, size, chunk_size):
+                assert pending is not None
+                chunk = await pending
+                following = offset + chunk_size
+                pending = asyncio.ensure_future(fetch(following)) if following < size else None
+                yield chunk
+        finally:
+            if pending is not None:
+                pending.cancel()
+
     async def read_url(self, registry: str, digest: str) -> str:
         """A short-lived, read-only SAS URL of the blob."""
         blob = self._container(registry).get_blob_client(blob_path(digest))

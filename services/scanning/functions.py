@@ -41,6 +41,6 @@ async def run_requested_scans(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False, use_monitor=False)
 async def rematch_reports(timer: func.TimerRequest) -> None:
     """Re-match stored SBOMs against an updated advisory database."""
-    changed = await image_scanner().rematch()
-    if changed:
-        log.info("rematch_reports: %d report(s) replaced", changed)
+    result = await image_scanner().rematch()
+    if result.processed:
+        log.info("rematch_reports: %d scan(s) matched again, %d report(s) replaced", result.processed, result.replaced)

@@ -75,6 +75,9 @@ MAX_INDEX_DEPTH = 2
 SCANNER_AGENT = "acr-serverless-scanner/1.0"
 EXTERNAL_SCANNER_SUBJECT = "external-scanner"  # the subject of the pull tokens an external scanner gets
 REMATCH_BATCH = 1000  # scans one re-match run takes on (the next run continues)
+# Re-matches at once: each reads an SBOM and may write a report (a few Cosmos DB and Storage calls); more would
+# crowd the registry's storage-usage document, which takes one writer at a time.
+REMATCH_CONCURRENCY = 4
 
 
 class ScanInProgress(Exception):
@@ -88,6 +91,12 @@ class Outcome:
     inventory: Inventory
     findings: list[Finding]
     database: AdvisoryDatabase
+
+
+@dataclass(slots=True)
+class Rematched:
+    processed: int = 0  # scans matched again
+    replaced: int = 0  # of which the report changed (a new report referrer replaced the old one)
 
 
 # Called after a scan is recorded (the quarantine flow, services/scanning/quarantine.py, hooks in here).
@@ -221,7 +230,7 @@ class ImageScanner:
                 continue
             if layer.size == 0:
                 raise HostileLayer(f"malformed layer: {layer.digest} is empty (not a tar archive)")
-            image.apply(await read_layer_stream(self.blobs.read(registry, str(layer.digest)), self.limits))
+            image.apply(await read_layer_stream(self.blobs.read_in_chunks(registry, str(layer.digest)), self.limits))
         inventory = build_inventory(image.files, image.skipped)
         database = await self.advisories.current()
         return Outcome(inventory, database.match(inventory.packages), database)
@@ -430,18 +439,28 @@ class ImageScanner:
                 continue
         return done
 
-    async def rematch(self, limit: int = REMATCH_BATCH) -> int:
-        """Re-match stored SBOMs against the current database; returns how many reports changed. Without a
-        database configured nothing is re-matched (reports made without one say so)."""
+    async def rematch(self, limit: int = REMATCH_BATCH) -> Rematched:
+        """Re-match stored SBOMs against the current database. Without a database configured nothing is
+        re-matched (reports made without one say so)."""
+        result = Rematched()
         if not self.settings.scanner_enabled or not self.advisories.spec:
-            return 0
+            return result
         await self.open()
         database = await self.advisories.current()
-        changed = 0
-        async for doc in self.scans.stale(database.version, limit):
-            if await self._rematch_one(doc, database):
-                changed += 1
-        return changed
+        slots = asyncio.Semaphore(REMATCH_CONCURRENCY)
+
+        async def one(doc: ScanDoc) -> None:
+            async with slots:
+                try:
+                    if await self._rematch_one(doc, database):
+                        result.replaced += 1
+                except Exception:  # this one is left for the next run; the others go on
+                    log.exception("re-match of %s@%s failed", doc.repository, doc.digest)
+                    return
+                result.processed += 1
+
+        await asyncio.gather(*[one(doc) async for doc in self.scans.stale(database.version, limit)])
+        return result
 
     async def _rematch_one(self, doc: ScanDoc, database: AdvisoryDatabase) -> bool:
         manifest = await self.artifacts.get_manifest(doc.repo, doc.digest)

@@ -202,7 +202,7 @@ async def _rematch_then_rescan(scanner: ImageScanner, registry: Registry, digest
     assert rematched.reportDigest != first.reportDigest and rematched.sbomDigest == first.sbomDigest
     reports = [r for r in registry.referrers("rematch", digest) if r["artifactType"] == REPORT_MEDIA_TYPE]
     assert [r["digest"] for r in reports] == [rematched.reportDigest]
-    assert await scanner.rematch() == 0  # nothing changed since
+    assert (await scanner.rematch()).processed == 0  # nothing changed since
 
     # a rescan asked for reads the layers again
     manifest = await scanner.artifacts.get_manifest(repo_key(registry.name, "rematch"), digest)
