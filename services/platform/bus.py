@@ -265,7 +265,12 @@ class ServiceBusBus:
         if self._client is None:
             from azure.servicebus.aio import ServiceBusClient
 
-            self._client = ServiceBusClient.from_connection_string(self._settings.servicebus_connection_string)
+            if self._settings.servicebus_namespace:  # Azure: the managed identity, no keys
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._client = ServiceBusClient(self._settings.servicebus_namespace, DefaultAzureCredential())
+            else:
+                self._client = ServiceBusClient.from_connection_string(self._settings.servicebus_connection_string)
 
     async def close(self) -> None:
         for receiver in self._receivers.values():

@@ -118,7 +118,7 @@ class Cosmos:
             kwargs["enable_endpoint_discovery"] = False
         kwargs["transport"] = DependencyTransport(COSMOS, use_env_settings=self._settings.proxy_from_environment)
         kwargs.update(cosmos_retry_options(self._settings))
-        client = CosmosClient(self._settings.cosmos_endpoint, credential=self._settings.cosmos_key, **kwargs)
+        client = CosmosClient(self._settings.cosmos_endpoint, credential=self._credential(), **kwargs)
         try:
             db = await client.create_database_if_not_exists(self._settings.cosmos_database)
             for name, key in CONTAINERS:
@@ -131,6 +131,14 @@ class Cosmos:
             await client.close()
             raise
         self._client, self._db = client, db
+
+    def _credential(self) -> Any:
+        """The account key, or in Azure the managed identity (AZURE_CLIENT_ID names the user-assigned one)."""
+        if self._settings.cosmos_auth == "identity":
+            from azure.identity.aio import DefaultAzureCredential
+
+            return DefaultAzureCredential()
+        return self._settings.cosmos_key
 
     async def close(self) -> None:
         if self._client is not None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Cosmos DB (NoSQL API).
     cosmos_endpoint: str = "https://127.0.0.1:8081"
     cosmos_key: str = COSMOS_EMULATOR_KEY
+    # "key": COSMOS_KEY (the emulator); "identity": Entra ID through the managed identity (AZURE_CLIENT_ID),
+    # as in Azure, where the account allows no keys.
+    cosmos_auth: Literal["key", "identity"] = "key"
     cosmos_database: str = "registry"
     # PEM bundle to trust for the Cosmos endpoint (the local emulator's own certificate).
     cosmos_ca_file: str = ""
@@ -99,6 +102,9 @@ class Settings(BaseSettings):
     bus_kind: Literal["storage-queues", "service-bus"] = "storage-queues"
     queue_connection_string: str = Field(default_factory=lambda: azurite_queue_connection_string())
     servicebus_connection_string: str = ""
+    # In Azure: the namespace's host name (<namespace>.servicebus.windows.net), reached with the managed
+    # identity instead of a connection string (the namespace allows no keys).
+    servicebus_namespace: str = ""
     bus_topic: str = "registry-events"
     bus_subscriptions: list[str] = Field(default_factory=lambda: ["webhooks", "scanning", "replication"])
     bus_max_deliveries: int = 5  # then the message goes to the poison / dead-letter queue

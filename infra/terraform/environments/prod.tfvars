@@ -1,0 +1,11 @@
+environment_name                = "prod"
+resource_group_name             = "rg-acr-serverless-prod"
+location                        = "swedencentral"
+registry_domain                 = "azurecr.example.com"
+replica_regions                 = ["northeurope"]
+cosmos_capacity_mode            = "autoscale"
+cosmos_autoscale_max_throughput = 10000
+always_ready_http               = 2
+maximum_instance_count          = 200
+instance_memory_mb              = 4096
+log_retention_days              = 90
