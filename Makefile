@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := skopeo podman buildah umoci runc uidmap docker-registry openssl
 PYTEST_ARGS ?=
 
-.PHONY: run test setup apt lint unit integration e2e bench clean
+.PHONY: run test setup apt lint unit integration e2e bench clean package checkov
 
 run: setup
 	$(PY) -m services.devhost run
 
-test: setup apt lint
+test: setup apt lint checkov
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -25,6 +25,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 node_modules/.installed: package.json package-lock.json patches/*.patch
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# checkov (tests/infra/test_checkov.py) in its own venv: its pins conflict with the app's. ~80 s once.
+CHECKOV := checkov==3.3.30
+checkov: .local/checkov-venv/.installed-$(CHECKOV)
+.local/checkov-venv/.installed-$(CHECKOV):
+	$(PYTHON) -m venv --clear .local/checkov-venv
+	.local/checkov-venv/bin/pip install --quiet --disable-pip-version-check $(CHECKOV)
+	touch $@
+
+# The zip a Function App runs (README: Deploying to Azure); tests/infra/test_package.py indexes it.
+package: setup
+	$(PY) infra/scripts/package.py --out dist/function-app.zip
 
 # The e2e tests drive real clients; install the ones that are missing (needs root, as CI is).
 apt:
@@ -53,4 +65,4 @@ bench: setup apt
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache dist

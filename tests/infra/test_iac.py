@@ -138,7 +138,7 @@ def terraform_app_settings() -> set[str]:
         "functionapp/main.tf: settings is no longer merge(tunables, local.azure_settings, ...)"
     )
     site = next(
-        unquote_keys(r)['azurerm_function_app_flex_consumption']["site"]
+        unquote_keys(r)["azurerm_function_app_flex_consumption"]["site"]
         for r in module["resource"]
         if '"azurerm_function_app_flex_consumption"' in r
     )
