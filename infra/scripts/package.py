@@ -31,8 +31,10 @@ APP_FILES = ["function_app.py", "host.json", "requirements.txt"]
 EXCLUDED = {"devhost", "cli", "__pycache__"}
 
 
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args], check=True)
+def pip(*args: str, check: bool = True) -> bool:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args]
+    done = subprocess.run(command, check=check, capture_output=not check)
+    return done.returncode == 0
 
 
 def build(out: Path) -> Path:
@@ -41,8 +43,13 @@ def build(out: Path) -> Path:
     site = staging / ".python_packages" / "lib" / "site-packages"
     site.mkdir(parents=True)
     requirements = str(ROOT / "requirements.txt")
-    pip("download", *PLATFORM, "--dest", str(WHEELS), "-r", requirements)
-    pip("install", *PLATFORM, "--no-index", "--find-links", str(WHEELS), "--target", str(site), "-r", requirements)
+    install = ("install", *PLATFORM, "--no-index", "--find-links", str(WHEELS), "--target", str(site))
+    # From the wheels already downloaded (no index asked); download only what is missing, then again.
+    if not pip(*install, "-r", requirements, check=False):
+        pip("download", *PLATFORM, "--dest", str(WHEELS), "-r", requirements)
+        shutil.rmtree(site)
+        site.mkdir(parents=True)
+        pip(*install, "-r", requirements)
     for name in APP_FILES:
         shutil.copy2(ROOT / name, staging / name)
     shutil.copytree(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,11 @@ def test_both_flavours_declare_the_same_resources() -> None:
 
 def test_both_flavours_assign_the_same_roles() -> None:
     bicep, terraform = bicep_declared(), terraform_declared()
-    assert sorted(bicep.roles) == sorted(terraform.roles)
+    only_bicep = Counter(bicep.roles) - Counter(terraform.roles)
+    only_terraform = Counter(terraform.roles) - Counter(bicep.roles)
+    assert not only_bicep and not only_terraform, (
+        f"role assignments only in Bicep: {dict(only_bicep)}, only in Terraform: {dict(only_terraform)}"
+    )
     # Least privilege: the app's identity gets the data roles of the issue and nothing broader.
     assert set(bicep.roles) - {"Key Vault Secrets Officer"} == APP_ROLES
     for path in bicep_files():
