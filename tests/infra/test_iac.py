@@ -58,6 +58,8 @@ AZURE_HOST_SETTINGS = {
 NOT_IN_AZURE = {
     "SERVICEBUS_CONNECTION_STRING": "the Service Bus trigger's connection of that name is identity-based in "
     "Azure (SERVICEBUS_CONNECTION_STRING__*); a plain value would be taken as a connection string",
+    "FUNCTIONS_WORKER_PROCESS_COUNT": "Flex Consumption does not accept it (one worker process per instance, scale "
+    "is by instances); the code's default, 1, is what runs there",
 }
 
 
