@@ -40,6 +40,8 @@ var namePrefix = toLower('${environmentName}-${take(token, 6)}')
 var tags = { 'azd-env-name': environmentName, service: 'acr-serverless' }
 var tunables = loadJsonContent('../app-settings.json')
 var deploymentContainer = 'app-package'
+// ADVISORY_DB=blob:advisories: upload osv.dev's archives there to update every instance's scanner.
+var advisoriesContainer = 'advisories'
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -59,7 +61,7 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     principalId: identity.outputs.principalId
     workspaceId: monitoring.outputs.workspaceId
-    containers: [ deploymentContainer ]
+    containers: [ deploymentContainer, advisoriesContainer ]
     queues: storageQueues
     home: true
   }

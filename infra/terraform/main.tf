@@ -13,6 +13,8 @@ locals {
   tags                 = { "azd-env-name" = var.environment_name, service = "acr-serverless" }
   tunables             = jsondecode(file("${path.module}/../app-settings.json"))
   deployment_container = "app-package"
+  # ADVISORY_DB=blob:advisories: upload osv.dev's archives there to update every instance's scanner.
+  advisories_container = "advisories"
 }
 
 module "identity" {
@@ -40,7 +42,7 @@ module "storage" {
   tags                = local.tags
   principal_id        = module.identity.principal_id
   workspace_id        = module.monitoring.workspace_id
-  containers          = [local.deployment_container]
+  containers          = [local.deployment_container, local.advisories_container]
   queues              = var.storage_queues
   home                = true
 }

@@ -175,6 +175,14 @@ def test_azure_settings_carry_no_keys() -> None:
         assert not re.search(r"AccountKey=|SharedAccessKey=", value), f"{key} holds a key"
 
 
+def test_blob_advisory_database_container_is_provisioned() -> None:
+    spec = tunables()["ADVISORY_DB"]
+    if spec.startswith("blob:"):
+        container = spec.removeprefix("blob:").partition("/")[0]
+        assert f"'{container}'" in (BICEP / "main.bicep").read_text(), f"Bicep does not create container {container}"
+        assert f'"{container}"' in (TERRAFORM / "main.tf").read_text(), f"Terraform does not create {container}"
+
+
 def test_tunables_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Azure values parse as the code's settings (a typo such as BLOCK_SIZE=4MiB fails here)."""
     for key, value in tunables().items():
