@@ -9,6 +9,7 @@ import typer
 from services.cli import registry_commands
 from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
+from services.cli.gc_commands import gc_app
 from services.cli.login_command import login
 from services.cli.repository_commands import repository_app
 from services.cli.scan_commands import scan_app
@@ -60,3 +61,4 @@ app.add_typer(webhook_app, name="webhook")
 app.add_typer(token_app, name="token")
 app.add_typer(scope_map_app, name="scope-map")
 app.add_typer(config_app, name="config")
+app.add_typer(gc_app, name="gc")

@@ -13,7 +13,9 @@ from starlette.responses import JSONResponse
 from services.management import cloud, openapi
 from services.management.api import management_api
 from services.management.registries import resume_deletions
+from services.management.store import RegistryStore
 from services.platform.settings import get_settings
+from services.registry.collector import collect_all
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -50,3 +52,13 @@ async def finish_registry_deletions(timer: func.TimerRequest) -> None:
     finished = await resume_deletions(api.services.metadata, api.services.blobs)
     if finished:
         logging.getLogger("management").info("finish_registry_deletions: %d registr(ies) deleted", finished)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 */10 * * * *", run_on_startup=False, use_monitor=False)
+async def collect_garbage(timer: func.TimerRequest) -> None:
+    """Online garbage collection of every registry's unreferenced blobs (services/registry/collector.py)."""
+    api = management_api()
+    await api.open()
+    services = api.services
+    names = [doc.registry for doc in await RegistryStore(services.metadata).list_registries()]
+    await collect_all(services.settings, services.metadata, services.blobs, names)

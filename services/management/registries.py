@@ -33,6 +33,7 @@ from services.management.store import (
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
+from services.registry.ledger import BlobLedger
 from services.registry.store import ArtifactStore
 from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
@@ -237,7 +238,7 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     tokens = len(await access.tokens(doc.registry))
     scope_maps = len(await access.scope_maps(doc.registry))
     sku = doc.sku
-    stored = await ArtifactStore(cosmos).storage_bytes(doc.registry)
+    stored = await BlobLedger(cosmos).storage_bytes(doc.registry)
     return [
         Usage("Size", STORAGE_INCLUDED[sku], stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),

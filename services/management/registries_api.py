@@ -7,6 +7,8 @@
     POST                 /subscriptions/{s}/providers/Microsoft.ContainerRegistry/checkNameAvailability
     GET                  .../registries/{r}/listUsages
     POST                 .../registries/{r}/listCredentials | /regenerateCredential
+    POST                 .../registries/{r}/collectGarbage {"dryRun": bool}   (ours: garbage collection now)
+    POST                 .../registries/{r}/recountUsage                      (ours: usage from a recount)
     GET                  /subscriptions/{s}/providers/Microsoft.ContainerRegistry/locations/{l}
                          /operationResults/{id} | /asyncOperations/{id}
 
@@ -37,6 +39,8 @@ from services.management.authorization import ArmScope
 from services.management.registries import RegistryChanges, RegistryInvalid, RegistryNameInvalid, RegistryNameTaken
 from services.management.store import OperationDoc, RegistryDoc, RegistryStore
 from services.platform.cosmos import ConcurrentUpdate, utcnow
+from services.registry.collector import GarbageCollector, recount_storage
+from services.registry.ledger import BlobLedger
 
 log = logging.getLogger("management")
 
@@ -45,7 +49,7 @@ _PROVIDER = r"/providers/Microsoft\.ContainerRegistry"
 REGISTRY_LIST_PATH = re.compile(_ARM + r"(?:/resourceGroups/(?P<rg>[^/]+))?" + _PROVIDER + r"/registries/?$", re.I)
 REGISTRY_PATH = re.compile(
     _ARM + r"/resourceGroups/(?P<rg>[^/]+)" + _PROVIDER + r"/registries/(?P<registry>[^/]+)"
-    r"(?:/(?P<action>listUsages|listCredentials|regenerateCredential))?/?$",
+    r"(?:/(?P<action>listUsages|listCredentials|regenerateCredential|collectGarbage|recountUsage))?/?$",
     re.I,
 )
 CHECK_NAME_PATH = re.compile(_ARM + _PROVIDER + r"/checkNameAvailability/?$", re.I)
@@ -114,6 +118,10 @@ class RegistryCreate(RegistryUpdate):
 class NameRequest(_Body):
     name: str = Field(max_length=1000)
     type: Literal["Microsoft.ContainerRegistry/registries"] = "Microsoft.ContainerRegistry/registries"
+
+
+class CollectRequest(_Body):
+    dryRun: bool = False
 
 
 class RegenerateRequest(_Body):
@@ -362,6 +370,14 @@ async def _registry_action(call: ArmCall) -> Response:
         raise ArmError(405, "MethodNotAllowed", f"{action} takes POST")
     await call.authorize(scope, "write", f"registries/{action}/action")
     doc = await registry_in_scope(call, scope)
+    if action == "collectGarbage":
+        request = await call.body(CollectRequest)
+        collector = GarbageCollector(call.services.settings, metadata, call.services.blobs)
+        report = await collector.run(doc.registry, dry_run=request.dryRun)
+        return JSONResponse(report.to_json())
+    if action == "recountUsage":
+        recount = await recount_storage(BlobLedger(metadata), doc.registry)
+        return JSONResponse(recount.to_json())
     if not doc.adminUserEnabled:
         raise ArmError(
             400, "AdminUserDisabled", "the admin user is disabled: enable it (properties.adminUserEnabled) first"

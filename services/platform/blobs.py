@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
@@ -205,9 +206,7 @@ class BlobStore:
     async def read_url(self, registry: str, digest: str) -> str:
         """A short-lived, read-only SAS URL of the blob."""
         blob = self._container(registry).get_blob_client(blob_path(digest))
-        sas = await self._read_sas(
-            registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds)
-        )
+        sas = await self._read_sas(registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds))
         return f"{blob.url}?{sas}"
 
     async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
@@ -247,6 +246,23 @@ class BlobStore:
             )
         return self._delegation
 
+    async def etag(self, registry: str, digest: str) -> str | None:
+        """The ETag of the stored blob (it changes whenever the blob is written), None when not stored."""
+        try:
+            props = await self._container(registry).get_blob_client(blob_path(digest)).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return str(props.etag)
+
+    async def delete_if_unchanged(self, registry: str, digest: str, etag: str) -> bool:
+        """Delete the blob only if it was not written since `etag` was read; False when it was (or is gone)."""
+        blob = self._container(registry).get_blob_client(blob_path(digest))
+        try:
+            await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+        return True
+
     async def delete(self, registry: str, digest: str) -> None:
         try:
             await self._container(registry).get_blob_client(blob_path(digest)).delete_blob()
@@ -285,6 +301,11 @@ class BlobStore:
         Source and target share the account, so the request's own authorization covers the source: no SAS
         (Azurite would fetch a SAS source over HTTP byte by byte; same-account copies are metadata-only).
         """
+        await self.copy_upload(registry, session, digest)
+        await self.discard_upload(registry, session)
+
+    async def copy_upload(self, registry: str, session: str, digest: str) -> None:
+        """Server-side copy of a committed upload to its content address (the upload stays)."""
         container = self._container(registry)
         staging = container.get_blob_client(upload_path(session))
         target = container.get_blob_client(blob_path(digest))
@@ -295,7 +316,6 @@ class BlobStore:
             status = (await target.get_blob_properties()).copy.status
         if status != "success":
             raise RuntimeError(f"copy of upload {session} to {digest} ended {status}")
-        await self.discard_upload(registry, session)
 
     async def discard_upload(self, registry: str, session: str) -> None:
         """Drop a session's bytes. Uncommitted blocks alone leave no blob behind (Storage expires them)."""

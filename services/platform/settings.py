@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     # Retry-After. Each holds up to `upload_concurrency` + 2 buffers of `block_size` (24 MiB by default),
     # reused from upload to upload: 16 uploads hold at most 384 MiB.
     max_concurrent_uploads: int = 16
+    # Garbage collection (services/registry/collector.py): a blob nothing references is deleted once it has
+    # been so for the grace period (a push uploads its layers before its manifest: they are unreferenced
+    # until then); a collector that died holding a blob is taken over after the lease; blobs looked at once.
+    gc_grace_seconds: float = 3600.0
+    gc_lease_seconds: float = 300.0
+    gc_concurrency: int = 16
 
 
 @lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
 from services.registry.acr_paths import match_acr_route
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
+from services.registry.ledger import BlobLedger
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
@@ -110,7 +111,8 @@ class RegistryApi:
         self.artifacts = ArtifactStore(self.metadata, read_seconds=self.settings.read_cache_seconds)
         self.registries = RegistryStore(self.metadata)
         self.blobs = BlobStore(self.settings)
-        self.uploads = UploadService(self.settings, self.artifacts, self.blobs)
+        self.ledger = BlobLedger(self.metadata)
+        self.uploads = UploadService(self.settings, self.artifacts, self.blobs, self.ledger)
         self.events = EventPublisher(self.settings, self.metadata)
         self.auth = AuthService(self.settings, self.metadata)
         self.manifests = ManifestCache(

@@ -33,6 +33,7 @@ from services.registry import locks
 from services.registry.app import Call, Handler
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
+from services.registry.ledger import ReleaseDoc, release_of
 from services.registry.locks import ChangeableAttributes
 from services.registry.store import ManifestDoc, TagDoc, repo_key
 
@@ -49,6 +50,15 @@ def contended(what: str) -> RegistryError:
 def facts_of(name: str, doc: ManifestDoc) -> ManifestFacts:
     chart = Chart(doc.chartName, doc.chartVersion) if doc.chartName and doc.chartVersion else None
     return ManifestFacts(name, doc.digest, doc.mediaType, doc.size, chart)
+
+
+def released(registry: str, doc: ManifestDoc) -> ReleaseDoc:
+    """What deleting the manifest may leave unreferenced, for the garbage collector: its blobs, and its own
+    bytes when they are in storage (too large to keep inline)."""
+    digests = list(dict.fromkeys(doc.blobs))
+    if doc.content is None:
+        digests.append(doc.digest)
+    return release_of(registry, doc.repo, digests)
 
 
 async def current_attributes(call: Call) -> ChangeableAttributes:
@@ -97,7 +107,7 @@ async def delete_manifest(call: Call, digest: str, missing: Callable[[], Registr
         events = delete_events(facts_of(call.name, doc), request_info(call.request.headers, "DELETE"))
         outbox = outbox_for(registry, repo, events)
         try:
-            if not await store.delete_manifest(doc, tags, outbox):
+            if not await store.delete_manifest(doc, tags, outbox, released(registry, doc)):
                 raise missing()
         except ConcurrentUpdate:
             continue
@@ -136,7 +146,7 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
             for doc in manifests:
                 own = by_digest.pop(doc.digest, [])
                 outbox = outbox_for(registry, repo, delete_events(facts_of(call.name, doc), request))
-                if await store.delete_manifest(doc, own, outbox):
+                if await store.delete_manifest(doc, own, outbox, released(registry, doc)):
                     deleted_manifests.append(doc.digest)
                     deleted_tags.extend(tag.name for tag in own)
                     await call.api.events.publish(outbox)
@@ -150,7 +160,7 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
         break
     else:
         raise contended(f"repository {call.name!r}")
-    await store.delete_repository_rest(registry, call.name)
+    await store.delete_repository_rest(registry, call.name, lambda digests: release_of(registry, repo, digests))
     return deleted_manifests, deleted_tags
 
 

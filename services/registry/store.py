@@ -20,6 +20,8 @@
         upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session;
                            expires (ttl) when abandoned
         outbox:<uuid>      the events a change raised (services/events/store.py), in the change's batch
+        gcfence, release:<uuid>  the garbage collector's fence and the blobs a delete released
+                           (services/registry/ledger.py), written in the batches of pushes and deletes
 
 A manifest and its tags are written in one transactional batch of the repository's partition, so readers
 never see a tag pointing at a manifest that is not there; the outbox document of the events the change
@@ -41,7 +43,7 @@ from __future__ import annotations
 import base64
 import bisect
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, cast
 
@@ -65,7 +67,6 @@ NAME_LIST_CACHE_LIMIT = 5_000
 # trusted for READ_CACHE_SECONDS only, so this bounds memory, not the hit rate of a hot working set.
 READ_CACHE_ENTRIES = 2_048
 NAME_LISTS_KEPT = 64
-STORAGE_USAGE_ATTEMPTS = 16  # optimistic updates of the usage document before giving up (503 to the client)
 # The filter that leaves list-disabled documents out (missing attributes mean enabled).
 LISTED = "(NOT IS_DEFINED(c.changeableAttributes.listEnabled) OR c.changeableAttributes.listEnabled = true)"
 
@@ -148,27 +149,6 @@ class BlobLinkDoc(Document):
     digest: str
     size: int
     created: str = Field(default_factory=utcnow)
-
-
-class StoredBlobDoc(Document):
-    """A blob the registry's storage holds (in the registry's partition of `registries`): one per digest, made
-    once, so the bytes a registry stores are counted once however many repositories link them."""
-
-    registry: str
-    type: Literal["storedBlob"] = "storedBlob"
-    digest: str
-    size: int
-    created: str = Field(default_factory=utcnow)
-
-
-class StorageUsageDoc(Document):
-    """The deduplicated bytes the registry's storage holds, kept up to date as blobs are stored (listUsages
-    `Size`)."""
-
-    id: str = "usage:storage"
-    registry: str
-    type: Literal["usage"] = "usage"
-    storageBytes: int = 0
 
 
 class UploadDoc(Document):
@@ -340,36 +320,17 @@ class ArtifactStore:
         with self._writing(link.repo):
             await self._cosmos.upsert("artifacts", link)
 
-    async def record_stored_blob(self, registry: str, digest: str, size: int) -> bool:
-        """Note that the registry's storage holds this blob; the first note of a digest adds its size to the
-        registry's storage usage (later ones, and racing ones, add nothing). Call it after the bytes are
-        stored: a process that dies in between leaves the blob uncounted until it is stored again, never
-        counted without its bytes. True when it was counted now."""
-        doc = StoredBlobDoc(id=f"storedBlob:{digest}", registry=registry, digest=digest, size=size)
-        if await self._cosmos.create("registries", doc) is None:
+    async def delete_blob_link(self, repo: str, digest: str, release: Document) -> bool:
+        """Delete the link, with the release of the blob for the collector (services/registry/ledger.py) in
+        the same batch; False when there was no link."""
+        try:
+            with self._writing(repo):
+                await self._cosmos.batch(
+                    "artifacts", repo, [("delete", (blob_id(digest),)), ("create", (release.to_item(),))]
+                )
+        except ResourceNotFoundError:
             return False
-        for _ in range(STORAGE_USAGE_ATTEMPTS):
-            found = await self._cosmos.read("registries", "usage:storage", registry)
-            try:
-                if found is None:
-                    if await self._cosmos.create("registries", StorageUsageDoc(registry=registry, storageBytes=size)):
-                        return True
-                    continue  # made meanwhile by another push: add to it
-                usage = StorageUsageDoc.model_validate(found)
-                usage.storageBytes += size
-                await self._cosmos.replace("registries", usage)
-                return True
-            except ConcurrentUpdate:
-                continue
-        raise ConcurrentUpdate(f"storage usage of {registry}")
-
-    async def storage_bytes(self, registry: str) -> int:
-        found = await self._cosmos.read("registries", "usage:storage", registry)
-        return StorageUsageDoc.model_validate(found).storageBytes if found else 0
-
-    async def delete_blob_link(self, repo: str, digest: str) -> bool:
-        with self._writing(repo):
-            return await self._cosmos.delete("artifacts", blob_id(digest), repo)
+        return True
 
     async def create_upload(self, upload: UploadDoc) -> UploadDoc:
         doc = await self._cosmos.create("artifacts", upload)
@@ -423,7 +384,11 @@ class ArtifactStore:
         return await self._tags.get(repo, tag, read) if cached else await read()
 
     async def commit_manifest(
-        self, manifest: ManifestDoc, tags: Iterable[TagDoc], outbox: OutboxDoc | None = None
+        self,
+        manifest: ManifestDoc,
+        tags: Iterable[TagDoc],
+        outbox: OutboxDoc | None = None,
+        fence: BatchOperation | None = None,
     ) -> None:
         """The manifest, its tags and the outbox of its events, all or nothing, in one transactional batch.
 
@@ -433,10 +398,13 @@ class ArtifactStore:
         conflict with each other (the patches apply in turn, the last one wins, as before locks). A
         document that was not there is created, so one made meanwhile is not overwritten. A failed
         condition, or a document deleted meanwhile, is `ConcurrentUpdate`: read, check the locks, try
-        again."""
+        again. `fence` is the collector's guard (services/registry/collector.py): the batch fails, as
+        ConcurrentUpdate, when a blob link was deleted in the repository since the links were checked."""
         operations = [_write(manifest), *(_write(tag) for tag in tags)]
         if outbox is not None:
             operations.append(("create", (outbox.to_item(),)))
+        if fence is not None:
+            operations.append(fence)
         try:
             with self._writing(manifest.repo):
                 await self._cosmos.batch("artifacts", manifest.repo, operations)
@@ -479,20 +447,29 @@ class ArtifactStore:
                 return False
             return True
 
-    async def delete_manifest(self, manifest: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None = None) -> bool:
-        """Delete a manifest and its tags, as read, and write the outbox of its events: one batch, each
-        document only if unchanged since read (`ConcurrentUpdate` otherwise; False when already gone).
+    async def delete_manifest(
+        self,
+        manifest: ManifestDoc,
+        tags: list[TagDoc],
+        outbox: OutboxDoc | None = None,
+        release: Document | None = None,
+    ) -> bool:
+        """Delete a manifest and its tags, as read, and write the outbox of its events and the release of
+        its blobs for the collector (services/registry/ledger.py): one batch, each document only if
+        unchanged since read (`ConcurrentUpdate` otherwise; False when already gone).
 
         One batch holds 100 operations: the tags beyond what fits go first, in batches of their own (a
         manifest with that many tags is rare; those deletes then precede the manifest's)."""
         repo = manifest.repo
-        room = BATCH_LIMIT - 2
+        room = BATCH_LIMIT - 3
         with self._writing(repo):
             for start in range(room, len(tags), BATCH_LIMIT):
                 await self._cosmos.batch("artifacts", repo, [_delete(tag) for tag in tags[start : start + BATCH_LIMIT]])
             operations = [_delete(manifest), *(_delete(tag) for tag in tags[:room])]
             if outbox is not None:
                 operations.append(("create", (outbox.to_item(),)))
+            if release is not None:
+                operations.append(("create", (release.to_item(),)))
             try:
                 await self._cosmos.batch("artifacts", repo, operations)
             except ResourceNotFoundError:
@@ -591,13 +568,18 @@ class ArtifactStore:
                     return "tag", str(item["name"])
         return None
 
-    async def delete_repository_rest(self, registry: str, name: str) -> None:
-        """After its manifests and tags: the repository's blob links and upload sessions, then its document.
-        Its outbox documents stay: they are events still to be published (they expire once published)."""
+    async def delete_repository_rest(self, registry: str, name: str, release: Callable[[list[str]], Document]) -> None:
+        """After its manifests and tags: the repository's blob links (released for the collector first) and
+        upload sessions, then its document. Its outbox documents stay: they are events still to be
+        published (they expire once published)."""
         repo = repo_key(registry, name)
-        sql = "SELECT c.id FROM c WHERE c.repo = @p AND (c.type = 'blob' OR c.type = 'upload')"
+        sql = "SELECT c.id, c.type, c.digest FROM c WHERE c.repo = @p AND (c.type = 'blob' OR c.type = 'upload')"
         with self._writing(repo, registry):
-            async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo):
+            found = [item async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo)]
+            linked = [str(item["digest"]) for item in found if item["type"] == "blob"]
+            for start in range(0, len(linked), RELEASE_DIGESTS):
+                await self._cosmos.create("artifacts", release(linked[start : start + RELEASE_DIGESTS]))
+            for item in found:
                 await self._cosmos.delete("artifacts", item["id"], repo)
             await self._cosmos.delete("repositories", repository_id(name), registry)
         self._known_repositories.pop((registry, name), None)
@@ -625,6 +607,7 @@ class ArtifactStore:
 
 
 BATCH_LIMIT = 100  # operations in one transactional batch (Cosmos DB's limit)
+RELEASE_DIGESTS = 1000  # digests in one release document
 
 
 def _catalog_partition(registry: str) -> str:

@@ -24,14 +24,17 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate
 from services.platform.settings import Settings
 from services.registry.buffers import Block, BlockBuffers
+from services.registry.collector import BlobGone, Rewrite, keep_blob
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.hashing import ResumableHasher
+from services.registry.ledger import BlobLedger
 from services.registry.store import ArtifactStore, BlobLinkDoc, UploadDoc, repo_key
 
 MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
@@ -60,9 +63,10 @@ class StagedStream:
 
 
 class UploadService:
-    def __init__(self, settings: Settings, artifacts: ArtifactStore, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, artifacts: ArtifactStore, blobs: BlobStore, ledger: BlobLedger) -> None:
         self._settings = settings
         self._artifacts = artifacts
+        self._ledger = ledger
         self._blobs = blobs
         self.buffers = BlockBuffers(settings.block_size, keep=settings.upload_concurrency + 2)
         self.active = 0  # request bodies being staged now
@@ -80,11 +84,7 @@ class UploadService:
         return await self._artifacts.create_upload(doc)
 
     async def get(self, registry: str, name: str, session: str) -> UploadDoc:
-        doc = (
-            await self._artifacts.get_upload(repo_key(registry, name), session)
-            if _is_session(session)
-            else None
-        )
+        doc = await self._artifacts.get_upload(repo_key(registry, name), session) if _is_session(session) else None
         if doc is None:
             raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": session})
         return doc
@@ -133,9 +133,7 @@ class UploadService:
                 status=416,
             ) from exc
 
-    async def finish(
-        self, registry: str, name: str, session: str, digest: Digest, body: AsyncIterator[bytes]
-    ) -> int:
+    async def finish(self, registry: str, name: str, session: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
         """Take the optional last chunk, verify the digest, and make the blob visible (PUT)."""
         doc = await self.get(registry, name, session)
         hasher = _decode_state(doc.hashState)
@@ -150,13 +148,7 @@ class UploadService:
                 "this upload was finished, cancelled or changed by another request",
                 detail={"uuid": session},
             )
-        try:
-            await self._verify_and_store(registry, session, digest, hasher, blocks, staged.tail)
-        except RegistryError:
-            await self._blobs.discard_upload(registry, session)
-            raise
-        await self._artifacts.record_stored_blob(registry, str(digest), size)
-        await self._link(registry, name, digest, size)
+        await self._store_and_link(registry, name, session, digest, hasher, blocks, staged.tail, size)
         return size
 
     async def upload_whole(self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
@@ -165,13 +157,7 @@ class UploadService:
         hasher = ResumableHasher(digest.algorithm) if ResumableHasher.available() else None
         doc = UploadDoc(id=f"upload:{session}", repo=repo_key(registry, name), uploadId=session)
         staged = await self._stage(registry, doc, body, hasher, keep_tail=True)
-        try:
-            await self._verify_and_store(registry, session, digest, hasher, staged.blocks, staged.tail)
-        except RegistryError:
-            await self._blobs.discard_upload(registry, session)
-            raise
-        await self._artifacts.record_stored_blob(registry, str(digest), staged.size)
-        await self._link(registry, name, digest, staged.size)
+        await self._store_and_link(registry, name, session, digest, hasher, staged.blocks, staged.tail, staged.size)
         return staged.size
 
     async def mount(self, registry: str, name: str, digest: Digest, source: str | None) -> int | None:
@@ -188,10 +174,66 @@ class UploadService:
             size = await self._blobs.size(registry, str(digest))
         if size is None:
             return None
-        await self._link(registry, name, digest, size)
+        try:
+            await keep_blob(
+                self._ledger,
+                registry,
+                str(digest),
+                size,
+                self._settings.gc_grace_seconds,
+                link=lambda: self._link(registry, name, digest, size),
+                rewrite=None,
+                wrote=True,
+            )
+        except BlobGone:
+            # Being garbage collected: take the link back (through the fence, so that no push commits past
+            # it) and let the client upload the blob instead.
+            await self._unlink(registry, name, digest)
+            return None
         return size
 
     # --- internals --------------------------------------------------------------------------------
+    async def _store_and_link(
+        self,
+        registry: str,
+        name: str,
+        session: str,
+        digest: Digest,
+        hasher: ResumableHasher | None,
+        blocks: list[str],
+        tail: bytes,
+        size: int,
+    ) -> None:
+        """Verify and store the bytes, link them in the repository and pin them against the collector
+        (services/registry/collector.py); the staged upload is dropped only then, since the pin may need
+        the bytes again."""
+        try:
+            try:
+                stored = await self._verify_and_store(registry, session, digest, hasher, blocks, tail)
+            except RegistryError:
+                await self._blobs.discard_upload(registry, session)
+                raise
+            await keep_blob(
+                self._ledger,
+                registry,
+                str(digest),
+                size,
+                self._settings.gc_grace_seconds,
+                link=lambda: self._link(registry, name, digest, size),
+                rewrite=stored.rewrite,
+                wrote=stored.wrote,
+            )
+        finally:
+            if blocks:
+                await self._blobs.discard_upload(registry, session)
+
+    async def _unlink(self, registry: str, name: str, digest: Digest) -> None:
+        repo = repo_key(registry, name)
+        link = await self._artifacts.get_blob_link(repo, str(digest))
+        if link is not None:
+            fence = await self._ledger.fence(repo)
+            await self._ledger.delete_link_fenced(fence, link)
+
     async def _link(self, registry: str, name: str, digest: Digest, size: int) -> None:
         await self._artifacts.ensure_repository(registry, name)
         await self._artifacts.put_blob_link(
@@ -322,30 +364,57 @@ class UploadService:
         hasher: ResumableHasher | None,
         blocks: list[str],
         tail: bytes,
-    ) -> None:
+    ) -> StoredBytes:
+        """Verify the bytes and put them at their content address unless they are there already; the
+        staged upload stays (the caller drops it)."""
+        blobs, key = self._blobs, str(digest)
         if not blocks:
             # Small enough to have stayed in memory: verify and write it in one go.
             if Digest.of(tail, digest.algorithm) != digest:
                 raise _mismatch(digest)
-            if await self._blobs.size(registry, str(digest)) is None:
-                await self._blobs.put(registry, str(digest), tail)
-            return
+
+            async def put_tail() -> None:
+                await blobs.put(registry, key, tail)
+
+            if await blobs.size(registry, key) is not None:
+                return StoredBytes(put_tail, wrote=False)
+            await put_tail()
+            return StoredBytes(put_tail, wrote=True)
+        committed = False
+
+        async def copy_staged() -> None:
+            nonlocal committed
+            if not committed:
+                await blobs.commit_staged(registry, session, blocks)
+                committed = True
+            await blobs.copy_upload(registry, session, key)
+
         if hasher is not None and hasher.algorithm == digest.algorithm:
             if hasher.digest() != digest:
                 raise _mismatch(digest)
-            if await self._blobs.size(registry, str(digest)) is not None:
-                await self._blobs.discard_upload(registry, session)  # deduplicated: already stored
-                return
-            await self._blobs.commit_upload(registry, session, blocks, str(digest))
-            return
-        # No usable running hash: commit, then verify by reading the upload back before it moves.
-        await self._blobs.commit_staged(registry, session, blocks)
+            if await blobs.size(registry, key) is not None:
+                return StoredBytes(copy_staged, wrote=False)  # deduplicated: already stored
+            await copy_staged()
+            return StoredBytes(copy_staged, wrote=True)
+        # No usable running hash: commit, then verify by reading the upload back before it is copied.
+        await blobs.commit_staged(registry, session, blocks)
+        committed = True
         actual = hashlib.new(digest.algorithm)
-        async for chunk in self._blobs.read_upload(registry, session):
+        async for chunk in blobs.read_upload(registry, session):
             actual.update(chunk)
         if actual.hexdigest() != digest.hex:
             raise _mismatch(digest)
-        await self._blobs.move_upload(registry, session, str(digest))
+        await copy_staged()
+        return StoredBytes(copy_staged, wrote=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBytes:
+    """Verified bytes at their content address: how to write them there again, and whether this request
+    wrote them (False: they were there already)."""
+
+    rewrite: Rewrite
+    wrote: bool
 
 
 def _busy(limit: int) -> RegistryError:

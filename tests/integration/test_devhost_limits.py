@@ -22,6 +22,7 @@ import pytest
 from services.management.access import enable_admin_user, update_registry
 from services.management.registries import create_registry
 from services.registry.digest import Digest
+from services.registry.ledger import BlobLedger
 from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
 from tests.conftest import Devhost, running_devhost
@@ -263,7 +264,7 @@ async def test_block_buffers_are_reused_and_bounded(stores: Stores) -> None:
     settings = stores.settings.model_copy(update={"block_size": 256 * 1024, "upload_concurrency": 2})
     name = unique_registry_name()
     await create_registry(stores.metadata, stores.blobs, settings, name)
-    service = UploadService(settings, ArtifactStore(stores.metadata), stores.blobs)
+    service = UploadService(settings, ArtifactStore(stores.metadata), stores.blobs, BlobLedger(stores.metadata))
     per_upload = settings.upload_concurrency + 2
     for _ in range(5):
         await _upload(service, name, os.urandom(7 * settings.block_size + 1000))

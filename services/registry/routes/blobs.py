@@ -15,6 +15,7 @@ from services.registry import locks
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
+from services.registry.ledger import release_of
 from services.registry.ranges import parse_range, storage_serves
 from services.registry.store import BlobLinkDoc, repo_key
 
@@ -66,8 +67,10 @@ async def get_blob(call: Call) -> Response:
 
 
 async def delete_blob(call: Call) -> Response:
-    """Unlink the blob from the repository; the bytes stay while other repositories link them."""
+    """Unlink the blob from the repository; the garbage collector deletes the bytes once no manifest needs
+    them (services/registry/collector.py)."""
     digest = Digest.parse(call.reference)
-    if not await call.api.artifacts.delete_blob_link(repo_key(call.registry.registry, call.name), str(digest)):
+    registry, repo = call.registry.registry, repo_key(call.registry.registry, call.name)
+    if not await call.api.artifacts.delete_blob_link(repo, str(digest), release_of(registry, repo, [str(digest)])):
         raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
     return Response(status_code=202, headers={"Docker-Content-Digest": str(digest)})

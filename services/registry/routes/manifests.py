@@ -27,7 +27,9 @@ from services.events.outbox import outbox_for
 from services.platform.cosmos import ConcurrentUpdate, utcnow
 from services.registry import changes, locks
 from services.registry.app import Call
+from services.registry.collector import keep_blob, still_pinned
 from services.registry.errors import ErrorCode, RegistryError
+from services.registry.ledger import StoredBlobDoc, fence_write
 from services.registry.locks import ChangeableAttributes
 from services.registry.manifest import ParsedManifest, parse_manifest
 from services.registry.manifest_facts import image_size, index_references, platform_from_config, wants_config
@@ -132,6 +134,9 @@ async def put_manifest(call: Call) -> Response:
     tags = _tags_of(call, reference)
     registry = call.registry.registry
     repo = repo_key(registry, call.name)
+    # The garbage collector's fence is read before the links are checked, and the commit requires it
+    # unchanged: a link deleted in between makes the commit fail (services/registry/collector.py).
+    fence = await call.api.ledger.fence_epoch(repo)
     await _check_references(call, repo, manifest)
 
     digest = str(manifest.digest)
@@ -139,14 +144,31 @@ async def put_manifest(call: Call) -> Response:
     chart = chart_from_config(manifest.config.media_type, config) if manifest.config is not None else None
     architecture, os_name = platform_from_config(config) if wants_config(manifest) else (None, None)
     inline = len(data) <= settings.inline_manifest_bytes
-    if not inline:
+    pinned: StoredBlobDoc | None = None
+
+    async def store_bytes() -> None:
         await call.api.blobs.put(registry, digest, data)
-        await call.api.artifacts.record_stored_blob(registry, digest, len(data))
+
+    if not inline:
+        await store_bytes()
+        pinned = await keep_blob(
+            call.api.ledger,
+            registry,
+            digest,
+            len(data),
+            settings.gc_grace_seconds,
+            link=None,
+            rewrite=store_bytes,
+            wrote=True,
+        )
     facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
     # Locks are checked on what is there now, and the batch writes only if that still holds (store.py: it
     # patches only what is not write-locked, creates only what is not there): otherwise ConcurrentUpdate, and
     # the push looks again.
-    for _ in range(changes.ATTEMPTS):
+    for attempt in range(changes.ATTEMPTS):
+        if attempt:  # the commit lost a race: perhaps against the collector, so check the links again
+            fence = await call.api.ledger.fence_epoch(repo)
+            await _check_references(call, repo, manifest)
         repository, existing, olds = await _current(call, repo, digest, tags)
         locks.check_push(
             call.name,
@@ -200,12 +222,14 @@ async def put_manifest(call: Call) -> Response:
             tag_docs.append(tag_doc)
         outbox = outbox_for(registry, repo, quarantine_events(push_events(facts, tags, _event_request(call)), held))
         try:
-            await call.api.artifacts.commit_manifest(doc, tag_docs, outbox)
+            await call.api.artifacts.commit_manifest(doc, tag_docs, outbox, fence_write(repo, fence))
         except ConcurrentUpdate:
             continue
         break
     else:
         raise changes.contended(f"manifest {digest}")
+    if pinned is not None:
+        await still_pinned(call.api.ledger, pinned, settings.gc_grace_seconds, store_bytes)
     await call.api.events.publish(outbox)
     call.api.manifests.put(registry, digest, data)
     headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}

@@ -1,0 +1,363 @@
+"""Online garbage collection of blobs, and the promises a push makes so that it always wins against it.
+
+A blob of a registry is garbage when no manifest of any of its repositories needs it (as a layer or config,
+or as the manifest's own bytes when too large to keep inline), and it has been so for the grace period
+(`GC_GRACE_SECONDS`). The ledger (services/registry/ledger.py) says which blobs to look at: every stored
+blob is looked at once, a grace period after it is stored (it may never be used), and again a grace period
+after a delete released it (a `release` document, written in the delete's own batch, so no crash forgets
+one). Nothing lists storage: a collection costs what it looks at.
+
+The invariant: a committed manifest never references a blob whose bytes are gone. A manifest commit requires
+every blob it references to be linked in its repository (`blob:<digest>`), so it suffices that a link
+exists only while the bytes do, and that no commit slips past a link being deleted. Four documents carry
+the race, each written only under an ETag or in one transactional batch:
+
+    the stored blob   storedBlob:<digest>, state stored -> collecting -> deleting -> (gone)
+    its links         blob:<digest> in each repository that linked it
+    each repository's gcfence {epoch}
+    the usage sum     usage:storage, changed in the same batch as the stored blob is created or deleted
+
+The collector, for one due blob:
+ 1. marks it `collecting` (replace under its ETag; skipped if any write touched it within the grace period,
+    i.e. a push pinned it lately, or another collector holds it and its lease has not run out);
+ 2. lists the blob's links and reads each linking repository's fence (ETag F), then asks whether any
+    manifest needs the blob; if one does, it un-marks it (state stored, not due) and stops;
+ 3. deletes each link in a batch with "fence still F" and "link unchanged", bumping the fence's epoch; a
+    batch that fails means a push committed in that repository meanwhile: it un-marks and stops; links
+    made meanwhile by a stalled upload are found by listing again;
+ 4. moves it to `deleting` (under the ETag: fails if an upload un-marked it) with the ETag of its bytes;
+ 5. deletes the bytes only if their ETag is still that one (an upload that wrote them again keeps them);
+ 6. deletes the storedBlob document (under its ETag) and takes its size off the usage in one batch.
+
+A manifest push reads its repository's fence epoch E before it checks its links, and its commit batch
+carries "fence epoch still E" (store.py `commit_manifest`). Take the commit time C:
+  - C before the collector's step 2 query: the query sees the manifest; the blob is kept.
+  - C between that query and the link delete of step 3: the commit touched the fence, so the collector's
+    batch (fence still F) fails; the blob is kept.
+  - C after the link delete: the epoch moved. If E was read before, the commit fails and the push, looking
+    again, finds the link gone; if after, the link check already found it gone. Either way the client is
+    told MANIFEST_BLOB_UNKNOWN and uploads the blob again (never a manifest pointing at nothing).
+
+Making a link (an upload finishing, deduplicated or not, a mount) pins the stored blob *after* linking
+(`keep_blob`): it writes the storedBlob document under its ETag: `stored` is kept (the write restarts the
+grace period), `collecting` is put back to `stored` (the collector's step 4 then fails), `deleting` or
+gone means the bytes may be lost: an upload writes them again from what it still holds, then puts the
+document back (step 5 or 6 then fails). Then it reads the document again: unchanged means no collector
+marked it since the link existed, so any later collector lists that link in step 2 and goes through the
+fence. Otherwise it pins again. A mount cannot write the bytes: it takes its link back (through the fence)
+and the client uploads instead. Manifests too large to keep inline pin their own bytes the same way, and
+look again after their commit.
+
+Usage is decremented exactly once: only the batch of step 6 does it, and it deletes the document that
+carries the size. A collector killed at any step leaves the blob `collecting` or `deleting` with its
+`since`; once the lease (`GC_LEASE_SECONDS`) runs out, the next run takes it over and repeats the steps,
+each of which is idempotent (a link already deleted is not there to delete, bytes already deleted are
+gone, the document is deleted once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from services.platform.blobs import BlobStore
+from services.platform.cosmos import ConcurrentUpdate, Cosmos
+from services.platform.settings import Settings
+from services.registry.ledger import ATTEMPTS, BlobLedger, FenceDoc, StoredBlobDoc, stored_blob_id
+from services.registry.store import BlobLinkDoc
+
+log = logging.getLogger("registry.gc")
+
+Rewrite = Callable[[], Awaitable[None]]
+Outcome = Literal["deleted", "referenced", "busy"]
+LINK_ROUNDS = 3  # listings of a blob's links before a collector gives the blob up for this run
+PAGE = 500  # due blobs read at a time
+REPORTED_DIGESTS = 1000  # digests named in a report (the counts are always whole)
+
+
+class BlobGone(Exception):
+    """The blob is being deleted and this caller cannot write its bytes again (a mount)."""
+
+
+# --- the push side ---------------------------------------------------------------------------------------
+async def pin_stored(
+    ledger: BlobLedger, registry: str, digest: str, size: int, grace: float, rewrite: Rewrite | None, wrote: bool
+) -> StoredBlobDoc:
+    """Write the blob's storedBlob document as `stored` under its ETag (see the module docstring), and
+    return it as written. `rewrite` writes the bytes again (None: cannot, `BlobGone` instead); `wrote` says
+    whether this request has just written them itself."""
+    for _ in range(ATTEMPTS):
+        doc = await ledger.get(registry, digest)
+        now = time.time()
+        if doc is None:
+            created = await ledger.create_counted(
+                StoredBlobDoc(id=stored_blob_id(digest), registry=registry, digest=digest, size=size, due=now + grace)
+            )
+            if created is None:
+                continue  # made meanwhile: pin that one
+            if not wrote:
+                # A deduplicated upload saw the bytes before this document existed: a collector may have
+                # deleted them since. The new document holds collectors off for the grace period.
+                if rewrite is None:
+                    raise BlobGone(digest)
+                await rewrite()
+            return created
+        if doc.state == "deleting":
+            if rewrite is None:
+                raise BlobGone(digest)
+            await rewrite()
+        doc.state, doc.since, doc.storageEtag = "stored", None, None
+        if doc.due is not None:
+            doc.due = max(doc.due, now + grace)
+        try:
+            return await ledger.replace(doc)
+        except ConcurrentUpdate:
+            continue
+    raise ConcurrentUpdate(f"stored blob {digest}")
+
+
+async def keep_blob(
+    ledger: BlobLedger,
+    registry: str,
+    digest: str,
+    size: int,
+    grace: float,
+    *,
+    link: Callable[[], Awaitable[None]] | None,
+    rewrite: Rewrite | None,
+    wrote: bool,
+) -> StoredBlobDoc:
+    """Link (when `link` is given) and pin a blob whose bytes were just stored or found, so that no
+    collector can take them from under the link (module docstring); the storedBlob document as pinned.
+    `BlobGone` when the bytes are being deleted and `rewrite` is None."""
+    if link is not None:
+        await link()
+    for _ in range(ATTEMPTS):
+        pinned = await pin_stored(ledger, registry, digest, size, grace, rewrite, wrote)
+        again = await ledger.get(registry, digest)
+        if again is not None and again.etag == pinned.etag:
+            return pinned
+        wrote = False  # a collector came in between: the bytes are no longer known to be ours
+    raise ConcurrentUpdate(f"stored blob {digest}")
+
+
+async def still_pinned(ledger: BlobLedger, pinned: StoredBlobDoc, grace: float, rewrite: Rewrite) -> None:
+    """After a commit that references the pinned blob without a link (a manifest's own bytes): if a collector
+    touched the document since the pin, pin it again (writing the bytes again if they are being deleted)."""
+    again = await ledger.get(pinned.registry, pinned.digest)
+    if again is None or again.etag != pinned.etag:
+        await keep_blob(
+            ledger, pinned.registry, pinned.digest, pinned.size, grace, link=None, rewrite=rewrite, wrote=False
+        )
+
+
+# --- the collector ---------------------------------------------------------------------------------------
+@dataclass
+class CollectionReport:
+    registry: str
+    dry_run: bool
+    examined: int = 0
+    deleted: int = 0
+    bytes_freed: int = 0
+    referenced: int = 0
+    busy: int = 0
+    released: int = 0
+    digests: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "registry": self.registry,
+            "dryRun": self.dry_run,
+            "examined": self.examined,
+            "blobsDeleted": self.deleted,
+            "bytesFreed": self.bytes_freed,
+            "referenced": self.referenced,
+            "busy": self.busy,
+            "released": self.released,
+            "digests": self.digests,
+        }
+
+
+class GarbageCollector:
+    def __init__(self, settings: Settings, cosmos: Cosmos, blobs: BlobStore) -> None:
+        self._settings = settings
+        self._ledger = BlobLedger(cosmos)
+        self._blobs = blobs
+        self.grace = settings.gc_grace_seconds
+        self.lease = settings.gc_lease_seconds
+
+    async def run(self, registry: str, *, dry_run: bool = False) -> CollectionReport:
+        """Collect the registry's garbage (or, with `dry_run`, say what would be collected now)."""
+        report = CollectionReport(registry, dry_run)
+        started = time.monotonic()
+        now = time.time()
+        if not dry_run:
+            report.released = await self._drain_releases(registry, now)
+        slots = asyncio.Semaphore(self._settings.gc_concurrency)
+        lock = asyncio.Lock()
+
+        async def one(doc: StoredBlobDoc) -> None:
+            async with slots:
+                outcome = await (self._preview(doc, now) if dry_run else self._collect(doc))
+            async with lock:
+                report.examined += 1
+                if outcome == "deleted":
+                    report.deleted += 1
+                    report.bytes_freed += doc.size
+                    if len(report.digests) < REPORTED_DIGESTS:
+                        report.digests.append(doc.digest)
+                elif outcome == "referenced":
+                    report.referenced += 1
+                else:
+                    report.busy += 1
+
+        async for page in self._due_pages(registry, now):
+            await asyncio.gather(*(one(doc) for doc in page))
+        log.info(
+            "gc %s%s: %d blob(s) deleted, %d bytes freed, %d referenced, %d busy, %d release(s) in %.1f s",
+            registry,
+            " (dry run)" if dry_run else "",
+            report.deleted,
+            report.bytes_freed,
+            report.referenced,
+            report.busy,
+            report.released,
+            time.monotonic() - started,
+        )
+        return report
+
+    async def _due_pages(self, registry: str, now: float) -> AsyncIterator[list[StoredBlobDoc]]:
+        """The due blobs, a page at a time, each once (keyset paging by id: what one page changes does not
+        move the next)."""
+        last = ""
+        while True:
+            page = await self._ledger.due_after(registry, now, last, PAGE)
+            if not page:
+                return
+            yield page
+            last = page[-1].id
+
+    async def _drain_releases(self, registry: str, now: float) -> int:
+        drained = 0
+        while True:
+            releases = await self._ledger.releases(registry, PAGE)
+            if not releases:
+                return drained
+            for release in releases:
+                await asyncio.gather(
+                    *(self._ledger.schedule(registry, digest, now + self.grace) for digest in release.digests)
+                )
+                await self._ledger.drop_release(release)
+                drained += 1
+
+    async def _preview(self, doc: StoredBlobDoc, now: float) -> Outcome:
+        if doc.state == "stored" and doc.ts is not None and doc.ts > now - self.grace:
+            return "busy"
+        if await self._ledger.referenced(doc.registry, doc.digest):
+            return "referenced"
+        return "deleted"
+
+    async def _collect(self, doc: StoredBlobDoc) -> Outcome:
+        now = time.time()
+        if doc.state == "stored":
+            if doc.ts is not None and doc.ts > now - self.grace:
+                return "busy"  # pinned lately: a push may be about to reference it
+            doc.state = "collecting"
+        elif doc.since is not None and doc.since > now - self.lease:
+            return "busy"  # another collector holds it
+        doc.since = now
+        try:
+            doc = await self._ledger.replace(doc)
+        except ConcurrentUpdate:
+            return "busy"
+        if doc.state == "collecting":
+            outcome = await self._unlink(doc)
+            if outcome is not None:
+                return outcome
+            doc.storageEtag = await self._blobs.etag(doc.registry, doc.digest)
+            doc.state = "deleting"
+            try:
+                doc = await self._ledger.replace(doc)
+            except ConcurrentUpdate:
+                return "busy"  # a push pinned it again
+        if doc.storageEtag is not None:
+            await self._blobs.delete_if_unchanged(doc.registry, doc.digest, doc.storageEtag)
+        return "deleted" if await self._ledger.delete_counted(doc) else "busy"
+
+    async def _unlink(self, doc: StoredBlobDoc) -> Outcome | None:
+        """Steps 2 and 3: None once no link is left and no manifest needs the blob."""
+        registry, digest = doc.registry, doc.digest
+        for _ in range(LINK_ROUNDS):
+            links = await self._ledger.links_of(registry, digest)
+            fences: dict[str, FenceDoc] = {}
+            for repo in dict.fromkeys(link.repo for link in links):
+                fences[repo] = await self._ledger.fence(repo)
+            if await self._ledger.referenced(registry, digest):
+                await self._release_mark(doc, due=None)
+                return "referenced"
+            if not links:
+                return None
+            if not all(await asyncio.gather(*(self._delete_link(fences[link.repo], link) for link in links))):
+                await self._release_mark(doc, due=time.time())
+                return "busy"
+        await self._release_mark(doc, due=time.time())
+        return "busy"
+
+    async def _delete_link(self, fence: FenceDoc, link: BlobLinkDoc) -> bool:
+        return await self._ledger.delete_link_fenced(fence, link)
+
+    async def _release_mark(self, doc: StoredBlobDoc, due: float | None) -> None:
+        """Give the blob back (state stored): not due when a manifest needs it, else due again."""
+        doc.state, doc.since, doc.due = "stored", None, due
+        try:
+            await self._ledger.replace(doc)
+        except (ConcurrentUpdate, ResourceNotFoundError):
+            pass  # a push pinned it meanwhile, which is a release too
+
+
+@dataclass(frozen=True)
+class Recount:
+    registry: str
+    blobs: int
+    storage_bytes: int
+    previous: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "registry": self.registry,
+            "blobs": self.blobs,
+            "storageBytes": self.storage_bytes,
+            "previous": self.previous,
+        }
+
+
+async def recount_storage(ledger: BlobLedger, registry: str) -> Recount:
+    """Sum the stored blobs of the registry and set its usage to that (a check of the incremental count: the
+    two agree unless a write was lost). Blobs stored or collected while it runs may make it off by their
+    sizes until the next recount."""
+    count = total = 0
+    async for doc in ledger.all_stored(registry):
+        count += 1
+        total += doc.size
+    previous = await ledger.set_storage_bytes(registry, total)
+    if previous != total:
+        log.warning("recount %s: usage was %d bytes, the stored blobs sum to %d", registry, previous, total)
+    return Recount(registry, count, total, previous)
+
+
+async def collect_all(settings: Settings, cosmos: Cosmos, blobs: BlobStore, registries: list[str]) -> int:
+    """One collection of each registry (the timer); the blobs deleted in all."""
+    collector = GarbageCollector(settings, cosmos, blobs)
+    deleted = 0
+    for registry in registries:
+        try:
+            deleted += (await collector.run(registry)).deleted
+        except Exception:
+            log.exception("gc %s failed; the next run resumes it", registry)
+    return deleted

@@ -1,0 +1,263 @@
+"""The blob ledger: what garbage collection and quotas read and write (services/registry/collector.py has
+the protocol that uses these documents, and why it is safe).
+
+    registries [/registry]  in the registry's partition:
+        storedBlob:<digest>  {type: "storedBlob", digest, size, state: "stored" | "collecting" | "deleting",
+                              due (epoch seconds from which the collector looks at it; null: a manifest
+                              referenced it when last looked at), since (when a collector took it),
+                              storageEtag (the bytes' ETag the collector will delete)}
+                             one per digest the registry's storage holds; every write changes its `_etag`,
+                             which is what pushes and the collector race on
+        usage:storage        {type: "usage", storageBytes} the deduplicated bytes stored: a storedBlob
+                             document is created and deleted in one batch with the change of this sum, so
+                             a blob is counted exactly once, whatever dies when
+    artifacts  [/repo]      in each repository's partition:
+        gcfence              {type: "gcfence", epoch} bumped by the collector with every blob link it
+                             deletes; a manifest commit carries "epoch unchanged since I checked the links"
+                             (store.py `commit_manifest`), so a commit never passes a link deleted meanwhile
+        release:<uuid>       {type: "release", registry, digests, created} written in the batch that
+                             deletes a manifest or a blob link: the blobs that may have lost their last
+                             reference; the collector drains them into `due`
+
+Deciding garbage reads these documents and queries manifests by digest (an index lookup): storage is never
+listed, so a collection costs what it deletes, not what is stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from azure.core.exceptions import ResourceNotFoundError
+from pydantic import Field
+
+from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
+from services.registry.store import BlobLinkDoc
+
+StoredState = Literal["stored", "collecting", "deleting"]
+USAGE_ID = "usage:storage"
+FENCE_ID = "gcfence"
+ATTEMPTS = 16  # optimistic updates of one document before giving up (503 to a client)
+
+
+class StoredBlobDoc(Document):
+    """A blob the registry's storage holds: one per digest, so it is counted once however many repositories
+    link it."""
+
+    registry: str
+    type: Literal["storedBlob"] = "storedBlob"
+    digest: str
+    size: int
+    created: str = Field(default_factory=utcnow)
+    state: StoredState = "stored"
+    due: float | None = None
+    since: float | None = None
+    storageEtag: str | None = None
+    ts: int | None = Field(default=None, alias="_ts", exclude=True)  # Cosmos's own time of the last write
+
+
+class StorageUsageDoc(Document):
+    """The deduplicated bytes the registry's storage holds (listUsages `Size`)."""
+
+    id: str = USAGE_ID
+    registry: str
+    type: Literal["usage"] = "usage"
+    storageBytes: int = 0
+
+
+class FenceDoc(Document):
+    id: str = FENCE_ID
+    repo: str
+    type: Literal["gcfence"] = "gcfence"
+    epoch: int = 0
+
+
+class ReleaseDoc(Document):
+    repo: str
+    type: Literal["release"] = "release"
+    registry: str
+    digests: list[str]
+    created: str = Field(default_factory=utcnow)
+
+
+def stored_blob_id(digest: str) -> str:
+    return f"storedBlob:{digest}"
+
+
+def release_of(registry: str, repo: str, digests: list[str]) -> ReleaseDoc:
+    return ReleaseDoc(id=f"release:{uuid.uuid4().hex}", repo=repo, registry=registry, digests=digests)
+
+
+def fence_write(repo: str, epoch: int | None) -> BatchOperation:
+    """The manifest commit's guard (services/registry/collector.py): the repository's fence must still be at
+    `epoch` (read before the links were checked); None: there was no fence, so none may appear meanwhile."""
+    if epoch is None:
+        return ("create", (FenceDoc(repo=repo).to_item(),))
+    changes = [{"op": "set", "path": "/pushed", "value": utcnow()}]
+    return ("patch", (FENCE_ID, changes), {"filter_predicate": f"FROM c WHERE c.epoch = {int(epoch)}"})
+
+
+def repo_prefix(registry: str) -> str:
+    return f"{registry}/"
+
+
+class BlobLedger:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    # --- fences -------------------------------------------------------------------------------------------
+    async def fence_epoch(self, repo: str) -> int | None:
+        """The repository's fence epoch, None when it has none yet (one point read)."""
+        found = await self._cosmos.read("artifacts", FENCE_ID, repo)
+        return int(found.get("epoch", 0)) if found else None
+
+    async def fence(self, repo: str) -> FenceDoc:
+        """The fence as it is now (made if missing), with its ETag."""
+        while True:
+            found = await self._cosmos.read("artifacts", FENCE_ID, repo)
+            if found is not None:
+                return FenceDoc.model_validate(found)
+            await self._cosmos.create("artifacts", FenceDoc(repo=repo))
+
+    async def delete_link_fenced(self, fence: FenceDoc, link: BlobLinkDoc, release: ReleaseDoc | None = None) -> bool:
+        """Delete a blob link and bump the repository's fence, only if neither changed since read: a push that
+        committed a manifest in the repository since (it touched the fence), or a link made again, keeps
+        it. False when it lost such a race."""
+        bumped = fence.to_item() | {"epoch": fence.epoch + 1}
+        operations: list[BatchOperation] = [
+            ("replace", (FENCE_ID, bumped), {"if_match_etag": fence.etag}),
+            ("delete", (link.id,), {"if_match_etag": link.etag}),
+        ]
+        if release is not None:
+            operations.append(("create", (release.to_item(),)))
+        try:
+            await self._cosmos.batch("artifacts", link.repo, operations)
+        except (ConcurrentUpdate, ResourceNotFoundError):  # changed, or gone meanwhile
+            return False
+        return True
+
+    async def links_of(self, registry: str, digest: str) -> list[BlobLinkDoc]:
+        """Every repository's link to the blob (cross-partition: the collector only)."""
+        sql = "SELECT * FROM c WHERE c.type = @t AND c.digest = @d AND STARTSWITH(c.repo, @p)"
+        params = {"@t": "blob", "@d": digest, "@p": repo_prefix(registry)}
+        return [BlobLinkDoc.model_validate(item) async for item in self._cosmos.query_across("artifacts", sql, params)]
+
+    async def referenced(self, registry: str, digest: str) -> bool:
+        """Whether any manifest of the registry needs the blob: as a layer or config, or as its own bytes
+        (a manifest too large to keep inline). An index lookup, fanned out over partitions."""
+        sql = (
+            "SELECT VALUE COUNT(1) FROM c WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) "
+            "AND (ARRAY_CONTAINS(c.blobs, @d) OR (c.digest = @d AND NOT IS_DEFINED(c.content)))"
+        )
+        params = {"@p": repo_prefix(registry), "@d": digest}
+        async for value in self._cosmos.query_across("artifacts", sql, params):
+            if int(value) > 0:  # type: ignore[call-overload]
+                return True
+        return False
+
+    # --- releases -----------------------------------------------------------------------------------------
+    async def releases(self, registry: str, limit: int) -> list[ReleaseDoc]:
+        sql = "SELECT * FROM c WHERE c.type = 'release' AND c.registry = @r"
+        found: list[ReleaseDoc] = []
+        async for item in self._cosmos.query_across("artifacts", sql, {"@r": registry}, limit):
+            found.append(ReleaseDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def drop_release(self, release: ReleaseDoc) -> None:
+        await self._cosmos.delete("artifacts", release.id, release.repo)
+
+    async def schedule(self, registry: str, digest: str, due: float) -> None:
+        """Ask the collector to look at the blob from `due` on (nothing when it is not stored)."""
+        await self._cosmos.patch(
+            "registries", stored_blob_id(digest), registry, [{"op": "set", "path": "/due", "value": due}]
+        )
+
+    # --- stored blobs -------------------------------------------------------------------------------------
+    async def get(self, registry: str, digest: str) -> StoredBlobDoc | None:
+        found = await self._cosmos.read("registries", stored_blob_id(digest), registry)
+        return StoredBlobDoc.model_validate(found) if found else None
+
+    async def due(self, registry: str, now: float, limit: int) -> list[StoredBlobDoc]:
+        """Stored blobs the collector should look at now (one partition, a range on an indexed number)."""
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob' AND c.due <= @now"
+        found: list[StoredBlobDoc] = []
+        async for item in self._cosmos.query("registries", sql, {"@r": registry, "@now": now}, registry, limit):
+            found.append(StoredBlobDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def due_after(self, registry: str, now: float, last: str, limit: int) -> list[StoredBlobDoc]:
+        """Up to `limit` due stored blobs with ids after `last`, in id order (keyset paging)."""
+        sql = (
+            "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob' AND c.due <= @now AND c.id > @last "
+            "ORDER BY c.id"
+        )
+        params = {"@r": registry, "@now": now, "@last": last}
+        found: list[StoredBlobDoc] = []
+        async for item in self._cosmos.query("registries", sql, params, registry, limit):
+            found.append(StoredBlobDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def all_stored(self, registry: str) -> AsyncIterator[StoredBlobDoc]:
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
+        async for item in self._cosmos.query("registries", sql, {"@r": registry}, registry, 1000):
+            yield StoredBlobDoc.model_validate(item)
+
+    async def replace(self, doc: StoredBlobDoc) -> StoredBlobDoc:
+        """Write back only if unchanged since read (ConcurrentUpdate otherwise)."""
+        return StoredBlobDoc.model_validate(await self._cosmos.replace("registries", doc))
+
+    async def create_counted(self, doc: StoredBlobDoc) -> StoredBlobDoc | None:
+        """Create the document and add its size to the usage, in one batch; None when it exists already."""
+        return await self._count(doc, ("create", (doc.to_item(),)), doc.size)
+
+    async def delete_counted(self, doc: StoredBlobDoc) -> bool:
+        """Delete the document (only as read) and take its size off the usage, in one batch: the size is
+        taken off exactly once, however often this is tried. False when it changed or went meanwhile."""
+        return await self._count(doc, ("delete", (doc.id,), {"if_match_etag": doc.etag}), -doc.size) is not None
+
+    async def _count(self, doc: StoredBlobDoc, operation: BatchOperation, delta: int) -> StoredBlobDoc | None:
+        registry = doc.registry
+        for _ in range(ATTEMPTS):
+            if await self._cosmos.read("registries", USAGE_ID, registry) is None:
+                await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
+            incr: BatchOperation = ("patch", (USAGE_ID, [{"op": "incr", "path": "/storageBytes", "value": delta}]))
+            try:
+                await self._cosmos.batch("registries", registry, [operation, incr])
+            except ConcurrentUpdate:
+                return None  # the storedBlob was there already (create) or changed (delete)
+            except ResourceNotFoundError:
+                if operation[0] == "delete":
+                    return None  # gone meanwhile: whoever deleted it took its size off
+                continue  # the usage document went meanwhile (a registry being emptied): make it again
+            if operation[0] == "create":
+                return await self.get(registry, doc.digest)
+            return doc
+        raise ConcurrentUpdate(f"storage usage of {registry}")
+
+    async def storage_bytes(self, registry: str) -> int:
+        found = await self._cosmos.read("registries", USAGE_ID, registry)
+        return StorageUsageDoc.model_validate(found).storageBytes if found else 0
+
+    async def set_storage_bytes(self, registry: str, value: int) -> int:
+        """Set the usage to a recount; the previous value."""
+        for _ in range(ATTEMPTS):
+            found = await self._cosmos.read("registries", USAGE_ID, registry)
+            if found is None:
+                if await self._cosmos.create("registries", StorageUsageDoc(registry=registry, storageBytes=value)):
+                    return 0
+                continue
+            usage = StorageUsageDoc.model_validate(found)
+            previous, usage.storageBytes = usage.storageBytes, value
+            try:
+                await self._cosmos.replace("registries", usage)
+            except ConcurrentUpdate:
+                continue
+            return previous
+        raise ConcurrentUpdate(f"storage usage of {registry}")
