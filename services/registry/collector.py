@@ -18,22 +18,23 @@ the race, each written only under an ETag or in one transactional batch:
     the usage sum     usage:storage, changed in the same batch as the stored blob is created or deleted
 
 The collector, for one due blob:
- 1. marks it `collecting` (replace under its ETag; skipped if any write touched it within the grace period,
-    i.e. a push pinned it lately, or another collector holds it and its lease has not run out);
- 2. lists the blob's links and reads each linking repository's fence (ETag F), then asks whether any
-    manifest needs the blob; if one does, it un-marks it (state stored, not due) and stops;
- 3. deletes each link in a batch with "fence still F" and "link unchanged", bumping the fence's epoch; a
-    batch that fails means a push committed in that repository meanwhile: it un-marks and stops; links
-    made meanwhile by a stalled upload are found by listing again;
+ 1. marks it `collecting` (replace under its ETag; skipped if a push pinned it within the grace period,
+    or another collector holds it and its lease has not run out);
+ 2. lists the blob's links and reads each linking repository's fence (its push count P), then asks
+    whether any manifest needs the blob; if one does, it un-marks it (state stored, not due) and stops;
+ 3. deletes each link in a batch with "push count still P" and "link unchanged", bumping the fence's
+    epoch; a batch that fails means a push committed in that repository meanwhile: it un-marks and stops;
+    links made meanwhile by a stalled upload are found by listing again;
  4. moves it to `deleting` (under the ETag: fails if an upload un-marked it) with the ETag of its bytes;
  5. deletes the bytes only if their ETag is still that one (an upload that wrote them again keeps them);
  6. deletes the storedBlob document (under its ETag) and takes its size off the usage in one batch.
 
 A manifest push reads its repository's fence epoch E before it checks its links, and its commit batch
-carries "fence epoch still E" (store.py `commit_manifest`). Take the commit time C:
+carries "fence epoch still E" and adds one to the push count (store.py `commit_manifest`). Take the
+commit time C:
   - C before the collector's step 2 query: the query sees the manifest; the blob is kept.
-  - C between that query and the link delete of step 3: the commit touched the fence, so the collector's
-    batch (fence still F) fails; the blob is kept.
+  - C between that query and the link delete of step 3: the commit moved the push count, so the
+    collector's batch (push count still P) fails; the blob is kept.
   - C after the link delete: the epoch moved. If E was read before, the commit fails and the push, looking
     again, finds the link gone; if after, the link check already found it gone. Either way the client is
     told MANIFEST_BLOB_UNKNOWN and uploads the blob again (never a manifest pointing at nothing).
@@ -64,8 +65,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.settings import Settings
@@ -87,7 +86,7 @@ class BlobGone(Exception):
 
 # --- the push side ---------------------------------------------------------------------------------------
 async def pin_stored(
-    ledger: BlobLedger, registry: str, digest: str, size: int, grace: float, rewrite: Rewrite | None, wrote: bool
+    ledger: BlobLedger, registry: str, digest: str, size: int, rewrite: Rewrite | None, wrote: bool
 ) -> StoredBlobDoc:
     """Write the blob's storedBlob document as `stored` under its ETag (see the module docstring), and
     return it as written. `rewrite` writes the bytes again (None: cannot, `BlobGone` instead); `wrote` says
@@ -97,7 +96,9 @@ async def pin_stored(
         now = time.time()
         if doc is None:
             created = await ledger.create_counted(
-                StoredBlobDoc(id=stored_blob_id(digest), registry=registry, digest=digest, size=size, due=now + grace)
+                StoredBlobDoc(
+                    id=stored_blob_id(digest), registry=registry, digest=digest, size=size, due=now, pinned=now
+                )
             )
             if created is None:
                 continue  # made meanwhile: pin that one
@@ -112,9 +113,9 @@ async def pin_stored(
             if rewrite is None:
                 raise BlobGone(digest)
             await rewrite()
-        doc.state, doc.since, doc.storageEtag = "stored", None, None
+        doc.state, doc.since, doc.storageEtag, doc.pinned = "stored", None, None, now
         if doc.due is not None:
-            doc.due = max(doc.due, now + grace)
+            doc.due = max(doc.due, now)
         try:
             return await ledger.replace(doc)
         except ConcurrentUpdate:
@@ -127,7 +128,6 @@ async def keep_blob(
     registry: str,
     digest: str,
     size: int,
-    grace: float,
     *,
     link: Callable[[], Awaitable[None]] | None,
     rewrite: Rewrite | None,
@@ -139,7 +139,7 @@ async def keep_blob(
     if link is not None:
         await link()
     for _ in range(ATTEMPTS):
-        pinned = await pin_stored(ledger, registry, digest, size, grace, rewrite, wrote)
+        pinned = await pin_stored(ledger, registry, digest, size, rewrite, wrote)
         again = await ledger.get(registry, digest)
         if again is not None and again.etag == pinned.etag:
             return pinned
@@ -147,14 +147,12 @@ async def keep_blob(
     raise ConcurrentUpdate(f"stored blob {digest}")
 
 
-async def still_pinned(ledger: BlobLedger, pinned: StoredBlobDoc, grace: float, rewrite: Rewrite) -> None:
+async def still_pinned(ledger: BlobLedger, pinned: StoredBlobDoc, rewrite: Rewrite) -> None:
     """After a commit that references the pinned blob without a link (a manifest's own bytes): if a collector
     touched the document since the pin, pin it again (writing the bytes again if they are being deleted)."""
     again = await ledger.get(pinned.registry, pinned.digest)
     if again is None or again.etag != pinned.etag:
-        await keep_blob(
-            ledger, pinned.registry, pinned.digest, pinned.size, grace, link=None, rewrite=rewrite, wrote=False
-        )
+        await keep_blob(ledger, pinned.registry, pinned.digest, pinned.size, link=None, rewrite=rewrite, wrote=False)
 
 
 # --- the collector ---------------------------------------------------------------------------------------
@@ -197,8 +195,8 @@ class GarbageCollector:
         report = CollectionReport(registry, dry_run)
         started = time.monotonic()
         now = time.time()
-        if not dry_run:
-            report.released = await self._drain_releases(registry, now)
+        # Draining releases only notes when blobs may have become unreferenced (a dry run does it too).
+        report.released = await self._drain_releases(registry, now)
         slots = asyncio.Semaphore(self._settings.gc_concurrency)
         lock = asyncio.Lock()
 
@@ -217,7 +215,7 @@ class GarbageCollector:
                 else:
                     report.busy += 1
 
-        async for page in self._due_pages(registry, now):
+        async for page in self._due_pages(registry, now - self.grace):
             await asyncio.gather(*(one(doc) for doc in page))
         log.info(
             "gc %s%s: %d blob(s) deleted, %d bytes freed, %d referenced, %d busy, %d release(s) in %.1f s",
@@ -232,12 +230,12 @@ class GarbageCollector:
         )
         return report
 
-    async def _due_pages(self, registry: str, now: float) -> AsyncIterator[list[StoredBlobDoc]]:
-        """The due blobs, a page at a time, each once (keyset paging by id: what one page changes does not
-        move the next)."""
+    async def _due_pages(self, registry: str, cutoff: float) -> AsyncIterator[list[StoredBlobDoc]]:
+        """The blobs unreferenced since `cutoff` or before, a page at a time, each once (keyset paging by id:
+        what one page changes does not move the next)."""
         last = ""
         while True:
-            page = await self._ledger.due_after(registry, now, last, PAGE)
+            page = await self._ledger.due_after(registry, cutoff, last, PAGE)
             if not page:
                 return
             yield page
@@ -250,14 +248,12 @@ class GarbageCollector:
             if not releases:
                 return drained
             for release in releases:
-                await asyncio.gather(
-                    *(self._ledger.schedule(registry, digest, now + self.grace) for digest in release.digests)
-                )
+                await asyncio.gather(*(self._ledger.schedule(registry, digest, now) for digest in release.digests))
                 await self._ledger.drop_release(release)
                 drained += 1
 
     async def _preview(self, doc: StoredBlobDoc, now: float) -> Outcome:
-        if doc.state == "stored" and doc.ts is not None and doc.ts > now - self.grace:
+        if doc.state == "stored" and doc.pinned is not None and doc.pinned > now - self.grace:
             return "busy"
         if await self._ledger.referenced(doc.registry, doc.digest):
             return "referenced"
@@ -266,7 +262,7 @@ class GarbageCollector:
     async def _collect(self, doc: StoredBlobDoc) -> Outcome:
         now = time.time()
         if doc.state == "stored":
-            if doc.ts is not None and doc.ts > now - self.grace:
+            if doc.pinned is not None and doc.pinned > now - self.grace:
                 return "busy"  # pinned lately: a push may be about to reference it
             doc.state = "collecting"
         elif doc.since is not None and doc.since > now - self.lease:
@@ -280,12 +276,15 @@ class GarbageCollector:
             outcome = await self._unlink(doc)
             if outcome is not None:
                 return outcome
-            doc.storageEtag = await self._blobs.etag(doc.registry, doc.digest)
-            doc.state = "deleting"
-            try:
-                doc = await self._ledger.replace(doc)
-            except ConcurrentUpdate:
+            storage_etag = await self._blobs.etag(doc.registry, doc.digest)
+
+            def to_deleting(held: StoredBlobDoc) -> None:
+                held.state, held.storageEtag = "deleting", storage_etag
+
+            moved = await self._change_held(doc, to_deleting)
+            if moved is None:
                 return "busy"  # a push pinned it again
+            doc = moved
         if doc.storageEtag is not None:
             await self._blobs.delete_if_unchanged(doc.registry, doc.digest, doc.storageEtag)
         return "deleted" if await self._ledger.delete_counted(doc) else "busy"
@@ -314,11 +313,27 @@ class GarbageCollector:
 
     async def _release_mark(self, doc: StoredBlobDoc, due: float | None) -> None:
         """Give the blob back (state stored): not due when a manifest needs it, else due again."""
-        doc.state, doc.since, doc.due = "stored", None, due
-        try:
-            await self._ledger.replace(doc)
-        except (ConcurrentUpdate, ResourceNotFoundError):
-            pass  # a push pinned it meanwhile, which is a release too
+
+        def release(held: StoredBlobDoc) -> None:
+            held.state, held.since, held.due = "stored", None, due
+
+        await self._change_held(doc, release)
+
+    async def _change_held(self, doc: StoredBlobDoc, change: Callable[[StoredBlobDoc], None]) -> StoredBlobDoc | None:
+        """Write `change` to a blob this collector holds (its `since`), under the ETag; a write that only
+        noted a release meanwhile is read again and the change repeated. None once the blob is no longer
+        held (a push pinned it, another collector took it over, or it is gone)."""
+        since = doc.since
+        for _ in range(ATTEMPTS):
+            change(doc)
+            try:
+                return await self._ledger.replace(doc)
+            except ConcurrentUpdate:
+                current = await self._ledger.get(doc.registry, doc.digest)
+                if current is None or current.state != "collecting" or current.since != since:
+                    return None
+                doc = current
+        return None
 
 
 @dataclass(frozen=True)

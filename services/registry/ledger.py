@@ -3,8 +3,9 @@ the protocol that uses these documents, and why it is safe).
 
     registries [/registry]  in the registry's partition:
         storedBlob:<digest>  {type: "storedBlob", digest, size, state: "stored" | "collecting" | "deleting",
-                              due (epoch seconds from which the collector looks at it; null: a manifest
-                              referenced it when last looked at), since (when a collector took it),
+                              due (epoch seconds since when it may be unreferenced: the collector looks at
+                              it a grace period later; null: a manifest referenced it when last looked
+                              at), since (when a collector took it),
                               storageEtag (the bytes' ETag the collector will delete)}
                              one per digest the registry's storage holds; every write changes its `_etag`,
                              which is what pushes and the collector race on
@@ -12,9 +13,11 @@ the protocol that uses these documents, and why it is safe).
                              document is created and deleted in one batch with the change of this sum, so
                              a blob is counted exactly once, whatever dies when
     artifacts  [/repo]      in each repository's partition:
-        gcfence              {type: "gcfence", epoch} bumped by the collector with every blob link it
-                             deletes; a manifest commit carries "epoch unchanged since I checked the links"
-                             (store.py `commit_manifest`), so a commit never passes a link deleted meanwhile
+        gcfence              {type: "gcfence", epoch, pushes} `epoch` is bumped by the collector with every
+                             blob link it deletes, `pushes` by every manifest commit: a commit carries
+                             "epoch unchanged since I checked the links" (store.py `commit_manifest`), a
+                             link delete "no commit since I checked the manifests"; neither kind conflicts
+                             with its own kind
         release:<uuid>       {type: "release", registry, digests, created} written in the batch that
                              deletes a manifest or a blob link: the blobs that may have lost their last
                              reference; the collector drains them into `due`
@@ -54,7 +57,7 @@ class StoredBlobDoc(Document):
     due: float | None = None
     since: float | None = None
     storageEtag: str | None = None
-    ts: int | None = Field(default=None, alias="_ts", exclude=True)  # Cosmos's own time of the last write
+    pinned: float | None = None  # when a push last linked or wrote it (epoch seconds)
 
 
 class StorageUsageDoc(Document):
@@ -71,6 +74,7 @@ class FenceDoc(Document):
     repo: str
     type: Literal["gcfence"] = "gcfence"
     epoch: int = 0
+    pushes: int = 0
 
 
 class ReleaseDoc(Document):
@@ -94,7 +98,7 @@ def fence_write(repo: str, epoch: int | None) -> BatchOperation:
     `epoch` (read before the links were checked); None: there was no fence, so none may appear meanwhile."""
     if epoch is None:
         return ("create", (FenceDoc(repo=repo).to_item(),))
-    changes = [{"op": "set", "path": "/pushed", "value": utcnow()}]
+    changes = [{"op": "incr", "path": "/pushes", "value": 1}]
     return ("patch", (FENCE_ID, changes), {"filter_predicate": f"FROM c WHERE c.epoch = {int(epoch)}"})
 
 
@@ -121,12 +125,12 @@ class BlobLedger:
             await self._cosmos.create("artifacts", FenceDoc(repo=repo))
 
     async def delete_link_fenced(self, fence: FenceDoc, link: BlobLinkDoc, release: ReleaseDoc | None = None) -> bool:
-        """Delete a blob link and bump the repository's fence, only if neither changed since read: a push that
-        committed a manifest in the repository since (it touched the fence), or a link made again, keeps
-        it. False when it lost such a race."""
-        bumped = fence.to_item() | {"epoch": fence.epoch + 1}
+        """Delete a blob link and bump the repository's fence epoch, only if no manifest was committed in the
+        repository since the fence was read (its `pushes`) and the link is as read (not made again): False
+        when it lost such a race. Other link deletes do not count: collectors do not hold each other up."""
+        bump = [{"op": "incr", "path": "/epoch", "value": 1}]
         operations: list[BatchOperation] = [
-            ("replace", (FENCE_ID, bumped), {"if_match_etag": fence.etag}),
+            ("patch", (FENCE_ID, bump), {"filter_predicate": f"FROM c WHERE c.pushes = {int(fence.pushes)}"}),
             ("delete", (link.id,), {"if_match_etag": link.etag}),
         ]
         if release is not None:
@@ -170,7 +174,8 @@ class BlobLedger:
         await self._cosmos.delete("artifacts", release.id, release.repo)
 
     async def schedule(self, registry: str, digest: str, due: float) -> None:
-        """Ask the collector to look at the blob from `due` on (nothing when it is not stored)."""
+        """Note that the blob may be unreferenced since `due`: the collector looks at it a grace period
+        later (nothing when it is not stored)."""
         await self._cosmos.patch(
             "registries", stored_blob_id(digest), registry, [{"op": "set", "path": "/due", "value": due}]
         )
@@ -191,7 +196,8 @@ class BlobLedger:
         return found
 
     async def due_after(self, registry: str, now: float, last: str, limit: int) -> list[StoredBlobDoc]:
-        """Up to `limit` due stored blobs with ids after `last`, in id order (keyset paging)."""
+        """Up to `limit` stored blobs unreferenced since `now` or before, with ids after `last`, in id order
+        (keyset paging)."""
         sql = (
             "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob' AND c.due <= @now AND c.id > @last "
             "ORDER BY c.id"

@@ -340,6 +340,8 @@ GET    tokens                            401 401 401 403 403 Y   Y   Y   403 403
 PATCH  tokens/matrixtok                  401 401 401 403 403 Y   Y   403 403 403
 POST   generateCredentials               401 401 401 403 403 Y   Y   403 403 403
 DELETE tokens/nosuchtoken                401 401 401 403 403 Y   Y   403 403 403
+POST   collectGarbage                    401 401 401 403 403 Y   Y   403 403 403
+POST   recountUsage                      401 401 401 403 403 Y   Y   403 403 403
 """
 # fmt: on
 
@@ -405,6 +407,7 @@ def test_management_authorization_matrix(world: World, outsider: Identity, colum
             "scopeMaps/matrixmap": MATRIX_MAP,
             "tokens/matrixtok": {"properties": {"status": "enabled"}},
             "generateCredentials": {"tokenId": made_token.json()["id"], "name": "password2"},
+            "collectGarbage": {"dryRun": True},
         }
         for method, path, expected in _management_rows():
             body = bodies.get(path) if method in ("PUT", "PATCH", "POST") else None

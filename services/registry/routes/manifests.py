@@ -152,14 +152,7 @@ async def put_manifest(call: Call) -> Response:
     if not inline:
         await store_bytes()
         pinned = await keep_blob(
-            call.api.ledger,
-            registry,
-            digest,
-            len(data),
-            settings.gc_grace_seconds,
-            link=None,
-            rewrite=store_bytes,
-            wrote=True,
+            call.api.ledger, registry, digest, len(data), link=None, rewrite=store_bytes, wrote=True
         )
     facts = ManifestFacts(call.name, digest, manifest.media_type, manifest.size, chart)
     # Locks are checked on what is there now, and the batch writes only if that still holds (store.py: it
@@ -229,7 +222,7 @@ async def put_manifest(call: Call) -> Response:
     else:
         raise changes.contended(f"manifest {digest}")
     if pinned is not None:
-        await still_pinned(call.api.ledger, pinned, settings.gc_grace_seconds, store_bytes)
+        await still_pinned(call.api.ledger, pinned, store_bytes)
     await call.api.events.publish(outbox)
     call.api.manifests.put(registry, digest, data)
     headers = {"Location": f"/v2/{call.name}/manifests/{digest}", "Docker-Content-Digest": digest}
