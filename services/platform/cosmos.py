@@ -225,11 +225,14 @@ class Cosmos:
             return False
         return True
 
-    async def batch(self, container: str, partition: str, operations: list[BatchOperation]) -> None:
+    async def batch(self, container: str, partition: str, operations: list[BatchOperation]) -> list[dict[str, Any]]:
         """All operations or none, in one partition (ResourceNotFoundError / ConcurrentUpdate as a single
-        operation would raise them; a conditional create or replace that lost a race is ConcurrentUpdate)."""
+        operation would raise them; a conditional create or replace that lost a race is ConcurrentUpdate).
+        The operations' results, in order (`resourceBody`: the document as written)."""
         try:
-            await self.container(container).execute_item_batch(batch_operations=operations, partition_key=partition)
+            results = await self.container(container).execute_item_batch(
+                batch_operations=operations, partition_key=partition
+            )
         except CosmosBatchOperationError as exc:
             status = exc.error_index is not None and exc.operation_responses[exc.error_index].get("statusCode")
             if status == 404:
@@ -237,3 +240,4 @@ class Cosmos:
             if status in (409, 412):  # created meanwhile, or changed since read: both a lost race
                 raise ConcurrentUpdate(str(exc)) from exc
             raise
+        return list(results)

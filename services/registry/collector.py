@@ -61,21 +61,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.settings import Settings
 from services.registry.ledger import ATTEMPTS, BlobLedger, FenceDoc, StoredBlobDoc, stored_blob_id
-from services.registry.store import BlobLinkDoc
 
 log = logging.getLogger("registry.gc")
 
 Rewrite = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+R = TypeVar("R")
 Outcome = Literal["deleted", "referenced", "busy"]
-LINK_ROUNDS = 3  # listings of a blob's links before a collector gives the blob up for this run
 PAGE = 500  # due blobs read at a time
 REPORTED_DIGESTS = 1000  # digests named in a report (the counts are always whole)
 
@@ -91,8 +91,10 @@ async def pin_stored(
     """Write the blob's storedBlob document as `stored` under its ETag (see the module docstring), and
     return it as written. `rewrite` writes the bytes again (None: cannot, `BlobGone` instead); `wrote` says
     whether this request has just written them itself."""
+    guess_new = wrote  # bytes this request wrote are most likely new: try the create before any read
     for _ in range(ATTEMPTS):
-        doc = await ledger.get(registry, digest)
+        doc = None if guess_new else await ledger.get(registry, digest)
+        guess_new = False
         now = time.time()
         if doc is None:
             created = await ledger.create_counted(
@@ -183,12 +185,17 @@ class CollectionReport:
 
 
 class GarbageCollector:
+    """Collects a page of due blobs at a time, each step for the whole page at once: one query finds the
+    page's links, one its references, each linking repository's fence is read once (the steps per blob
+    are those of the module docstring, in the same order)."""
+
     def __init__(self, settings: Settings, cosmos: Cosmos, blobs: BlobStore) -> None:
         self._settings = settings
         self._ledger = BlobLedger(cosmos)
         self._blobs = blobs
         self.grace = settings.gc_grace_seconds
         self.lease = settings.gc_lease_seconds
+        self._slots = asyncio.Semaphore(settings.gc_concurrency)
 
     async def run(self, registry: str, *, dry_run: bool = False) -> CollectionReport:
         """Collect the registry's garbage (or, with `dry_run`, say what would be collected now)."""
@@ -197,13 +204,10 @@ class GarbageCollector:
         now = time.time()
         # Draining releases only notes when blobs may have become unreferenced (a dry run does it too).
         report.released = await self._drain_releases(registry, now)
-        slots = asyncio.Semaphore(self._settings.gc_concurrency)
-        lock = asyncio.Lock()
-
-        async def one(doc: StoredBlobDoc) -> None:
-            async with slots:
-                outcome = await (self._preview(doc, now) if dry_run else self._collect(doc))
-            async with lock:
+        async for page in self._due_pages(registry, now - self.grace):
+            outcomes = await (self._preview(page, now) if dry_run else self._collect(page))
+            for doc in page:
+                outcome = outcomes.get(doc.id, "busy")
                 report.examined += 1
                 if outcome == "deleted":
                     report.deleted += 1
@@ -214,9 +218,6 @@ class GarbageCollector:
                     report.referenced += 1
                 else:
                     report.busy += 1
-
-        async for page in self._due_pages(registry, now - self.grace):
-            await asyncio.gather(*(one(doc) for doc in page))
         log.info(
             "gc %s%s: %d blob(s) deleted, %d bytes freed, %d referenced, %d busy, %d release(s) in %.1f s",
             registry,
@@ -248,34 +249,83 @@ class GarbageCollector:
             if not releases:
                 return drained
             for release in releases:
-                await asyncio.gather(*(self._ledger.schedule(registry, digest, now) for digest in release.digests))
+                await self._each(release.digests, lambda digest: self._ledger.schedule(registry, digest, now))
                 await self._ledger.drop_release(release)
                 drained += 1
 
-    async def _preview(self, doc: StoredBlobDoc, now: float) -> Outcome:
-        if doc.state == "stored" and doc.pinned is not None and doc.pinned > now - self.grace:
-            return "busy"
-        if await self._ledger.referenced(doc.registry, doc.digest):
-            return "referenced"
-        return "deleted"
+    async def _each(self, items: Iterable[T], call: Callable[[T], Awaitable[R]]) -> list[R]:
+        """`call` on every item, at most `gc_concurrency` at once."""
 
-    async def _collect(self, doc: StoredBlobDoc) -> Outcome:
+        async def one(item: T) -> R:
+            async with self._slots:
+                return await call(item)
+
+        return await asyncio.gather(*(one(item) for item in items))
+
+    async def _preview(self, page: list[StoredBlobDoc], now: float) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        candidates = []
+        for doc in page:
+            if doc.state == "stored" and doc.pinned is not None and doc.pinned > now - self.grace:
+                outcomes[doc.id] = "busy"
+            else:
+                candidates.append(doc)
+        if candidates:
+            needed = await self._ledger.referenced_among(page[0].registry, [doc.digest for doc in candidates])
+            for doc in candidates:
+                outcomes[doc.id] = "referenced" if doc.digest in needed else "deleted"
+        return outcomes
+
+    async def _collect(self, page: list[StoredBlobDoc]) -> dict[str, Outcome]:
+        registry = page[0].registry
+        outcomes: dict[str, Outcome] = {}
+        held = [doc for doc in await self._each(page, self._mark) if doc is not None]
+        marked = {doc.digest: doc for doc in held if doc.state == "collecting"}
+        if marked:
+            # Step 2: the links, then the fences of their repositories, then the references.
+            links = await self._ledger.links_among(registry, list(marked))
+            fences: dict[str, FenceDoc] = {}
+            for fence in await self._each(dict.fromkeys(link.repo for link in links), self._ledger.fence):
+                fences[fence.repo] = fence
+            needed = await self._ledger.referenced_among(registry, list(marked))
+            for digest in needed:
+                doc = marked.pop(digest)
+                outcomes[doc.id] = "referenced"
+                await self._release_mark(doc, due=None)
+            # Step 3: the links go, each only if no manifest was committed in its repository since.
+            doomed = [link for link in links if link.digest in marked]
+            deleted = await self._each(doomed, lambda link: self._ledger.delete_link_fenced(fences[link.repo], link))
+            lost = {link.digest for link, ok in zip(doomed, deleted, strict=True) if not ok}
+            # Links made meanwhile by an upload that stalled between its link and its pin: next time.
+            if marked:
+                lost |= {link.digest for link in await self._ledger.links_among(registry, list(marked))}
+            for digest in lost & set(marked):
+                doc = marked.pop(digest)
+                outcomes[doc.id] = "busy"
+                await self._release_mark(doc, due=time.time())
+        finishing = [doc for doc in held if doc.state == "deleting"] + list(marked.values())
+        for doc, outcome in zip(finishing, await self._each(finishing, self._delete), strict=True):
+            outcomes[doc.id] = outcome
+        return outcomes
+
+    async def _mark(self, doc: StoredBlobDoc) -> StoredBlobDoc | None:
+        """Step 1: the blob, held by this collector (its `since`), or None when it is not to be taken now."""
         now = time.time()
         if doc.state == "stored":
             if doc.pinned is not None and doc.pinned > now - self.grace:
-                return "busy"  # pinned lately: a push may be about to reference it
+                return None  # pinned lately: a push may be about to reference it
             doc.state = "collecting"
         elif doc.since is not None and doc.since > now - self.lease:
-            return "busy"  # another collector holds it
-        doc.since = now
+            return None  # another collector holds it
+        doc.since = now  # a dead collector's blob is taken over where it stood
         try:
-            doc = await self._ledger.replace(doc)
+            return await self._ledger.replace(doc)
         except ConcurrentUpdate:
-            return "busy"
+            return None
+
+    async def _delete(self, doc: StoredBlobDoc) -> Outcome:
+        """Steps 4 to 6."""
         if doc.state == "collecting":
-            outcome = await self._unlink(doc)
-            if outcome is not None:
-                return outcome
             storage_etag = await self._blobs.etag(doc.registry, doc.digest)
 
             def to_deleting(held: StoredBlobDoc) -> None:
@@ -288,28 +338,6 @@ class GarbageCollector:
         if doc.storageEtag is not None:
             await self._blobs.delete_if_unchanged(doc.registry, doc.digest, doc.storageEtag)
         return "deleted" if await self._ledger.delete_counted(doc) else "busy"
-
-    async def _unlink(self, doc: StoredBlobDoc) -> Outcome | None:
-        """Steps 2 and 3: None once no link is left and no manifest needs the blob."""
-        registry, digest = doc.registry, doc.digest
-        for _ in range(LINK_ROUNDS):
-            links = await self._ledger.links_of(registry, digest)
-            fences: dict[str, FenceDoc] = {}
-            for repo in dict.fromkeys(link.repo for link in links):
-                fences[repo] = await self._ledger.fence(repo)
-            if await self._ledger.referenced(registry, digest):
-                await self._release_mark(doc, due=None)
-                return "referenced"
-            if not links:
-                return None
-            if not all(await asyncio.gather(*(self._delete_link(fences[link.repo], link) for link in links))):
-                await self._release_mark(doc, due=time.time())
-                return "busy"
-        await self._release_mark(doc, due=time.time())
-        return "busy"
-
-    async def _delete_link(self, fence: FenceDoc, link: BlobLinkDoc) -> bool:
-        return await self._ledger.delete_link_fenced(fence, link)
 
     async def _release_mark(self, doc: StoredBlobDoc, due: float | None) -> None:
         """Give the blob back (state stored): not due when a manifest needs it, else due again."""

@@ -141,24 +141,29 @@ class BlobLedger:
             return False
         return True
 
-    async def links_of(self, registry: str, digest: str) -> list[BlobLinkDoc]:
-        """Every repository's link to the blob (cross-partition: the collector only)."""
-        sql = "SELECT * FROM c WHERE c.type = @t AND c.digest = @d AND STARTSWITH(c.repo, @p)"
-        params = {"@t": "blob", "@d": digest, "@p": repo_prefix(registry)}
+    async def links_among(self, registry: str, digests: list[str]) -> list[BlobLinkDoc]:
+        """Every repository's links to any of `digests` (cross-partition: the collector only)."""
+        sql = "SELECT * FROM c WHERE c.type = 'blob' AND ARRAY_CONTAINS(@ds, c.digest) AND STARTSWITH(c.repo, @p)"
+        params = {"@ds": digests, "@p": repo_prefix(registry)}
         return [BlobLinkDoc.model_validate(item) async for item in self._cosmos.query_across("artifacts", sql, params)]
 
-    async def referenced(self, registry: str, digest: str) -> bool:
-        """Whether any manifest of the registry needs the blob: as a layer or config, or as its own bytes
-        (a manifest too large to keep inline). An index lookup, fanned out over partitions."""
-        sql = (
-            "SELECT VALUE COUNT(1) FROM c WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) "
-            "AND (ARRAY_CONTAINS(c.blobs, @d) OR (c.digest = @d AND NOT IS_DEFINED(c.content)))"
+    async def referenced_among(self, registry: str, digests: list[str]) -> set[str]:
+        """Which of `digests` a manifest of the registry needs: as a layer or config, or as its own bytes (a
+        manifest too large to keep inline). Two index lookups, fanned out over partitions."""
+        prefix = repo_prefix(registry)
+        layers = (
+            "SELECT VALUE b FROM c JOIN b IN c.blobs "
+            "WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) AND ARRAY_CONTAINS(@ds, b)"
         )
-        params = {"@p": repo_prefix(registry), "@d": digest}
-        async for value in self._cosmos.query_across("artifacts", sql, params):
-            if int(value) > 0:  # type: ignore[call-overload]
-                return True
-        return False
+        own = (
+            "SELECT VALUE c.digest FROM c WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) "
+            "AND ARRAY_CONTAINS(@ds, c.digest) AND NOT IS_DEFINED(c.content)"
+        )
+        found: set[str] = set()
+        for sql in (layers, own):
+            async for value in self._cosmos.query_across("artifacts", sql, {"@p": prefix, "@ds": digests}):
+                found.add(str(value))
+        return found
 
     # --- releases -----------------------------------------------------------------------------------------
     async def releases(self, registry: str, limit: int) -> list[ReleaseDoc]:
@@ -184,16 +189,6 @@ class BlobLedger:
     async def get(self, registry: str, digest: str) -> StoredBlobDoc | None:
         found = await self._cosmos.read("registries", stored_blob_id(digest), registry)
         return StoredBlobDoc.model_validate(found) if found else None
-
-    async def due(self, registry: str, now: float, limit: int) -> list[StoredBlobDoc]:
-        """Stored blobs the collector should look at now (one partition, a range on an indexed number)."""
-        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob' AND c.due <= @now"
-        found: list[StoredBlobDoc] = []
-        async for item in self._cosmos.query("registries", sql, {"@r": registry, "@now": now}, registry, limit):
-            found.append(StoredBlobDoc.model_validate(item))
-            if len(found) >= limit:
-                break
-        return found
 
     async def due_after(self, registry: str, now: float, last: str, limit: int) -> list[StoredBlobDoc]:
         """Up to `limit` stored blobs unreferenced since `now` or before, with ids after `last`, in id order
@@ -230,20 +225,21 @@ class BlobLedger:
 
     async def _count(self, doc: StoredBlobDoc, operation: BatchOperation, delta: int) -> StoredBlobDoc | None:
         registry = doc.registry
+        incr: BatchOperation = ("patch", (USAGE_ID, [{"op": "incr", "path": "/storageBytes", "value": delta}]))
         for _ in range(ATTEMPTS):
-            if await self._cosmos.read("registries", USAGE_ID, registry) is None:
-                await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
-            incr: BatchOperation = ("patch", (USAGE_ID, [{"op": "incr", "path": "/storageBytes", "value": delta}]))
             try:
-                await self._cosmos.batch("registries", registry, [operation, incr])
+                results = await self._cosmos.batch("registries", registry, [operation, incr])
             except ConcurrentUpdate:
                 return None  # the storedBlob was there already (create) or changed (delete)
             except ResourceNotFoundError:
-                if operation[0] == "delete":
-                    return None  # gone meanwhile: whoever deleted it took its size off
-                continue  # the usage document went meanwhile (a registry being emptied): make it again
+                if await self._cosmos.read("registries", USAGE_ID, registry) is None:
+                    # The registry's first blob (or its usage went with a registry being emptied): make it.
+                    await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
+                    continue
+                return None  # the storedBlob went meanwhile (delete): whoever deleted it took its size off
+            written = results[0].get("resourceBody") if results else None
             if operation[0] == "create":
-                return await self.get(registry, doc.digest)
+                return StoredBlobDoc.model_validate(written) if written else await self.get(registry, doc.digest)
             return doc
         raise ConcurrentUpdate(f"storage usage of {registry}")
 

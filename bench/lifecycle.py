@@ -1,0 +1,264 @@
+"""`python -m bench.lifecycle`: what the lifecycle work costs and how fast it collects, on Azurite and the
+Cosmos emulator started here (services/devhost/stack.py).
+
+    gc       blobs deleted per minute by one collection of N unreferenced blobs (`--blobs`, 3,000), each
+             linked in one of 10 repositories, the collector's default concurrency
+    push     small images pushed per second (a config, two 4 KiB layers, a manifest; 8 clients for
+             `--seconds`) against this tree's devhost and one of `--baseline` (a git revision without the
+             bookkeeping: its own worktree), alternating, `--runs` times each
+    recount  time to recount the storage usage of a registry holding `--recount-blobs` stored blobs
+
+Prints one line per figure. Figures are for comparison within one run on this machine, not absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from services.devhost.stack import LocalStack, free_port
+from services.management.access import update_registry
+from services.management.registries import create_registry
+from services.platform.blobs import BlobStore
+from services.platform.cosmos import Cosmos
+from services.platform.settings import Settings
+from services.registry.collector import GarbageCollector, recount_storage
+from services.registry.ledger import BlobLedger, StoredBlobDoc, stored_blob_id
+from services.registry.store import ArtifactStore, BlobLinkDoc, repo_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_of(env: dict[str, str], **extra: object) -> Settings:
+    fields = set(Settings.model_fields)
+    values: dict[str, object] = {key.lower(): value for key, value in env.items() if key.lower() in fields}
+    return Settings(**(values | extra))  # type: ignore[arg-type]
+
+
+async def new_registry(settings: Settings, cosmos: Cosmos, blobs: BlobStore) -> str:
+    name = "bench" + uuid.uuid4().hex[:12]
+    await create_registry(cosmos, blobs, settings, name)
+    await update_registry(cosmos, name, auth_disabled=True)
+    return name
+
+
+async def bounded(limit: int, jobs: list[object]) -> None:
+    slots = asyncio.Semaphore(limit)
+
+    async def run(job: object) -> None:
+        async with slots:
+            await job  # type: ignore[misc]
+
+    await asyncio.gather(*(run(job) for job in jobs))
+
+
+# --- gc ------------------------------------------------------------------------------------------------------
+async def bench_gc(env: dict[str, str], count: int) -> None:
+    settings = settings_of(env, gc_grace_seconds=0.0)
+    cosmos, blobs = Cosmos(settings), BlobStore(settings)
+    await cosmos.open()
+    await blobs.open()
+    try:
+        name = await new_registry(settings, cosmos, blobs)
+        ledger, artifacts = BlobLedger(cosmos), ArtifactStore(cosmos)
+
+        async def seed(index: int) -> None:
+            data = os.urandom(512) + index.to_bytes(8, "big")
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            repo = repo_key(name, f"bench/r{index % 10}")
+            await blobs.put(name, digest, data)
+            await artifacts.put_blob_link(BlobLinkDoc(id=f"blob:{digest}", repo=repo, digest=digest, size=len(data)))
+            await ledger.create_counted(
+                StoredBlobDoc(
+                    id=stored_blob_id(digest),
+                    registry=name,
+                    digest=digest,
+                    size=len(data),
+                    due=time.time() - 10,
+                    pinned=time.time() - 10,
+                )
+            )
+
+        started = time.monotonic()
+        await bounded(32, [seed(i) for i in range(count)])
+        print(f"gc: seeded {count} unreferenced, linked blobs in {time.monotonic() - started:.1f} s")
+        started = time.monotonic()
+        report = await GarbageCollector(settings, cosmos, blobs).run(name)
+        elapsed = time.monotonic() - started
+        assert report.deleted == count, report
+        print(
+            f"gc: {report.deleted} blobs deleted in {elapsed:.1f} s = {report.deleted / elapsed * 60:,.0f} blobs/min "
+            f"(concurrency {settings.gc_concurrency})"
+        )
+    finally:
+        await cosmos.close()
+        await blobs.close()
+
+
+# --- push ------------------------------------------------------------------------------------------------------
+def start_devhost(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    full = os.environ | env | {"API_PORT": str(port), "LOG_LEVEL": "warning", "PYTHONPATH": str(tree)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.devhost", "serve", "--port", str(port)],
+            cwd=tree,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/", timeout=2).status_code in (200, 401):
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"devhost in {tree} did not start: {log.read_text()[-2000:]}")
+
+
+async def push_for(url: str, registry: str, seconds: float, clients: int) -> float:
+    """Images pushed per second: each client pushes fresh small images (two layers, a config, a manifest)."""
+    host = url.split("//", 1)[1]
+    headers = {"Host": f"{registry}.azurecr.localhost:{host.rsplit(':', 1)[1]}"}
+    pushed = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(index: int) -> None:
+        nonlocal pushed
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+            while time.monotonic() < deadline:
+                blobs = [os.urandom(4096), os.urandom(4096), os.urandom(200)]
+                descriptors = []
+                for data in blobs:
+                    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                    reply = await http.post(
+                        f"/v2/bench/c{index}/blobs/uploads/", params={"digest": digest}, content=data
+                    )
+                    assert reply.status_code == 201, reply.text
+                    descriptors.append({"mediaType": "application/octet-stream", "digest": digest, "size": len(data)})
+                manifest = {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": descriptors[2] | {"mediaType": "application/vnd.oci.image.config.v1+json"},
+                    "layers": descriptors[:2],
+                }
+                reply = await http.put(
+                    f"/v2/bench/c{index}/manifests/v{pushed}",
+                    json=manifest,
+                    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                )
+                assert reply.status_code == 201, reply.text
+                pushed += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return pushed / (time.monotonic() - started)
+
+
+async def bench_push(env: dict[str, str], baseline: str, runs: int, seconds: float, state: Path) -> None:
+    base_tree = state / "baseline"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    await asyncio.to_thread(subprocess.run, [*git, "add", "--detach", str(base_tree), baseline], check=True)
+    settings = settings_of(env)
+    cosmos, blobs = Cosmos(settings), BlobStore(settings)
+    await cosmos.open()
+    await blobs.open()
+    results: dict[str, list[float]] = {"with bookkeeping": [], f"without ({baseline})": []}
+    try:
+        trees = {"with bookkeeping": ROOT, f"without ({baseline})": base_tree}
+        hosts = {label: start_devhost(tree, env, state / f"{label[:4]}.log") for label, tree in trees.items()}
+        try:
+            for run in range(runs):
+                order = list(hosts) if run % 2 == 0 else list(reversed(hosts))
+                for label in order:
+                    registry = await new_registry(settings, cosmos, blobs)
+                    results[label].append(await push_for(hosts[label][1], registry, seconds, clients=8))
+        finally:
+            for process, _ in hosts.values():
+                process.terminate()
+                process.wait(timeout=15)
+    finally:
+        await cosmos.close()
+        await blobs.close()
+        await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(base_tree)], check=False)
+    for label, values in results.items():
+        print(
+            f"push {label}: median {statistics.median(values):.1f} images/s "
+            f"(min {min(values):.1f}, max {max(values):.1f}, {runs} runs of {seconds:.0f} s, 8 clients)"
+        )
+
+
+# --- recount ---------------------------------------------------------------------------------------------------
+async def bench_recount(env: dict[str, str], count: int) -> None:
+    settings = settings_of(env)
+    cosmos, blobs = Cosmos(settings), BlobStore(settings)
+    await cosmos.open()
+    await blobs.open()
+    try:
+        name = await new_registry(settings, cosmos, blobs)
+
+        async def seed(index: int) -> None:
+            digest = "sha256:" + hashlib.sha256(index.to_bytes(8, "big") + name.encode()).hexdigest()
+            doc = StoredBlobDoc(id=stored_blob_id(digest), registry=name, digest=digest, size=1000 + index % 7)
+            await cosmos.create("registries", doc)
+
+        started = time.monotonic()
+        await bounded(64, [seed(i) for i in range(count)])
+        print(f"recount: seeded {count} stored-blob documents in {time.monotonic() - started:.1f} s")
+        started = time.monotonic()
+        recount = await recount_storage(BlobLedger(cosmos), name)
+        elapsed = time.monotonic() - started
+        assert recount.blobs == count
+        print(f"recount: {recount.blobs} blobs, {recount.storage_bytes} bytes recounted in {elapsed:.2f} s")
+    finally:
+        await cosmos.close()
+        await blobs.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="gc,push,recount")
+    parser.add_argument("--blobs", type=int, default=3000)
+    parser.add_argument("--recount-blobs", type=int, default=100_000)
+    parser.add_argument("--baseline", default="67adcc8")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    phases = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="bench-lifecycle-") as folder:
+        state = Path(folder)
+        stack = LocalStack(
+            state / "stack",
+            azurite_blob_port=free_port(),
+            azurite_queue_port=free_port(),
+            azurite_table_port=free_port(),
+            cosmos_port=free_port(),
+            node_modules=ROOT / "node_modules",
+        )
+        with stack:
+            env = stack.env()
+            if "gc" in phases:
+                asyncio.run(bench_gc(env, args.blobs))
+            if "push" in phases:
+                asyncio.run(bench_push(env, args.baseline, args.runs, args.seconds, state))
+            if "recount" in phases:
+                asyncio.run(bench_recount(env, args.recount_blobs))
+
+
+if __name__ == "__main__":
+    main()
