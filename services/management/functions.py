@@ -16,6 +16,8 @@ from services.management.registries import resume_deletions
 from services.management.store import RegistryStore
 from services.platform.settings import get_settings
 from services.registry.collector import collect_all
+from services.registry.store import ArtifactStore
+from services.registry.uploads import expire_uploads
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -62,3 +64,16 @@ async def collect_garbage(timer: func.TimerRequest) -> None:
     services = api.services
     names = [doc.registry for doc in await RegistryStore(services.metadata).list_registries()]
     await collect_all(services.settings, services.metadata, services.blobs, names)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="30 */10 * * * *", run_on_startup=False, use_monitor=False)
+async def expire_idle_uploads(timer: func.TimerRequest) -> None:
+    """Remove upload sessions idle longer than UPLOAD_EXPIRY_SECONDS, with their staged blocks."""
+    api = management_api()
+    await api.open()
+    services = api.services
+    expired = await expire_uploads(
+        ArtifactStore(services.metadata), services.blobs, services.settings.upload_expiry_seconds
+    )
+    if expired:
+        logging.getLogger("management").info("expire_idle_uploads: %d upload session(s) removed", expired)

@@ -317,6 +317,16 @@ class BlobStore:
         if status != "success":
             raise RuntimeError(f"copy of upload {session} to {digest} ended {status}")
 
+    async def discard_staged(self, registry: str, session: str) -> None:
+        """Drop a session's bytes including blocks staged but never committed: committing an empty block list
+        discards them at once (Storage would keep them for up to 7 days), then the empty blob goes."""
+        blob = self._container(registry).get_blob_client(upload_path(session))
+        try:
+            await blob.commit_block_list([])
+        except ResourceNotFoundError:
+            return  # the registry's container is gone
+        await self.discard_upload(registry, session)
+
     async def discard_upload(self, registry: str, session: str) -> None:
         """Drop a session's bytes. Uncommitted blocks alone leave no blob behind (Storage expires them)."""
         try:

@@ -200,6 +200,8 @@ class Settings(BaseSettings):
     # been so for the grace period (a push uploads its layers before its manifest: they are unreferenced
     # until then); a collector that died holding a blob is taken over after the lease; blobs looked at once.
     gc_grace_seconds: float = 3600.0
+    # Upload sessions idle (no chunk) longer than this are removed with their staged blocks.
+    upload_expiry_seconds: float = 24 * 3600.0
     gc_lease_seconds: float = 300.0
     gc_concurrency: int = 16
 

@@ -17,8 +17,9 @@
                            read
         blob:<digest>      {type: "blob", digest, size, created}
                            the repository's link to a registry-wide, content-addressed blob
-        upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session;
-                           expires (ttl) when abandoned
+        upload:<uuid>      {type: "upload", offset, blocks, hashState, ...} an upload session; removed
+                           with its staged blocks once idle for `UPLOAD_EXPIRY_SECONDS` (its `_ts`: every
+                           chunk rewrites it), and by Cosmos's ttl as a backstop
         outbox:<uuid>      the events a change raised (services/events/store.py), in the change's batch
         gcfence, release:<uuid>  the garbage collector's fence and the blobs a delete released
                            (services/registry/ledger.py), written in the batches of pushes and deletes
@@ -345,6 +346,17 @@ class ArtifactStore:
     async def replace_upload(self, upload: UploadDoc) -> UploadDoc:
         """Write the session back only if nobody else did since it was read."""
         return UploadDoc.model_validate(await self._cosmos.replace("artifacts", upload))
+
+    async def idle_uploads(self, before: int, limit: int) -> list[UploadDoc]:
+        """Upload sessions of every registry last written before `before` (epoch seconds; cross-partition:
+        the expiry timer only)."""
+        sql = "SELECT * FROM c WHERE c.type = 'upload' AND c._ts < @before"
+        found: list[UploadDoc] = []
+        async for item in self._cosmos.query_across("artifacts", sql, {"@before": before}, limit):
+            found.append(UploadDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
 
     async def claim_upload(self, upload: UploadDoc) -> bool:
         """Delete the session only if it is still as read (ETag): True for exactly one of racing callers."""

@@ -9,7 +9,8 @@ and answers further ones 503 with Retry-After. The blob becomes visible only aft
 
 A client that goes away mid-body leaves the session as it was: its document is only replaced once a
 chunk is wholly staged, and the blocks staged so far carry this request's writer id, which no session
-document ever names (uncommitted blocks expire with the blob's staging area).
+document ever names (uncommitted blocks expire with the blob's staging area). Sessions idle longer than
+`UPLOAD_EXPIRY_SECONDS` (24 h) are removed with their staged blocks by a timer (`expire_uploads`).
 
 Hashing: sha256 is computed as the bytes arrive and its state saved with the session. A client that
 announces a sha512 digest only at the end (or a machine without a resumable hasher) is verified by reading
@@ -22,6 +23,7 @@ import asyncio
 import base64
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from services.registry.store import ArtifactStore, BlobLinkDoc, UploadDoc, repo_
 
 MAX_BLOCKS = 50_000  # Blob Storage's limit of blocks in one blob
 DEFAULT_ALGORITHM = "sha256"
+EXPIRY_PAGE = 500  # idle sessions expired per query
 # Uploads are refused only while the instance is full, and one finishes within seconds: retry soon.
 BUSY_RETRY_AFTER_SECONDS = 1
 
@@ -413,6 +416,25 @@ class StoredBytes:
 
     rewrite: Rewrite
     wrote: bool
+
+
+async def expire_uploads(artifacts: ArtifactStore, blobs: BlobStore, idle_seconds: float) -> int:
+    """Remove upload sessions idle for longer than `idle_seconds`, with their staged blocks; how many.
+    A session is claimed (deleted under its ETag) before its blocks go, so a chunk arriving meanwhile
+    finds it either whole or gone, never half."""
+    expired = 0
+    before = int(time.time() - idle_seconds)
+    while True:
+        idle = await artifacts.idle_uploads(before, EXPIRY_PAGE)
+        claimed = 0
+        for doc in idle:
+            if not await artifacts.claim_upload(doc):
+                continue  # written meanwhile: not idle after all
+            claimed += 1
+            await blobs.discard_staged(doc.repo.split("/", 1)[0], doc.uploadId)
+        expired += claimed
+        if len(idle) < EXPIRY_PAGE or not claimed:
+            return expired
 
 
 def _busy(limit: int) -> RegistryError:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 
 from services.management.access import assign_role
@@ -27,6 +28,7 @@ from services.platform.settings import Settings
 from services.registry.collector import GarbageCollector, recount_storage
 from services.registry.ledger import BlobLedger
 from services.registry.store import ArtifactStore, repo_key
+from services.registry.uploads import expire_uploads
 from tests.conftest import ROOT, Devhost
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, unique_registry_name
@@ -428,3 +430,33 @@ async def test_collect_garbage_and_recount_through_the_management_api(
         recount = await http.post(f"{base}/recountUsage", params=params, headers=as_(owner))
         assert recount.status_code == 200, recount.text
         assert recount.json() == {"registry": name, "blobs": 1, "storageBytes": len(stray), "previous": len(stray)}
+
+
+# --- upload expiry ------------------------------------------------------------------------------------------
+async def test_idle_upload_sessions_expire_with_their_staged_blocks(
+    gc_registry: tuple[str, httpx.AsyncClient], stores: Stores
+) -> None:
+    name, http = gc_registry
+    idle = await http.post("/v2/up/idle/blobs/uploads/")
+    chunk = os.urandom(100_000)
+    staged = await http.patch(idle.headers["Location"], content=chunk, headers={"Content-Range": f"0-{len(chunk) - 1}"})
+    assert staged.status_code == 202, staged.text
+    session = idle.headers["Docker-Upload-UUID"]
+    staging = BlobServiceClient.from_connection_string(stores.settings.blob_connection_string)
+    async with staging:
+        blob = staging.get_container_client(container_name(name)).get_blob_client(f"uploads/{session}")
+        uncommitted = (await blob.get_block_list("uncommitted"))[1]
+        assert len(uncommitted) == 1  # one staged, uncommitted block
+        await asyncio.sleep(2.1)  # Cosmos's `_ts` has whole seconds
+        busy = await http.post("/v2/up/busy/blobs/uploads/")  # started just now: not idle
+        artifacts = ArtifactStore(stores.metadata)
+        assert await expire_uploads(artifacts, stores.blobs, idle_seconds=1.0) >= 1
+        gone = await http.get(idle.headers["Location"])
+        assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+        with pytest.raises(ResourceNotFoundError):
+            await blob.get_block_list("all")
+        late = await http.patch(idle.headers["Location"], content=b"more", headers={"Content-Range": "100000-100003"})
+        assert late.status_code == 404
+        assert (await http.get(busy.headers["Location"])).status_code == 204
+        # the default, 24 hours, leaves the fresh session alone
+        assert await expire_uploads(artifacts, stores.blobs, idle_seconds=24 * 3600.0) == 0
