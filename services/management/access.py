@@ -80,8 +80,10 @@ async def update_registry(
     auth_disabled: bool | None = None,
     default_action: Literal["Allow", "Deny"] | None = None,
     allow_ips: list[str] | None = None,
+    storage_quota: int | None = None,
 ) -> RegistryDoc:
-    """Change access properties; `default_action`/`allow_ips` replace the network rules (Premium only)."""
+    """Change access properties; `default_action`/`allow_ips` replace the network rules (Premium only);
+    `storage_quota` (bytes; 0 removes it) is the operator's storage limit (services/registry/quota.py)."""
     doc = await _registry(metadata, registry)
     if default_action is not None or allow_ips is not None:
         if doc.sku != "Premium":
@@ -104,6 +106,10 @@ async def update_registry(
         doc.anonymousPullEnabled = anonymous_pull
     if auth_disabled is not None:
         doc.authDisabled = auth_disabled
+    if storage_quota is not None:
+        if storage_quota < 0:
+            raise AccessError("the storage quota is a number of bytes (0 removes it)")
+        doc.storageQuotaBytes = storage_quota or None
     await AccessStore(metadata).upsert(doc)
     return doc
 

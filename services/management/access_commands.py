@@ -1,6 +1,6 @@
 """Command-line groups for identity and access (until the management API exists):
 
-    python -m services.management access show|update REGISTRY [--anonymous-pull true|false]
+    python -m services.management access show|update REGISTRY [--anonymous-pull true|false] [--storage-quota BYTES]
                         [--auth-disabled true|false] [--default-action Allow|Deny] [--allow-ip CIDR ...]
     python -m services.management admin enable|disable|show REGISTRY
     python -m services.management admin regenerate REGISTRY --password password1|password2
@@ -53,6 +53,9 @@ def add_parsers(groups: Any) -> None:
     update.add_argument("--default-action", choices=["Allow", "Deny"], help="network rules (Premium)")
     update.add_argument("--allow-ip", action="append", metavar="CIDR", help="replaces the IP allow rules")
     update.add_argument("--clear-ip-rules", action="store_true")
+    update.add_argument(
+        "--storage-quota", type=int, metavar="BYTES", help="the registry's storage limit (0: the tier's own)"
+    )
 
     group = groups.add_parser("admin", help="the registry's admin user")
     commands = group.add_subparsers(dest="command", required=True)
@@ -153,6 +156,7 @@ async def run(args: argparse.Namespace, metadata: Cosmos) -> int:
                 auth_disabled=args.auth_disabled,
                 default_action=args.default_action,
                 allow_ips=[] if args.clear_ip_rules else args.allow_ip,
+                storage_quota=args.storage_quota,
             )
         doc = await RegistryStore(metadata).get_registry(registry)
         if doc is None:
@@ -166,6 +170,7 @@ async def run(args: argparse.Namespace, metadata: Cosmos) -> int:
                     "anonymousPullEnabled",
                     "authDisabled",
                     "networkRuleSet",
+                    "storageQuotaBytes",
                 }
             )
         )

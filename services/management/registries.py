@@ -198,6 +198,11 @@ def apply_changes(doc: RegistryDoc, changes: RegistryChanges) -> RegistryDoc:
     return values
 
 
+def storage_limit(doc: RegistryDoc) -> int:
+    """The most a push may make the registry store: the operator's quota, else what the tier includes."""
+    return doc.storageQuotaBytes if doc.storageQuotaBytes is not None else STORAGE_INCLUDED[doc.sku]
+
+
 def ip_rule_count(doc: RegistryDoc) -> int:
     return len((doc.networkRuleSet or {}).get("ipRules") or [])
 
@@ -240,7 +245,7 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     sku = doc.sku
     stored = await BlobLedger(cosmos).storage_bytes(doc.registry)
     return [
-        Usage("Size", STORAGE_INCLUDED[sku], stored, "Bytes"),
+        Usage("Size", storage_limit(doc), stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),
         Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 if sku == "Premium" else 0),
         Usage("IPRules", IP_RULE_LIMITS[sku], ip_rule_count(doc)),
@@ -252,7 +257,8 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
 
 async def check_usage_fits(cosmos: Cosmos, doc: RegistryDoc) -> None:
     """A tier change must fit what the registry already has (a downgrade is refused, naming what exceeds)."""
-    # Storage beyond what a tier includes is billed, not refused (as in ACR): only the counted caps apply.
+    # Storage is not checked: a registry over a smaller tier's storage keeps what it has; its pushes are
+    # refused until it is back under (services/registry/quota.py). Only the counted caps apply here.
     over = [
         f"{u.name} ({u.current} > {u.limit})"
         for u in await usages(cosmos, doc)

@@ -58,6 +58,8 @@ class RegistryDoc(Document):
     policies: dict[str, Any] = Field(default_factory=dict)
     identity: dict[str, Any] | None = None
     deleteOperation: str | None = None  # the operation deleting it (resumable by the cleanup timer)
+    # The operator's storage quota in bytes (ours; None: the tier's included storage is the limit).
+    storageQuotaBytes: int | None = None
 
 
 class ScopeRoleAssignmentDoc(Document):

@@ -25,7 +25,7 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from services.platform.blobs import BlobStore
@@ -54,6 +54,10 @@ def block_id(index: int, writer: str) -> str:
     so the loser's bytes can never be committed.
     """
     return base64.b64encode(f"{index:08d}-{writer}".encode()).decode()
+
+
+# Refuses (RegistryError) storing this many bytes more, of this digest when known: the storage quota.
+Room = Callable[[int, str | None], Awaitable[None]]
 
 
 class StagedStream:
@@ -106,8 +110,10 @@ class UploadService:
         *,
         start: int | None,
         length: int | None,
+        room: Room | None = None,
     ) -> UploadDoc:
-        """Stage one chunk (PATCH). `start` is where the client says it begins; it must be our offset."""
+        """Stage one chunk (PATCH). `start` is where the client says it begins; it must be our offset.
+        `room` refuses a chunk whose announced length would take the registry past its storage quota."""
         doc = await self.get(registry, name, session)
         if start is not None and start != doc.offset:
             raise RegistryError(
@@ -116,6 +122,8 @@ class UploadService:
                 status=416,
                 headers=upload_headers(name, doc),
             )
+        if room is not None and length is not None:
+            await room(doc.offset + length, None)
         hasher = _decode_state(doc.hashState)
         staged = await self._stage(registry, doc, body, hasher, keep_tail=False)
         if length is not None and staged.size != length:
@@ -136,13 +144,33 @@ class UploadService:
                 status=416,
             ) from exc
 
-    async def finish(self, registry: str, name: str, session: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
-        """Take the optional last chunk, verify the digest, and make the blob visible (PUT)."""
+    async def finish(
+        self,
+        registry: str,
+        name: str,
+        session: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        room: Room | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Take the optional last chunk (of `length` bytes, when announced), verify the digest, and make the
+        blob visible (PUT). `room` refuses a blob that would take the registry past its storage quota: before
+        the chunk is staged when its length is announced, else once the size is known."""
         doc = await self.get(registry, name, session)
+        if room is not None and length is not None:
+            await room(doc.offset + length, str(digest))
         hasher = _decode_state(doc.hashState)
         staged = await self._stage(registry, doc, body, hasher, keep_tail=not doc.blocks)
         blocks = doc.blocks + staged.blocks
         size = doc.offset + staged.size
+        if room is not None and length is None:
+            try:
+                await room(size, str(digest))
+            except RegistryError:
+                await self._blobs.discard_upload(registry, session)
+                await self._artifacts.delete_upload(doc.repo, session)
+                raise
         # One closing PUT finishes a session: it claims the session by deleting its document, on condition
         # that nobody changed it since it was read. A racing PUT finds it gone.
         if not await self._artifacts.claim_upload(doc):
@@ -154,12 +182,30 @@ class UploadService:
         await self._store_and_link(registry, name, session, digest, hasher, blocks, staged.tail, size)
         return size
 
-    async def upload_whole(self, registry: str, name: str, digest: Digest, body: AsyncIterator[bytes]) -> int:
-        """A monolithic upload (POST with ?digest= and the body): no session document is needed."""
+    async def upload_whole(
+        self,
+        registry: str,
+        name: str,
+        digest: Digest,
+        body: AsyncIterator[bytes],
+        room: Room | None = None,
+        length: int | None = None,
+    ) -> int:
+        """A monolithic upload (POST with ?digest= and the body): no session document is needed. `room`
+        refuses it past the registry's storage quota: before staging when `length` is announced, else once
+        the body is staged."""
+        if room is not None and length is not None:
+            await room(length, str(digest))
         session = uuid.uuid4().hex
         hasher = ResumableHasher(digest.algorithm) if ResumableHasher.available() else None
         doc = UploadDoc(id=f"upload:{session}", repo=repo_key(registry, name), uploadId=session)
         staged = await self._stage(registry, doc, body, hasher, keep_tail=True)
+        if room is not None and length is None:
+            try:
+                await room(staged.size, str(digest))
+            except RegistryError:
+                await self._blobs.discard_upload(registry, session)
+                raise
         await self._store_and_link(registry, name, session, digest, hasher, staged.blocks, staged.tail, staged.size)
         return staged.size
 

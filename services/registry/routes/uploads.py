@@ -16,10 +16,11 @@ from services.registry import locks
 from services.registry.app import Call
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
+from services.registry.quota import check_room
 from services.registry.ranges import parse_content_range
 from services.registry.reference import validate_repository_name
 from services.registry.store import UploadDoc
-from services.registry.uploads import upload_headers
+from services.registry.uploads import Room, upload_headers
 
 
 def _body(request: Request) -> AsyncIterator[bytes]:
@@ -38,6 +39,15 @@ def _content_length(request: Request) -> int | None:
     if not raw.isdigit():
         raise RegistryError(ErrorCode.SIZE_INVALID, f"Content-Length {raw!r} is not a size")
     return int(raw)
+
+
+def _room(call: Call) -> Room:
+    """The storage quota check of this registry (services/registry/quota.py)."""
+
+    async def room(size: int, digest: str | None) -> None:
+        await check_room(call.api.ledger, call.registry, size, digest)
+
+    return room
 
 
 def _created(call: Call, digest: Digest) -> Response:
@@ -97,7 +107,10 @@ async def start_upload(call: Call) -> Response:
         # Not mountable: the spec says to fall back to an ordinary upload session.
     elif "digest" in query:
         digest = Digest.parse(query["digest"])
-        await call.api.uploads.upload_whole(registry, call.name, digest, _body(call.request))
+        length = _content_length(call.request)
+        await call.api.uploads.upload_whole(
+            registry, call.name, digest, _body(call.request), room=_room(call), length=length
+        )
         return _created(call, digest)
     doc = await call.api.uploads.start(registry, call.name)
     return _accepted(call, doc)
@@ -127,7 +140,13 @@ def _chunk_range(request: Request) -> tuple[int | None, int | None]:
 async def patch_upload(call: Call) -> Response:
     start, length = _chunk_range(call.request)
     doc = await call.api.uploads.append(
-        call.registry.registry, call.name, call.reference, _body(call.request), start=start, length=length
+        call.registry.registry,
+        call.name,
+        call.reference,
+        _body(call.request),
+        start=start,
+        length=length,
+        room=_room(call),
     )
     return _accepted(call, doc)
 
@@ -139,13 +158,16 @@ async def put_upload(call: Call) -> Response:
     digest = Digest.parse(raw)
     registry = call.registry.registry
     body = _body(call.request)
+    length = _content_length(call.request)
     if call.request.headers.get("content-range"):
         # A last chunk with a Content-Range is checked like a PATCH: one that does not start where the
         # upload stands is a 416 the client can resume from, not bytes appended twice.
         start, length = _chunk_range(call.request)
-        await call.api.uploads.append(registry, call.name, call.reference, body, start=start, length=length)
-        body = _nothing()
-    await call.api.uploads.finish(registry, call.name, call.reference, digest, body)
+        await call.api.uploads.append(
+            registry, call.name, call.reference, body, start=start, length=length, room=_room(call)
+        )
+        body, length = _nothing(), 0
+    await call.api.uploads.finish(registry, call.name, call.reference, digest, body, room=_room(call), length=length)
     return _created(call, digest)
 
 
