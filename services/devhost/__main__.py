@@ -292,7 +292,7 @@ def run(host: str, port: int) -> None:
                     f"Credentials        {creds_file}  (registry, loginServer, username, password)",
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
                     f"Management API     http://{address}/subscriptions/...  (token: python -m services.management "
-                    'dev-token; also in the credentials file under "arm")',
+                    "dev-token; also in the credentials file under \"arm\")",
                     "",
                     "Log in once (the client keeps the credentials):",
                     f"  {read_password} | podman login --tls-verify=false -u {user} --password-stdin {address}",

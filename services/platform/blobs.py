@@ -206,7 +206,9 @@ class BlobStore:
     async def read_url(self, registry: str, digest: str) -> str:
         """A short-lived, read-only SAS URL of the blob."""
         blob = self._container(registry).get_blob_client(blob_path(digest))
-        sas = await self._read_sas(registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds))
+        sas = await self._read_sas(
+            registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds)
+        )
         return f"{blob.url}?{sas}"
 
     async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
