@@ -36,6 +36,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from pydantic import Field
 
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
+from services.platform.readcache import process_marks
 from services.registry.store import BlobLinkDoc
 
 StoredState = Literal["stored", "collecting", "deleting"]
@@ -139,6 +140,8 @@ class BlobLedger:
             await self._cosmos.batch("artifacts", link.repo, operations)
         except (ConcurrentUpdate, ResourceNotFoundError):  # changed, or gone meanwhile
             return False
+        finally:
+            process_marks().changed(link.repo)  # this instance's read caches forget the link (store.py)
         return True
 
     async def links_among(self, registry: str, digests: list[str]) -> list[BlobLinkDoc]:
