@@ -16,6 +16,7 @@ from services.management.registries import resume_deletions
 from services.management.store import RegistryStore
 from services.platform.settings import get_settings
 from services.registry.collector import collect_all
+from services.registry.retention import apply_retention, policy_days
 from services.registry.store import ArtifactStore
 from services.registry.uploads import expire_uploads
 
@@ -77,3 +78,17 @@ async def expire_idle_uploads(timer: func.TimerRequest) -> None:
     )
     if expired:
         logging.getLogger("management").info("expire_idle_uploads: %d upload session(s) removed", expired)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 15 * * * *", run_on_startup=False, use_monitor=False)
+async def apply_retention_policies(timer: func.TimerRequest) -> None:
+    """Delete untagged manifests older than the registry's retention policy (Premium registries with it on)."""
+    api = management_api()
+    await api.open()
+    artifacts = ArtifactStore(api.services.metadata)
+    for doc in await RegistryStore(api.services.metadata).list_registries():
+        if policy_days(doc) is not None:
+            try:
+                await apply_retention(artifacts, doc)
+            except Exception:
+                logging.getLogger("management").exception("retention of %s failed; the next run resumes", doc.registry)

@@ -10,7 +10,7 @@
                             configMediaType, blobs, children, content (base64, when small), created,
                             updated, timeKey, imageSize, architecture, os (from the config, read once at
                             push), references (an index's children and their platforms),
-                            changeableAttributes, quarantineState, quarantineDetails}
+                            changeableAttributes, quarantineState, quarantineDetails, untaggedSince}
         tag:<tag>          {type: "tag", name, digest, mediaType, size, created, updated, timeKey,
                             changeableAttributes}
                            carries what HEAD needs (and its own read lock), so HEAD by tag is one point
@@ -105,6 +105,7 @@ class ManifestDoc(Document):
     changeableAttributes: ChangeableAttributes = Field(default_factory=ChangeableAttributes)
     quarantineState: str | None = None
     quarantineDetails: str | None = None
+    untaggedSince: str | None = None  # when the retention timer first found it untagged (retention.py)
 
     def inline_content(self) -> bytes | None:
         return base64.b64decode(self.content) if self.content is not None else None
