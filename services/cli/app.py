@@ -11,6 +11,7 @@ from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
 from services.cli.gc_commands import gc_app
 from services.cli.login_command import login
+from services.cli.purge_command import purge
 from services.cli.repository_commands import repository_app
 from services.cli.scan_commands import scan_app
 from services.cli.session import Session
@@ -55,6 +56,7 @@ def root(
 
 registry_commands.register(app)
 app.command("login")(login)
+app.command("purge")(purge)
 app.add_typer(repository_app, name="repository")
 app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")

@@ -7,7 +7,9 @@ registry document afresh on every request (the quota applies at once) and has no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -116,3 +118,123 @@ def test_skopeo_is_refused_past_the_storage_quota_and_gc_frees_room(
     assert isinstance(usage, dict)
     size = next(u for u in usage["value"] if u["name"] == "Size")
     assert size["limit"] == 400_000 and 300_000 < size["currentValue"] < 400_000
+
+
+def _push_small(http: httpx.Client, repo: str, tag: str) -> str:
+    layer, config = os.urandom(500), os.urandom(50)
+    for data in (layer, config):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert http.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    reply = http.put(
+        f"/v2/{repo}/manifests/{tag}",
+        content=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert reply.status_code == 201, reply.text
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def test_acr_purge_keeps_the_latest_honours_locks_and_previews(
+    lifecycle_host: tuple[Devhost, str, str], tmp_path: Path
+) -> None:
+    host, name, token = lifecycle_host
+    with httpx.Client(base_url=host.url, timeout=30) as http:
+        digests = {"v1": _push_small(http, "purge/app", "v1")}
+        # locked first (an attribute change counts as an update), so that it stays the oldest
+        locked = http.patch("/acr/v1/purge/app/_tags/v1", json={"deleteEnabled": False})
+        assert locked.status_code == 200, locked.text
+        for tag in ("v2", "v3", "v4", "keep-me"):
+            digests[tag] = _push_small(http, "purge/app", tag)
+        other = _push_small(http, "other/app", "v1")  # a repository the filter does not match
+        untagged = _push_small(http, "purge/app", "scratch")
+        assert http.delete("/v2/purge/app/manifests/scratch").status_code == 202
+
+    preview = _acr(
+        host,
+        token,
+        tmp_path,
+        "purge",
+        "-n",
+        name,
+        "--filter",
+        "purge/.*:v.*",
+        "--ago",
+        "0",
+        "--keep",
+        "1",
+        "--untagged",
+        "--dry-run",
+    )
+    assert isinstance(preview, list)
+    assert all(row["result"] == "would delete" for row in preview)
+    assert {row["tag"] for row in preview if row["tag"]} == {"v1", "v2", "v3"}  # v1's lock shows when deleting
+    # untagged: the scratch manifest and those the tag deletes would leave untagged
+    assert {row["digest"] for row in preview if not row["tag"]} == {
+        untagged,
+        digests["v1"],
+        digests["v2"],
+        digests["v3"],
+    }
+    assert "v4" not in {row["tag"] for row in preview}  # --keep 1: the latest matching tag stays
+    with httpx.Client(base_url=host.url, timeout=30) as http:
+        assert http.get("/v2/purge/app/tags/list").json()["tags"] == sorted(["v1", "v2", "v3", "v4", "keep-me"])
+
+    done = _acr(
+        host,
+        token,
+        tmp_path,
+        "purge",
+        "-n",
+        name,
+        "--filter",
+        "purge/.*:v.*",
+        "--ago",
+        "0",
+        "--keep",
+        "1",
+        "--untagged",
+    )
+    assert isinstance(done, list)
+    results = {(row["tag"] or row["digest"]): row["result"] for row in done}
+    assert results["v2"] == results["v3"] == "deleted"
+    assert results["v1"].startswith("skipped")  # locked: never unlocked, never deleted
+    assert results[untagged] == "deleted"
+    assert results[digests["v2"]] == results[digests["v3"]] == "deleted"  # left untagged by the purge
+    with httpx.Client(base_url=host.url, timeout=30) as http:
+        assert http.get("/v2/purge/app/tags/list").json()["tags"] == ["keep-me", "v1", "v4"]
+        assert http.head(f"/v2/purge/app/manifests/{untagged}").status_code == 404
+        assert http.head(f"/v2/other/app/manifests/{other}").status_code == 200
+    # a bad filter or duration is bad input (exit 2), not a traceback
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ACR_CONFIG": str(tmp_path / "c.json"),
+        "ACR_ENDPOINT": host.url,
+        "PYTHONPATH": host.env.get("PYTHONPATH", ""),
+    }
+    bad = subprocess.run(
+        [str(ACR), "purge", "-n", name, "--filter", "[:x", "--ago", "1d"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--filter" in bad.stderr
