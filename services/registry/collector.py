@@ -384,10 +384,7 @@ async def recount_storage(ledger: BlobLedger, registry: str) -> Recount:
     """Sum the stored blobs of the registry and set its usage to that (a check of the incremental count: the
     two agree unless a write was lost). Blobs stored or collected while it runs may make it off by their
     sizes until the next recount."""
-    count = total = 0
-    async for doc in ledger.all_stored(registry):
-        count += 1
-        total += doc.size
+    count, total = await ledger.stored_totals(registry)
     previous = await ledger.set_storage_bytes(registry, total)
     if previous != total:
         log.warning("recount %s: usage was %d bytes, the stored blobs sum to %d", registry, previous, total)

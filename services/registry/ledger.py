@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Literal, cast
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import Field
@@ -207,6 +207,18 @@ class BlobLedger:
             if len(found) >= limit:
                 break
         return found
+
+    async def stored_totals(self, registry: str) -> tuple[int, int]:
+        """(how many blobs, how many bytes) the registry's stored-blob documents hold: two aggregate queries
+        of one partition, answered from the index (the recount)."""
+        totals: list[int] = []
+        for aggregate in ("COUNT(1)", "SUM(c.size)"):
+            sql = f"SELECT VALUE {aggregate} FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
+            value = 0
+            async for item in self._cosmos.query("registries", sql, {"@r": registry}, registry):
+                value += int(cast(int, item) or 0)
+            totals.append(value)
+        return totals[0], totals[1]
 
     async def all_stored(self, registry: str) -> AsyncIterator[StoredBlobDoc]:
         sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
