@@ -14,9 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The public, documented Azurite development account (not a secret).
-AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # The public, documented Cosmos DB emulator key (not a secret).
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nkZ9V8j8KKmQNRhZMTbgwsmGXx6OVIdi00nHTQ=="
 
@@ -202,10 +200,10 @@ class Settings(BaseSettings):
     # been so for the grace period (a push uploads its layers before its manifest: they are unreferenced
     # until then); a collector that died holding a blob is taken over after the lease; blobs looked at once.
     gc_grace_seconds: float = 3600.0
-    # Upload sessions idle (no chunk) longer than this are removed with their staged blocks.
-    upload_expiry_seconds: float = 24 * 3600.0
     gc_lease_seconds: float = 300.0
     gc_concurrency: int = 16
+    # Upload sessions idle (no chunk) longer than this are removed with their staged blocks.
+    upload_expiry_seconds: float = 24 * 3600.0
 
 
 @lru_cache(maxsize=1)

@@ -177,9 +177,7 @@ class RegistryApi:
         method = "GET" if request.method == "HEAD" and (route.kind, "HEAD") not in ROUTES else request.method
         handler = ROUTES.get((route.kind, method))
         if handler is None:
-            raise RegistryError(
-                ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405
-            )
+            raise RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405)
         registry = await self.registry_for(request)
         name = validate_repository_name(route.name) if route.name is not None else ""
         # Who is calling, and may they? (services/auth) A 401 challenge or 403 DENIED leaves from here.
