@@ -33,7 +33,7 @@ from services.registry import locks
 from services.registry.app import Call, Handler
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
-from services.registry.ledger import ReleaseDoc, release_of
+from services.registry.ledger import release_of, released
 from services.registry.locks import ChangeableAttributes
 from services.registry.store import ManifestDoc, TagDoc, repo_key
 
@@ -50,15 +50,6 @@ def contended(what: str) -> RegistryError:
 def facts_of(name: str, doc: ManifestDoc) -> ManifestFacts:
     chart = Chart(doc.chartName, doc.chartVersion) if doc.chartName and doc.chartVersion else None
     return ManifestFacts(name, doc.digest, doc.mediaType, doc.size, chart)
-
-
-def released(registry: str, doc: ManifestDoc) -> ReleaseDoc:
-    """What deleting the manifest may leave unreferenced, for the garbage collector: its blobs, and its own
-    bytes when they are in storage (too large to keep inline)."""
-    digests = list(dict.fromkeys(doc.blobs))
-    if doc.content is None:
-        digests.append(doc.digest)
-    return release_of(registry, doc.repo, digests)
 
 
 async def current_attributes(call: Call) -> ChangeableAttributes:

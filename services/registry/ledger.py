@@ -37,7 +37,7 @@ from pydantic import Field
 
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
 from services.platform.readcache import process_marks
-from services.registry.store import BlobLinkDoc
+from services.registry.store import BlobLinkDoc, ManifestDoc
 
 StoredState = Literal["stored", "collecting", "deleting"]
 USAGE_ID = "usage:storage"
@@ -92,6 +92,15 @@ def stored_blob_id(digest: str) -> str:
 
 def release_of(registry: str, repo: str, digests: list[str]) -> ReleaseDoc:
     return ReleaseDoc(id=f"release:{uuid.uuid4().hex}", repo=repo, registry=registry, digests=digests)
+
+
+def released(registry: str, doc: ManifestDoc) -> ReleaseDoc:
+    """What deleting the manifest may leave unreferenced, for the garbage collector: its blobs, and its own
+    bytes when they are in storage (too large to keep inline)."""
+    digests = list(dict.fromkeys(doc.blobs))
+    if doc.content is None:
+        digests.append(doc.digest)
+    return release_of(registry, doc.repo, digests)
 
 
 def fence_write(repo: str, epoch: int | None) -> BatchOperation:

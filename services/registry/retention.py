@@ -28,7 +28,8 @@ from services.events.models import EventRequest
 from services.events.outbox import outbox_for
 from services.management.store import RegistryDoc
 from services.platform.cosmos import ConcurrentUpdate
-from services.registry.changes import facts_of, released
+from services.registry.changes import facts_of
+from services.registry.ledger import released
 from services.registry.store import ArtifactStore, ManifestDoc, TagDoc, repo_key
 
 log = logging.getLogger("registry.retention")

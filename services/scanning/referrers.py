@@ -17,7 +17,9 @@ import json
 from typing import Any
 
 from services.platform.blobs import BlobStore
-from services.platform.cosmos import utcnow
+from services.platform.cosmos import ConcurrentUpdate, utcnow
+from services.registry.collector import keep_blob, still_pinned
+from services.registry.ledger import BlobLedger, fence_write, released
 from services.registry.manifest import EMPTY_JSON_DIGEST, OCI_EMPTY_JSON, OCI_MANIFEST, parse_manifest
 from services.registry.manifest_facts import image_size
 from services.registry.store import ArtifactStore, BlobLinkDoc, ManifestDoc, blob_id
@@ -32,17 +34,28 @@ def _digest(data: bytes) -> str:
 
 
 class ReferrerWriter:
-    def __init__(self, artifacts: ArtifactStore, blobs: BlobStore, inline_limit: int) -> None:
+    def __init__(self, artifacts: ArtifactStore, blobs: BlobStore, inline_limit: int, ledger: BlobLedger) -> None:
         self._artifacts = artifacts
         self._blobs = blobs
+        self._ledger = ledger
         self._inline_limit = inline_limit
 
     async def _store_blob(self, registry: str, repo: str, data: bytes) -> str:
+        """Store, link and pin the bytes against the garbage collector, as an upload does
+        (services/registry/collector.py)."""
         digest = _digest(data)
-        if await self._blobs.size(registry, digest) is None:
+        wrote = await self._blobs.size(registry, digest) is None
+        if wrote:
             await self._blobs.put(registry, digest, data)
-        await self._artifacts.record_stored_blob(registry, digest, len(data))
-        await self._artifacts.put_blob_link(BlobLinkDoc(id=blob_id(digest), repo=repo, digest=digest, size=len(data)))
+
+        async def link() -> None:
+            doc = BlobLinkDoc(id=blob_id(digest), repo=repo, digest=digest, size=len(data))
+            await self._artifacts.put_blob_link(doc)
+
+        async def rewrite() -> None:
+            await self._blobs.put(registry, digest, data)
+
+        await keep_blob(self._ledger, registry, digest, len(data), link=link, rewrite=rewrite, wrote=wrote)
         return digest
 
     async def attach(
@@ -73,9 +86,16 @@ class ReferrerWriter:
         if await self._artifacts.get_manifest(repo, digest) is not None:
             return digest
         inline = len(content) <= self._inline_limit
-        if not inline:
+        pinned = None
+
+        async def store_content() -> None:
             await self._blobs.put(registry, digest, content)
-            await self._artifacts.record_stored_blob(registry, digest, len(content))
+
+        if not inline:
+            await store_content()
+            pinned = await keep_blob(
+                self._ledger, registry, digest, len(content), link=None, rewrite=store_content, wrote=True
+            )
         now = utcnow()
         doc = ManifestDoc(
             id=f"manifest:{digest}",
@@ -93,7 +113,15 @@ class ReferrerWriter:
             updated=now,
             imageSize=image_size(manifest),
         )
-        await self._artifacts.commit_manifest(doc, [])
+        # The links were made just above, after the fence could have been read: read it now, and a link the
+        # collector took since fails the commit (ConcurrentUpdate: the scan is retried).
+        fence = await self._ledger.fence_epoch(repo)
+        for blob in doc.blobs:
+            if await self._artifacts.get_blob_link(repo, blob) is None:
+                raise ConcurrentUpdate(f"blob {blob} was collected while the scan attached it")
+        await self._artifacts.commit_manifest(doc, [], fence=fence_write(repo, fence))
+        if pinned is not None:
+            await still_pinned(self._ledger, pinned, store_content)
         return digest
 
     async def remove(self, repo: str, digest: str | None, keep: str | None) -> None:
@@ -102,4 +130,4 @@ class ReferrerWriter:
             return
         old = await self._artifacts.get_manifest(repo, digest)
         if old is not None and old.subject is not None:
-            await self._artifacts.delete_manifest(old, [])
+            await self._artifacts.delete_manifest(old, [], release=released(repo.split("/", 1)[0], old))

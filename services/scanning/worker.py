@@ -39,6 +39,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.registry.ledger import BlobLedger
 from services.registry.manifest import EMPTY_JSON_DIGEST, INDEX_TYPES, parse_manifest
 from services.registry.store import ArtifactStore, ManifestDoc, repo_key
 from services.scanning import quarantine
@@ -112,7 +113,9 @@ class ImageScanner:
         self.artifacts = ArtifactStore(self.metadata)
         self.scans = ScanStore(self.metadata)
         self.advisories = AdvisorySource(settings.advisory_db, self.blobs)
-        self.referrers = ReferrerWriter(self.artifacts, self.blobs, settings.inline_manifest_bytes)
+        self.referrers = ReferrerWriter(
+            self.artifacts, self.blobs, settings.inline_manifest_bytes, BlobLedger(self.metadata)
+        )
         self.limits = ScanLimits(max_layer_bytes=settings.scan_max_layer_bytes)
         self.registries = RegistryStore(self.metadata)
         self.auth = AuthService(settings, self.metadata)  # signs the external scanner's pull tokens
