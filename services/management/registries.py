@@ -36,6 +36,7 @@ from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
 from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
+from services.replication.store import ReplicationStore
 from services.webhooks.rules import WEBHOOK_LIMITS
 from services.webhooks.store import WebhookStore
 
@@ -238,10 +239,12 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     scope_maps = len(await access.scope_maps(doc.registry))
     sku = doc.sku
     stored = await ArtifactStore(cosmos).storage_bytes(doc.registry)
+    replicas = sum(not r.home for r in await ReplicationStore(cosmos).list(doc.registry))
     return [
         Usage("Size", STORAGE_INCLUDED[sku], stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),
-        Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 if sku == "Premium" else 0),
+        # the home region counts: a Premium registry has one replication before it has any replica
+        Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 + replicas if sku == "Premium" or replicas else 0),
         Usage("IPRules", IP_RULE_LIMITS[sku], ip_rule_count(doc)),
         Usage("VNetRules", 100 if sku == "Premium" else 0, 0),
         Usage("Tokens", TOKEN_LIMITS[sku], tokens),

@@ -7,10 +7,11 @@ The environment variable of a field is its upper-case name, e.g. `BLOB_CONNECTIO
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The public, documented Azurite development account (not a secret).
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     # Blob Storage: a connection string locally; in Azure an account URL plus managed identity.
     blob_connection_string: str = Field(default_factory=azurite_connection_string)
     blob_account_url: str = ""
+    # Geo-replication (services/replication): this instance's region, and every region's storage account as
+    # JSON {"<region>": "<connection string or account URL>"} (one Blob Storage account per region). Empty:
+    # one region, the account above. The account of `region` is the account above.
+    region: str = ""
+    region_storage: str = ""
 
     # Cosmos DB (NoSQL API).
     cosmos_endpoint: str = "https://127.0.0.1:8081"
@@ -196,6 +202,29 @@ class Settings(BaseSettings):
     # Retry-After. Each holds up to `upload_concurrency` + 2 buffers of `block_size` (24 MiB by default),
     # reused from upload to upload: 16 uploads hold at most 384 MiB.
     max_concurrent_uploads: int = 16
+
+    @field_validator("region_storage")
+    @classmethod
+    def _region_storage_is_a_map(cls, value: str) -> str:
+        parse_region_storage(value)  # a deployment with a broken map does not start
+        return value
+
+    def region_accounts(self) -> dict[str, str]:
+        """Each region's storage account (connection string or account URL), by normalized region name;
+        empty in a single-region deployment."""
+        return parse_region_storage(self.region_storage)
+
+
+def parse_region_storage(value: str) -> dict[str, str]:
+    if not value.strip():
+        return {}
+    try:
+        raw = json.loads(value)
+    except ValueError as error:
+        raise ValueError("REGION_STORAGE must be a JSON object of region -> account") from error
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("REGION_STORAGE must be a JSON object of region -> account")
+    return {key.replace(" ", "").lower(): account for key, account in raw.items()}
 
 
 @lru_cache(maxsize=1)
