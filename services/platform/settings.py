@@ -20,11 +20,13 @@ AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nkZ9V8j8KKmQNRhZMTbgwsmGXx6OVIdi00nHTQ=="
 
 
-def azurite_connection_string(blob_port: int = 10000, host: str = "127.0.0.1") -> str:
+def azurite_connection_string(
+    blob_port: int = 10000, host: str = "127.0.0.1", account: str = "devstoreaccount1"
+) -> str:
     return (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"DefaultEndpointsProtocol=http;AccountName={account};"
         f"AccountKey={AZURITE_ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{blob_port}/devstoreaccount1;"
+        f"BlobEndpoint=http://{host}:{blob_port}/{account};"
     )
 
 
