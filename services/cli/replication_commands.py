@@ -12,7 +12,16 @@ from services.cli.arm import RegistryRef
 from services.cli.errors import CliError, ExitCode
 from services.cli.output import OutputOption, QueryOption
 from services.cli.progress import done, progress
-from services.cli.session import RegistryOption, ResourceGroupOption, YesOption, pairs, session_of
+from services.cli.repository_commands import Image
+from services.cli.session import (
+    PasswordOption,
+    RegistryOption,
+    ResourceGroupOption,
+    UsernameOption,
+    YesOption,
+    pairs,
+    session_of,
+)
 
 replication_app = typer.Typer(
     help="Geo-replication: the regions a Premium registry is served from.", no_args_is_help=True
@@ -167,3 +176,46 @@ def delete(
     with progress(f"Deleting replication {name}") as report:
         session.arm().long_running("DELETE", path, None, report)
     done(f"Deleted replication {name}")
+
+
+def status_view(result: Any) -> list[dict[str, Any]]:
+    regions = (result.get("regions") or {}) if isinstance(result, dict) else {}
+    return [
+        {
+            "Region": region,
+            "State": entry.get("state"),
+            "Time": entry.get("time"),
+            "LagMs": entry.get("lagMs"),
+            "Attempts": entry.get("attempts"),
+            "Reason": entry.get("reason"),
+        }
+        for region, entry in regions.items()
+        if isinstance(entry, dict)
+    ]
+
+
+@replication_app.command("status")
+def status(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(help="An image: repository:tag or repository@sha256:...")],
+    registry: RegistryOption,
+    resource_group: ResourceGroupOption = None,
+    username: UsernameOption = None,
+    password: PasswordOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """Where an image's copies stand in each region: pending, copied (with the time and the lag from the
+    push) or failed (with the reason). Ours; ACR does not show this."""
+    parsed = Image(image)
+    client = session_of(ctx).data_plane(registry, resource_group, username, password)
+    scope = f"repository:{parsed.repository}:metadata_read"
+    digest = parsed.digest
+    if not digest:
+        tag = client.call("GET", parsed.path, scope).json()
+        digest = str((tag.get("tag") or {}).get("digest") or "") if isinstance(tag, dict) else ""
+    manifest = client.call("GET", f"/acr/v1/{parsed.repository}/_manifests/{digest}", scope).json()
+    attributes = (manifest.get("manifest") or {}) if isinstance(manifest, dict) else {}
+    replication = attributes.get("replication") or {"regions": {}}
+    result = {"image": f"{parsed.repository}@{digest}", **replication}
+    session_of(ctx).emit(result, output, query, status_view)

@@ -5,15 +5,22 @@
                                                  statusMessage, statusTimestamp, ...} in the registry's
                                                  partition (deleted with the registry)
 
+    artifacts  [/repo]      replication:<digest>  {type: "replicationStatus", digest, pushed, regions:
+                                                  {<region>: {state: pending|copied|failed, time, lagMs,
+                                                  reason, attempts}}} in the repository's partition: where
+                                                  one image's blobs are (written by the worker)
+
 The home region's replication is not stored until someone changes it (PATCH): until then it is made from
-the registry document (services/replication/resources.py).
+the registry document (services/replication/resources.py). Each region's entry of an image's status is
+patched on its own (a `set` of `/regions/<region>`), so workers copying to different regions never
+overwrite each other.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from services.platform.cosmos import Cosmos, Document, utcnow
 
@@ -42,6 +49,66 @@ class ReplicationDoc(Document):
     statusTimestamp: str = Field(default_factory=utcnow)
     created: str = Field(default_factory=utcnow)
     deleteOperation: str | None = None
+
+
+CopyState = Literal["pending", "copied", "failed"]
+
+
+def status_id(digest: str) -> str:
+    return f"replication:{digest}"
+
+
+class RegionCopy(BaseModel):
+    """Where one image stands in one region."""
+
+    state: CopyState = "pending"
+    time: str | None = None  # when it was copied (or failed for good)
+    lagMs: int | None = None  # from the push being accepted to the copy being complete
+    reason: str | None = None  # why the last attempt failed
+    attempts: int = 0
+
+
+class ImageReplicationDoc(Document):
+    """An image's (a manifest's) copies in every region of its registry."""
+
+    repo: str
+    type: Literal["replicationStatus"] = "replicationStatus"
+    digest: str
+    pushed: str  # when the push was accepted (the event's timestamp)
+    regions: dict[str, RegionCopy] = Field(default_factory=dict)
+
+
+class ImageStatusStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def get(self, repo: str, digest: str) -> ImageReplicationDoc | None:
+        doc = await self._cosmos.read("artifacts", status_id(digest), repo)
+        return ImageReplicationDoc.model_validate(doc) if doc else None
+
+    async def start(self, doc: ImageReplicationDoc) -> ImageReplicationDoc:
+        """Create the status if there is none; else the one there (regions added since get an entry)."""
+        created = await self._cosmos.create("artifacts", doc)
+        if created is not None:
+            return ImageReplicationDoc.model_validate(created)
+        found = await self.get(doc.repo, doc.digest)
+        if found is None:  # deleted meanwhile (the image with it): start again
+            return await self.start(doc)
+        for region, entry in doc.regions.items():
+            if region not in found.regions:
+                await self.set_region(doc.repo, doc.digest, region, entry)
+                found.regions[region] = entry
+        return found
+
+    async def set_region(self, repo: str, digest: str, region: str, entry: RegionCopy) -> bool:
+        """Set one region's entry; False when the status is gone (the image was deleted)."""
+        operations: list[dict[str, Any]] = [
+            {"op": "set", "path": f"/regions/{region}", "value": entry.model_dump(exclude_none=True)}
+        ]
+        return await self._cosmos.patch("artifacts", status_id(digest), repo, operations)
+
+    async def delete(self, repo: str, digest: str) -> bool:
+        return await self._cosmos.delete("artifacts", status_id(digest), repo)
 
 
 class ReplicationStore:
