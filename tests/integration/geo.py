@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from services.devhost.stack import LocalStack, free_port
 from services.management.access import update_registry
 from services.management.registries import RegistryChanges, create_registry
 from services.management.store import RegistryStore
@@ -21,13 +22,29 @@ from services.registry.store import repo_key
 from services.replication.regions import RegionalStorage
 from services.replication.resources import ReplicationChanges, put_replication
 from services.replication.store import ImageReplicationDoc, ImageStatusStore
-from tests.conftest import GEO_REGIONS
+from tests.conftest import GEO_REGIONS, Devhost
+from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, unique_registry_name
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 # Manifests bigger than this are kept in Blob Storage (and replicated); smaller ones inline in Cosmos DB.
 GEO_ENV = {"INLINE_MANIFEST_BYTES": "600", "OUTBOX_RELAY_AFTER_SECONDS": "1", "BUS_MAX_DELIVERIES": "3"}
+
+
+def geo_devhost_env(local_stack: LocalStack, entra_issuer: TestIssuer) -> dict[str, str]:
+    """A devhost of three regions (this instance in the first) with a bus topic of its own."""
+    env = local_stack.env() | local_stack.region_env() | GEO_ENV | {"BUS_TOPIC": "geo" + str(free_port())}
+    return env | {"ENTRA_ISSUERS": entra_issuer.setting()}
+
+
+def regional_client(devhost: Devhost, registry: str, region: str | None) -> httpx.Client:
+    """A client of the registry's regional endpoint `<registry>.<region>.geo.<domain>` (None: the global one)."""
+    port = int(devhost.host.rsplit(":", 1)[1])
+    label = f"{registry}.{region}.geo" if region else registry
+    return httpx.Client(
+        base_url=devhost.url, headers={"Host": f"{label}.azurecr.localhost:{port}"}, follow_redirects=False, timeout=60
+    )
 
 
 async def geo_registry(stores: Stores, regions: tuple[str, ...] = GEO_REGIONS) -> str:

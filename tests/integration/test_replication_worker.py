@@ -27,7 +27,7 @@ from services.replication.worker import ReplicationIncomplete, ReplicationWorker
 from tests.conftest import GEO_REGIONS, Devhost, running_devhost
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, registry_client, settings_from_env
-from tests.integration.geo import GEO_ENV, geo_registry, push_multi_platform, regional_blobs, wait_replicated
+from tests.integration.geo import geo_devhost_env, geo_registry, push_multi_platform, regional_blobs, wait_replicated
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +36,7 @@ pytestmark = pytest.mark.integration
 def geo_devhost(
     local_stack: LocalStack, entra_issuer: TestIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Devhost]:
-    env = local_stack.env() | local_stack.region_env() | GEO_ENV | {"BUS_TOPIC": "geo" + str(free_port())}
-    env["ENTRA_ISSUERS"] = entra_issuer.setting()
-    with running_devhost(env, tmp_path_factory.mktemp("geo-devhost")) as host:
+    with running_devhost(geo_devhost_env(local_stack, entra_issuer), tmp_path_factory.mktemp("geo-devhost")) as host:
         yield host
 
 
