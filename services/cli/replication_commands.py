@@ -55,10 +55,18 @@ def replication_view(result: Any) -> list[dict[str, Any]]:
             "Status": ((r.get("properties") or {}).get("status") or {}).get("displayStatus"),
             "RegionEndpointEnabled": (r.get("properties") or {}).get("regionEndpointEnabled"),
             "ZoneRedundancy": (r.get("properties") or {}).get("zoneRedundancy"),
+            "Backfill": _backfill_text((r.get("properties") or {}).get("backfill")),
         }
         for r in items
         if isinstance(r, dict)
     ]
+
+
+def _backfill_text(backfill: Any) -> str:
+    """A new replica's backfill, "done/total" images."""
+    if not isinstance(backfill, dict):
+        return ""
+    return f"{backfill.get('done', 0)}/{backfill.get('total') if backfill.get('total') is not None else '?'}"
 
 
 def _path(ctx: typer.Context, registry: str, resource_group: str | None, *child: str) -> tuple[RegistryRef, str]:

@@ -36,6 +36,7 @@ from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
 from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
+from services.replication.regions import delete_registry_everywhere
 from services.replication.store import ReplicationStore
 from services.webhooks.rules import WEBHOOK_LIMITS
 from services.webhooks.store import WebhookStore
@@ -239,7 +240,7 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     scope_maps = len(await access.scope_maps(doc.registry))
     sku = doc.sku
     stored = await ArtifactStore(cosmos).storage_bytes(doc.registry)
-    replicas = sum(not r.home for r in await ReplicationStore(cosmos).list(doc.registry))
+    replicas = sum(not r.home for r in await ReplicationStore(cosmos).in_registry(doc.registry))
     return [
         Usage("Size", STORAGE_INCLUDED[sku], stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),
@@ -346,6 +347,7 @@ async def finish_delete(metadata: Cosmos, blobs: BlobStore, name: str) -> bool:
     for repository in repositories:
         await artifacts.delete_repository(name, repository)
     children = await _delete_children(metadata, name)
+    await delete_registry_everywhere(metadata.settings, blobs, name)  # its replicas' copies (geo-replication)
     await blobs.delete_registry_container(name)
     await store.delete_registry(name)
     if operation is not None:

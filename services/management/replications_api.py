@@ -13,8 +13,11 @@ The rules live in services/replication/rules.py and resources.py; this module on
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import uuid
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,8 +29,14 @@ from services.management.registries_api import operation_urls
 from services.management.store import OperationDoc, RegistryDoc, RegistryStore
 from services.platform.cosmos import utcnow
 from services.replication import resources, rules
+from services.replication.backfill import backfill, remove_replica
+from services.replication.regions import RegionalStorage
 from services.replication.resources import ReplicationChanges
 from services.replication.store import ReplicationDoc
+from services.replication.worker import replication_worker
+
+log = logging.getLogger("management")
+_background: set[asyncio.Task[Any]] = set()
 
 
 # --- request bodies (ARM's Replication / ReplicationUpdateParameters) -------------------------------------
@@ -71,13 +80,26 @@ def replication_resource(registry: RegistryDoc, doc: ReplicationDoc) -> dict[str
             "provisioningState": doc.provisioningState,
             "status": {
                 "displayStatus": resources.status_of(doc),
-                "message": doc.statusMessage,
+                "message": _message(doc),
                 "timestamp": doc.statusTimestamp,
             },
             "regionEndpointEnabled": doc.regionEndpointEnabled,
             "zoneRedundancy": doc.zoneRedundancy,
+            # ours: how far the backfill of a new replica is (images done of the total)
+            **(
+                {"backfill": {"done": doc.backfillDone, "total": doc.backfillTotal}}
+                if doc.backfillTotal is not None
+                else {}
+            ),
         },
     }
+
+
+def _message(doc: ReplicationDoc) -> str:
+    if doc.syncing:
+        total = "?" if doc.backfillTotal is None else str(doc.backfillTotal)
+        return f"Syncing content pushed before the replica existed: {doc.backfillDone} of {total} images"
+    return doc.statusMessage
 
 
 # --- the handler ------------------------------------------------------------------------------------------
@@ -135,9 +157,15 @@ def _available(call: ArmCall) -> frozenset[str] | None:
 
 async def _put(call: ArmCall, registry: RegistryDoc, name: str, who: str) -> Response:
     body = await call.body(ReplicationCreate)
+    settings = call.services.settings
+    # a region with storage of its own is backfilled with what was pushed before it (Syncing until then)
+    home = settings.region or registry.location
+    own_storage = not RegionalStorage(settings, call.services.blobs).same_account(body.location.replace(" ", ""), home)
     doc, created = await resources.put_replication(
-        call.services.metadata, registry, name, body.changes(body.location), _available(call)
+        call.services.metadata, registry, name, body.changes(body.location), _available(call), syncing=own_storage
     )
+    if created and doc.syncing:
+        _in_background(backfill(replication_worker(), registry.registry, doc.name), f"backfill of {doc.name}")
     operation = await _finished(call, "create" if created else "update", registry, who)
     headers = {"Azure-AsyncOperation": operation_urls(call, operation, doc.location)["Azure-AsyncOperation"]}
     return JSONResponse(replication_resource(registry, doc), status_code=201 if created else 200, headers=headers)
@@ -160,10 +188,21 @@ async def _delete(call: ArmCall, registry: RegistryDoc, name: str, who: str) -> 
     store = RegistryStore(metadata)
     operation = await store.put_operation(operation)
     doc = await resources.begin_delete(metadata, registry, name, operation.id.removeprefix("operation:"))
-    await resources.finish_delete(metadata, registry.registry, doc.name)
-    operation.status, operation.endTime = "Succeeded", utcnow()
-    operation = await store.put_operation(operation)
+    # its copies go in the background (the resume_replica_jobs timer finishes it if this process dies)
+    _in_background(remove_replica(replication_worker(), registry.registry, doc.name), f"removal of {doc.name}")
     return Response(status_code=202, headers=operation_urls(call, operation, doc.location))
+
+
+def _in_background(job: Coroutine[Any, Any, Any], what: str) -> None:
+    async def run() -> None:
+        try:
+            await job
+        except Exception:
+            log.exception("the %s did not finish; the resume_replica_jobs timer will resume it", what)
+
+    task = asyncio.create_task(run())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _finished(call: ArmCall, kind: Literal["create", "update"], registry: RegistryDoc, who: str) -> OperationDoc:

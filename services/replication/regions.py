@@ -70,3 +70,16 @@ class RegionalStorage:
         for store in self._stores.values():
             await store.close()
         self._stores.clear()
+
+
+async def delete_registry_everywhere(settings: Settings, local: BlobStore, registry: str) -> None:
+    """Delete the registry's container in every other region's account (a registry's deletion; its own
+    account's container is the caller's)."""
+    regions = RegionalStorage(settings, local)
+    try:
+        for region in regions.regions:
+            store = await regions.store(region)
+            if store is not local:
+                await store.delete_registry_container(registry)
+    finally:
+        await regions.close()

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from services.management.registries import REPLICATION_LIMITS
-from services.management.store import RegistryDoc
+from services.management.store import RegistryDoc, RegistryStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
+from services.platform.settings import Settings
 from services.replication import rules
 from services.replication.store import ReplicationDoc, ReplicationStore, replication_id
 
@@ -51,7 +52,7 @@ async def list_replications(metadata: Cosmos, registry: RegistryDoc) -> list[Rep
     """Every region of the registry, the home region first; none below the Premium tier."""
     if registry.sku != "Premium":
         return []
-    stored = await ReplicationStore(metadata).list(registry.registry)
+    stored = await ReplicationStore(metadata).in_registry(registry.registry)
     home = next((doc for doc in stored if doc.home), None) or home_replication(registry)
     return [home, *(doc for doc in stored if not doc.home)]
 
@@ -69,6 +70,7 @@ async def put_replication(
     name: str,
     changes: ReplicationChanges,
     available: frozenset[str] | None = None,
+    syncing: bool = False,
 ) -> tuple[ReplicationDoc, bool]:
     """Create the replication (or replace what a PUT may change of an existing one); returns it and whether
     it is new. `available`: the regions this deployment has storage for (None: any Azure region)."""
@@ -99,6 +101,7 @@ async def put_replication(
         tags=dict(changes.tags or {}),
         regionEndpointEnabled=True if changes.region_endpoint_enabled is None else changes.region_endpoint_enabled,
         zoneRedundancy=changes.zone_redundancy or "Disabled",
+        syncing=syncing,  # content pushed before it existed is still to come (services/replication/backfill.py)
     )
     created = await ReplicationStore(metadata).create(doc)
     if created is None:  # another PUT of the same name won the race: answer as for an existing one
@@ -155,9 +158,19 @@ async def begin_delete(metadata: Cosmos, registry: RegistryDoc, name: str, opera
         raise _changed_meanwhile() from error
 
 
-async def finish_delete(metadata: Cosmos, registry: str, name: str) -> bool:
-    """Remove the replica's document (its copies are removed first, by the caller)."""
-    return await ReplicationStore(metadata).delete(registry, name)
+async def remote_regions(metadata: Cosmos, settings: Settings, registry: str) -> frozenset[str]:
+    """The registry's regions (not being deleted) whose storage is not this instance's: where a push made here
+    still has to travel. Empty for a deployment of one region."""
+    doc = await RegistryStore(metadata).get_registry(registry)
+    if doc is None or not settings.region_storage:
+        return frozenset()
+    home = rules.normalize_region(settings.region)
+    accounts = settings.region_accounts()
+    return frozenset(
+        r.location
+        for r in await list_replications(metadata, doc)
+        if r.provisioningState != "Deleting" and r.location in accounts and accounts[r.location] != accounts.get(home)
+    )
 
 
 def status_of(doc: ReplicationDoc) -> rules.DisplayStatus:

@@ -18,8 +18,10 @@ overwrite each other.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from azure.core.exceptions import HttpResponseError
 from pydantic import BaseModel, Field
 
 from services.platform.cosmos import Cosmos, Document, utcnow
@@ -49,6 +51,12 @@ class ReplicationDoc(Document):
     statusTimestamp: str = Field(default_factory=utcnow)
     created: str = Field(default_factory=utcnow)
     deleteOperation: str | None = None
+    # the backfill of a new replica (services/replication/backfill.py): images done of the total, where it
+    # stopped ("<repository> <digest>", resumable) and when its runner last showed it was alive
+    backfillDone: int = 0
+    backfillTotal: int | None = None
+    backfillCursor: str | None = None
+    backfillLease: str | None = None
 
 
 CopyState = Literal["pending", "copied", "failed"]
@@ -110,6 +118,19 @@ class ImageStatusStore:
     async def delete(self, repo: str, digest: str) -> bool:
         return await self._cosmos.delete("artifacts", status_id(digest), repo)
 
+    async def of_registry(self, registry: str) -> AsyncIterator[ImageReplicationDoc]:
+        """Every image status of a registry (cross-partition: a replica's removal only)."""
+        sql = "SELECT * FROM c WHERE c.type = 'replicationStatus' AND STARTSWITH(c.repo, @prefix)"
+        async for item in self._cosmos.query_across("artifacts", sql, {"@prefix": f"{registry}/"}):
+            yield ImageReplicationDoc.model_validate(item)
+
+    async def forget_region(self, repo: str, digest: str, region: str) -> None:
+        operations: list[dict[str, Any]] = [{"op": "remove", "path": f"/regions/{region}"}]
+        try:
+            await self._cosmos.patch("artifacts", status_id(digest), repo, operations)
+        except HttpResponseError:  # not there (any more): nothing to forget
+            pass
+
 
 class ReplicationStore:
     def __init__(self, cosmos: Cosmos) -> None:
@@ -119,7 +140,7 @@ class ReplicationStore:
         doc = await self._cosmos.read("registries", replication_id(name), registry)
         return ReplicationDoc.model_validate(doc) if doc else None
 
-    async def list(self, registry: str) -> list[ReplicationDoc]:
+    async def in_registry(self, registry: str) -> list[ReplicationDoc]:
         sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'replication'"
         found = [
             ReplicationDoc.model_validate(item)
@@ -141,3 +162,13 @@ class ReplicationStore:
 
     async def delete(self, registry: str, name: str) -> bool:
         return await self._cosmos.delete("registries", replication_id(name), registry)
+
+    async def set_fields(self, registry: str, name: str, values: dict[str, Any]) -> bool:
+        """Set some fields (the backfill's progress) without a read: False when the replication is gone."""
+        operations: list[dict[str, Any]] = [{"op": "set", "path": f"/{k}", "value": v} for k, v in values.items()]
+        return await self._cosmos.patch("registries", replication_id(name), registry, operations)
+
+    async def unfinished(self) -> list[ReplicationDoc]:
+        """Replicas still syncing or being deleted, of every registry (the timer that resumes their jobs)."""
+        sql = "SELECT * FROM c WHERE c.type = 'replication' AND (c.syncing = true OR c.provisioningState = 'Deleting')"
+        return [ReplicationDoc.model_validate(doc) async for doc in self._cosmos.query_across("registries", sql)]

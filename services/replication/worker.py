@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 
-from services.events.models import EventMessage
+from services.events.models import EventMessage, EventTarget, RegistryEvent
+from services.events.outbox import EventPublisher, outbox_for
 from services.management.store import RegistryStore
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
@@ -77,6 +79,7 @@ class ReplicationWorker:
         self.regions = RegionalStorage(settings, self._local)
         self.artifacts = ArtifactStore(self.metadata)
         self.status = ImageStatusStore(self.metadata)
+        self.events = EventPublisher(settings, self.metadata)
         self._opened = False
         self._opening = asyncio.Lock()
 
@@ -85,9 +88,11 @@ class ReplicationWorker:
             if not self._opened:
                 await self.metadata.open()
                 await self._local.open()
+                await self.events.open()
                 self._opened = True
 
     async def close(self) -> None:
+        await self.events.close()
         await self.regions.close()
         await self._local.close()
         await self.metadata.close()
@@ -101,8 +106,8 @@ class ReplicationWorker:
         if message.event.action == "delete":
             await self.status.delete(repo, target.digest)
             return
-        if message.event.action not in REPLICATED_ACTIONS:
-            return
+        if message.event.action not in REPLICATED_ACTIONS or message.event.region is not None:
+            return  # a per-region push is an echo of a push replicated already
         final = delivery_count >= self._settings.bus_max_deliveries
         await self.replicate(message.registry, target.repository, target.digest, message.event.timestamp, final)
 
@@ -134,7 +139,7 @@ class ReplicationWorker:
         digests = await blobs_of(self.artifacts, repo, manifest)
         todo = [r for r in locations if status.regions.get(r, RegionCopy()).state != "copied"]
         results = await asyncio.gather(
-            *(self._copy_region(registry, repo, digest, digests, region, source) for region in todo),
+            *(self.copy_into(registry, repo, digests, region, source) for region in todo),
             return_exceptions=True,
         )
         failed: list[str] = []
@@ -152,26 +157,64 @@ class ReplicationWorker:
                 failed.append(region)
             else:
                 entry = RegionCopy(state="copied", time=utcnow(), lagMs=lag_ms(pushed), attempts=previous.attempts + 1)
+                # the events first (committed to the outbox): a crash before the status is set repeats the
+                # copy, which finds every blob there, and raises the same events again (same ids)
+                await self._announce(registry, repository, manifest, region, pushed, entry.lagMs or 0)
             await self.status.set_region(repo, digest, region, entry)
         if failed:
             raise ReplicationIncomplete(f"{repository}@{digest} is not yet in {', '.join(failed)}")
 
-    async def _copy_region(
-        self, registry: str, repo: str, digest: str, digests: list[str], region: str, source: str
+    async def _announce(
+        self, registry: str, repository: str, manifest: ManifestDoc, region: str, pushed: str, lag: int
     ) -> None:
+        """ACR's per-region push (for the webhooks located in `region`) and our `replicated`, one of each per
+        tag of the image (or one without a tag), through the outbox."""
+        tags: list[str | None] = [t.name for t in await self.artifacts.tags_of(manifest.repo, manifest.digest)]
+        events = []
+        for tag in tags or [None]:
+            target = EventTarget(
+                mediaType=manifest.mediaType,
+                size=manifest.size,
+                digest=manifest.digest,
+                length=manifest.size,
+                repository=repository,
+                tag=tag,
+            )
+            for action in ("push", "replicated"):
+                key = f"{registry}/{repository}/{manifest.digest}/{tag}/{region}/{action}/{pushed}"
+                events.append(
+                    RegistryEvent(
+                        id=str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                        action=action,
+                        target=target,
+                        registry=registry if action == "replicated" else None,
+                        region=region,
+                        lagMs=lag if action == "replicated" else None,
+                    )
+                )
+        outbox = outbox_for(registry, manifest.repo, events)
+        assert outbox is not None
+        outbox.id = f"outbox:{uuid.uuid5(uuid.NAMESPACE_URL, f'{manifest.repo}/{manifest.digest}/{region}/{pushed}')}"
+        if await self.metadata.create("artifacts", outbox) is None:
+            return  # raised by an earlier run: the relay publishes it if that run could not
+        await self.events.publish(outbox)
+
+    async def copy_into(self, registry: str, repo: str, digests: list[str], region: str, source: str) -> int:
+        """Copy the blobs `region` lacks into it; returns how many it copied."""
         target = await self.regions.store(region)
         await target.create_registry_container(registry)
         slots = asyncio.Semaphore(COPY_CONCURRENCY)
 
-        async def copy(blob: str) -> None:
+        async def copy(blob: str) -> int:
             async with slots:
                 if await target.size(registry, blob) is not None:
-                    return  # already there: a blob is never copied twice
+                    return 0  # already there: a blob is never copied twice
                 origin = await self._origin(registry, blob, source, region)
                 url = await origin.read_url(registry, blob, COPY_SAS_SECONDS)
                 await target.copy_in(registry, blob, url)
+                return 1
 
-        await asyncio.gather(*(copy(blob) for blob in digests))
+        return sum(await asyncio.gather(*(copy(blob) for blob in digests)))
 
     async def _origin(self, registry: str, blob: str, source: str, target: str) -> BlobStore:
         """Where to copy a blob from: the region that took the push, else any region that has it."""

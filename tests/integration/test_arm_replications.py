@@ -59,13 +59,18 @@ class Scene:
             return await http.request(method, self.devhost.url + path, json=body, headers=headers, params=API)
 
     async def status(self, reply: httpx.Response) -> str:
-        async with httpx.AsyncClient(timeout=60) as http:
-            got = await http.get(
-                reply.headers["Azure-AsyncOperation"],
-                headers={"Authorization": f"Bearer {self.issuer.token(self.owner)}"},
-            )
-        assert got.status_code == 200, got.text
-        return str(got.json()["status"])
+        """The operation's status once it has ended (as the SDK's poller follows it)."""
+        for _ in range(300):
+            async with httpx.AsyncClient(timeout=60) as http:
+                got = await http.get(
+                    reply.headers["Azure-AsyncOperation"],
+                    headers={"Authorization": f"Bearer {self.issuer.token(self.owner)}"},
+                )
+            assert got.status_code == 200, got.text
+            if got.json()["status"] != "InProgress":
+                return str(got.json()["status"])
+            await asyncio.sleep(0.1)
+        raise AssertionError("the operation never ended")
 
     async def registry(self, sku: str = "Premium", location: str = "westeurope") -> str:
         name = unique_registry_name()
@@ -148,7 +153,8 @@ async def test_replicas_are_premium_only_and_keep_a_registry_from_leaving_premiu
     assert {u["name"]: u["currentValue"] for u in usages}["Geo-replications"] == 2
     down = await scene.call("PATCH", scene.registry_path(premium), body={"sku": {"name": "Standard"}})
     assert down.status_code == 400 and "Geo-replications" in down.json()["error"]["message"]
-    assert (await scene.call("DELETE", scene.path(premium, "eastus"))).status_code == 202
+    removed = await scene.call("DELETE", scene.path(premium, "eastus"))
+    assert removed.status_code == 202 and await scene.status(removed) == "Succeeded"
     down = await scene.call("PATCH", scene.registry_path(premium), body={"sku": {"name": "Standard"}})
     assert down.status_code == 200, down.text
 
@@ -177,7 +183,7 @@ async def test_who_may_do_what(scene: Scene, stores: Stores) -> None:
         assert (await scene.call(method, path, principal=scene.reader, body=body)).status_code == 200
     # through another resource group the registry is not there; nothing changed
     assert (await scene.call("GET", scene.path(name, "eastus", group="elsewhere"))).status_code == 404
-    docs = await ReplicationStore(stores.metadata).list(name)
+    docs = await ReplicationStore(stores.metadata).in_registry(name)
     assert [(d.name, d.tags, d.regionEndpointEnabled) for d in docs] == [("eastus", {}, True)]
 
 
@@ -207,7 +213,7 @@ async def test_hostile_input_is_a_clear_4xx_and_changes_nothing(scene: Scene, st
         assert 400 <= reply.status_code < 500, (method, path, reply.status_code, reply.text[:300])
         assert reply.json()["error"]["code"], reply.text
         assert "e" * 100 not in reply.text  # nothing long is echoed back
-    assert await ReplicationStore(stores.metadata).list(name) == []
+    assert await ReplicationStore(stores.metadata).in_registry(name) == []
 
 
 def test_the_management_sdk_drives_replications(scene: Scene) -> None:

@@ -73,3 +73,20 @@ def test_regions_share_an_account_only_without_a_map() -> None:
     )
     assert geo.regions == ["westeurope", "eastus"] and not geo.same_account("westeurope", "eastus")
     assert geo.has_storage("East US") and not geo.has_storage("japaneast")
+
+
+def test_the_replication_table_shows_the_backfill() -> None:
+    from services.cli.replication_commands import replication_view
+
+    syncing = {
+        "name": "eastus",
+        "location": "eastus",
+        "properties": {
+            "provisioningState": "Succeeded",
+            "status": {"displayStatus": "Syncing"},
+            "backfill": {"done": 120, "total": 200},
+        },
+    }
+    [row] = replication_view(syncing)
+    assert row["Status"] == "Syncing" and row["Backfill"] == "120/200"
+    assert replication_view([{"name": "westeurope", "properties": {}}])[0]["Backfill"] == ""
