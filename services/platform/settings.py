@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     outbox_published_ttl_seconds: int = 24 * 3600
     # Fault injection for tests only: SIGKILL the process between the commit of an event and its publish.
     fault_kill_before_publish: bool = False
+    # Fault injection for tests only: SIGKILL the replication worker after its first blob copy of an image
+    # into a region, before the rest (services/replication/worker.py).
+    fault_kill_mid_copy: bool = False
 
     # Image scanning (services/scanning): the OSV advisory database (a directory, a zip file, or
     # "blob:<container>[/<prefix>]" in the storage account; empty: no advisories), images one instance scans

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import uuid
 from datetime import UTC, datetime
 
@@ -142,6 +144,11 @@ class ReplicationWorker:
             *(self.copy_into(registry, repo, digests, region, source) for region in todo),
             return_exceptions=True,
         )
+        if await self.artifacts.get_manifest(repo, digest) is None:
+            # deleted while it was being copied: its status goes (the delete's own event may have come
+            # first); the copies stay, as the blobs stay in the region that took the push
+            await self.status.delete(repo, digest)
+            return
         failed: list[str] = []
         for region, result in zip(todo, results, strict=True):
             previous = status.regions.get(region, RegionCopy())
@@ -212,6 +219,8 @@ class ReplicationWorker:
                 origin = await self._origin(registry, blob, source, region)
                 url = await origin.read_url(registry, blob, COPY_SAS_SECONDS)
                 await target.copy_in(registry, blob, url)
+                if self._settings.fault_kill_mid_copy:  # tests only: die as a crash would, mid-image
+                    os.kill(os.getpid(), signal.SIGKILL)
                 return 1
 
         return sum(await asyncio.gather(*(copy(blob) for blob in digests)))
