@@ -19,8 +19,8 @@ from services.events.functions import bp as events_functions
 from services.management.functions import bp as management_functions
 from services.platform.health import health_probe
 from services.registry.app import registry_api
-from services.scanning.functions import bp as scanning_functions
 from services.replication.functions import bp as replication_functions
+from services.scanning.functions import bp as scanning_functions
 from services.webhooks.functions import bp as webhooks_functions
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)

@@ -34,10 +34,10 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
-from services.scanning.harbor import check_external_scanner_policy
-from services.scanning.quarantine import check_vulnerability_policy
 from services.replication.regions import delete_registry_everywhere
 from services.replication.store import ReplicationStore
+from services.scanning.harbor import check_external_scanner_policy
+from services.scanning.quarantine import check_vulnerability_policy
 from services.webhooks.rules import WEBHOOK_LIMITS
 from services.webhooks.store import WebhookStore
 

@@ -32,10 +32,10 @@ from services.registry.acr_paths import (
 from services.registry.app import Call
 from services.registry.locks import MAX_PATCH_BYTES, ManifestAttributesPatch, parse_patch
 from services.registry.store import ManifestDoc, repo_key
+from services.replication.store import ImageStatusStore
 from services.scanning.admission import check_quarantine_writer
 from services.scanning.release import release_outbox_for
 from services.scanning.status import request_rescan, scan_status
-from services.replication.store import ImageStatusStore
 
 
 async def _after(call: Call, query: ListQuery) -> str:
