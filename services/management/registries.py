@@ -35,6 +35,7 @@ from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
 from services.registry.store import ArtifactStore
 from services.replication.regions import delete_registry_everywhere
+from services.replication.rules import REPLICATION_LIMITS
 from services.replication.store import ReplicationStore
 from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
@@ -54,7 +55,6 @@ SCOPE_MAP_LIMITS = TOKEN_LIMITS  # the same caps in ACR's table
 # The storage each tier includes (ACR reports it as the limit of listUsages' Size; more costs extra).
 STORAGE_INCLUDED: Mapping[str, int] = {"Basic": 10 * 2**30, "Standard": 100 * 2**30, "Premium": 500 * 2**30}
 IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
-REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only
 # vulnerabilityPolicy is ours (services/scanning/quarantine.py): pulls of images with findings at or above a
 # severity are refused; externalScanner too (services/scanning/harbor.py): a Harbor scanner adapter.

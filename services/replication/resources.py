@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from services.management.registries import REPLICATION_LIMITS
 from services.management.store import RegistryDoc, RegistryStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.settings import Settings
@@ -87,7 +86,7 @@ async def put_replication(
                 "location",
             )
         return await update_replication(metadata, registry, name, changes), False
-    rules.check_may_replicate(registry.sku, len(existing), REPLICATION_LIMITS[registry.sku])
+    rules.check_may_replicate(registry.sku, len(existing), rules.REPLICATION_LIMITS[registry.sku])
     same_place = next((doc for doc in existing if doc.location == location), None)
     if same_place is not None:
         raise rules.ReplicationInvalid(

@@ -21,6 +21,8 @@ DisplayStatus = Literal["Ready", "Syncing", "Failed", "Disabled"]
 ZoneRedundancy = Literal["Enabled", "Disabled"]
 REPLICATION_NAME = re.compile(r"[A-Za-z0-9]{5,50}")
 MAX_TAGS = 50
+# Replications a registry may have, its home region included (ACR's per-tier table).
+REPLICATION_LIMITS: dict[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 
 # Azure's public regions, as `az account list-locations` names them (ARM also accepts the display names,
 # which normalize to these: "West Europe" -> "westeurope").
