@@ -19,12 +19,14 @@ from services.events.functions import bp as events_functions
 from services.management.functions import bp as management_functions
 from services.platform.health import health_probe
 from services.registry.app import registry_api
+from services.replication.functions import bp as replication_functions
 from services.scanning.functions import bp as scanning_functions
 from services.webhooks.functions import bp as webhooks_functions
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(events_functions)  # relay_outbox (timer)
 app.register_functions(webhooks_functions)  # deliver_webhooks (Service Bus topic subscription "webhooks")
+app.register_functions(replication_functions)  # replicate_images (Service Bus topic subscription "replication")
 app.register_functions(management_functions)  # management_arm: the ARM-shaped API under /subscriptions/
 app.register_functions(auth_functions)  # /oauth2/token, /oauth2/exchange
 app.register_functions(scanning_functions)  # scan_images (subscription "scanning"), rescans, re-match (timers)

@@ -15,18 +15,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.entra_issuer import TestIssuer
 
+if TYPE_CHECKING:
+    from services.devhost.stack import LocalStack
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Azurite serves an account per region of these (the first keeps the default account): the geo-replication
+# tests run a devhost with `local_stack.region_env()`; every other devhost sees one region, as before.
+GEO_REGIONS = ("westeurope", "eastus", "japaneast")
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The emulators; yields the environment variables the app's settings read."""
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The emulators (Azurite and the Cosmos DB emulator) on free ports."""
     from services.devhost.stack import LocalStack, free_port
 
     state = tmp_path_factory.mktemp("stack")
@@ -37,9 +46,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         azurite_table_port=free_port(),
         cosmos_port=free_port(),
         node_modules=ROOT / "node_modules",
+        regions=GEO_REGIONS,
     )
     with local:
-        yield local.env()
+        yield local
+
+
+@pytest.fixture(scope="session")
+def stack(local_stack: LocalStack) -> dict[str, str]:
+    """The environment variables the app's settings read to use the emulators."""
+    return local_stack.env()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from services.cli.config_commands import config_app
 from services.cli.gc_commands import gc_app
 from services.cli.login_command import login
 from services.cli.purge_command import purge
+from services.cli.replication_commands import replication_app
 from services.cli.repository_commands import repository_app
 from services.cli.scan_commands import scan_app
 from services.cli.session import Session
@@ -60,6 +61,7 @@ app.command("purge")(purge)
 app.add_typer(repository_app, name="repository")
 app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(replication_app, name="replication")
 app.add_typer(token_app, name="token")
 app.add_typer(scope_map_app, name="scope-map")
 app.add_typer(config_app, name="config")

@@ -52,7 +52,7 @@ def emulator_ports(env: Mapping[str, str]) -> EmulatorPorts:
 
 async def _prepare_default_registry() -> str:
     from services.management.access import update_registry
-    from services.management.registries import create_registry
+    from services.management.registries import RegistryChanges, create_registry
     from services.platform.blobs import BlobStore
     from services.platform.cosmos import Cosmos
     from services.platform.settings import get_settings
@@ -62,7 +62,8 @@ async def _prepare_default_registry() -> str:
     await metadata.open()
     await blobs.open()
     try:
-        doc, _ = await create_registry(metadata, blobs, settings, settings.default_registry, "Premium")
+        home = RegistryChanges(location=settings.region) if settings.region else None  # make run REGIONS=...
+        doc, _ = await create_registry(metadata, blobs, settings, settings.default_registry, "Premium", changes=home)
         if os.environ.get("DEFAULT_REGISTRY_AUTH_DISABLED", "").lower() in ("1", "true", "yes"):
             # Test devhosts only (tests/conftest.py): the data-plane suites run without credentials.
             doc = await update_registry(metadata, settings.default_registry, auth_disabled=True)
@@ -242,6 +243,30 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
+def _regions(value: str) -> list[str]:
+    """`make run REGIONS=westeurope,eastus`: the regions to serve from (the first is this instance's)."""
+    from services.replication.rules import ReplicationInvalid, check_region
+
+    regions: list[str] = []
+    for name in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            region = check_region(name)
+        except ReplicationInvalid as error:
+            raise SystemExit(f"REGIONS: {error}") from error
+        if region not in regions:
+            regions.append(region)
+    return regions
+
+
+def _region_lines(regions: tuple[str, ...]) -> list[str]:
+    from services.devhost.stack import region_accounts
+
+    if not regions:
+        return []
+    accounts = ", ".join(f"{region} (account {account})" for region, account in region_accounts(regions).items())
+    return [f"Regions            {accounts}; this instance serves {regions[0]}"]
+
+
 def run(host: str, port: int) -> None:
     from services.devhost.stack import LocalStack
 
@@ -256,10 +281,11 @@ def run(host: str, port: int) -> None:
         azurite_table_port=ports.table,
         cosmos_port=ports.cosmos,
         node_modules=ROOT / "node_modules",
+        regions=_regions(os.environ.get("REGIONS", "")),
     )
     print(f"starting Azurite and the Cosmos DB emulator (state in {state_dir}) ...", flush=True)
     with stack:
-        env = stack.env()
+        env = stack.env() | stack.region_env()
         os.environ.update(env)
         from services.management import dev_issuer
 
@@ -293,6 +319,7 @@ def run(host: str, port: int) -> None:
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
                     f"Management API     http://{address}/subscriptions/...  (token: python -m services.management "
                     "dev-token; also in the credentials file under \"arm\")",
+                    *_region_lines(stack.regions),
                     "",
                     "Log in once (the client keeps the credentials):",
                     f"  {read_password} | podman login --tls-verify=false -u {user} --password-stdin {address}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -40,6 +41,12 @@ _LOG_TAIL_LINES = 40
 # The emulators' data is the registry's: the Cosmos journal holds password hashes and webhook headers,
 # Azurite holds every pushed blob. Whatever they create is for this user only (files 0600, folders 0700).
 _PRIVATE_UMASK = 0o077
+
+
+def region_accounts(regions: Sequence[str]) -> dict[str, str]:
+    """The Azurite account of each local region: the first region keeps the default account (so that a
+    `make run` with REGIONS finds the data of one without), each other region gets `acr<region>`."""
+    return {region: "devstoreaccount1" if i == 0 else f"acr{region}" for i, region in enumerate(regions)}
 
 
 class StackError(RuntimeError):
@@ -207,6 +214,7 @@ class LocalStack:
         azurite_access_log: bool = False,
         cosmos_fsync: bool = False,
         node: str | None = None,
+        regions: Sequence[str] = (),
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.azurite_blob_port = azurite_blob_port
@@ -217,6 +225,7 @@ class LocalStack:
         self.azurite_access_log = azurite_access_log
         self.cosmos_fsync = cosmos_fsync
         self.node = node
+        self.regions = tuple(regions)  # geo-replication: one Azurite account per region, the first is home
         self.cert_file = self.state_dir / "tls" / "cert.pem"
         self.key_file = self.state_dir / "tls" / "key.pem"
         self.logs_dir = self.state_dir / "logs"
@@ -261,6 +270,17 @@ class LocalStack:
             "SECRETS_KEYS_FILE": str(self.state_dir / "auth" / "secrets-keys.json"),
         }
 
+    def region_env(self) -> dict[str, str]:
+        """The settings of a geo-replicated deployment on this stack (empty without regions): this instance's
+        region (the first) and every region's account (services/replication)."""
+        if not self.regions:
+            return {}
+        storage = {
+            region: azurite_connection_string(self.azurite_blob_port, HOST, account)
+            for region, account in region_accounts(self.regions).items()
+        }
+        return {"REGION": self.regions[0], "REGION_STORAGE": json.dumps(storage)}
+
     # --- lifecycle ----------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -290,6 +310,9 @@ class LocalStack:
         env = dict(os.environ)
         env["NODE_PATH"] = str(self.node_modules)
         env.pop("AZURITE_ACCOUNTS", None)  # the app and its connection strings use devstoreaccount1
+        if self.regions:  # ... and each other region an account of its own (the same well-known key)
+            accounts = dict.fromkeys(["devstoreaccount1", *region_accounts(self.regions).values()])
+            env["AZURITE_ACCOUNTS"] = ";".join(f"{account}:{AZURITE_ACCOUNT_KEY}" for account in accounts)
 
         # fmt: off
         azurite = [

@@ -8,6 +8,12 @@ ACR's shapes (see shared/design/acr-limits.md):
     quarantine  the push shape with action "quarantine"
     chart_*     {id, timestamp, action, target{mediaType, size, digest, repository, tag, name, version}}
     untag       ours: the delete shape plus the tag (ACR raises nothing when only a tag is deleted)
+    replicated  ours: an image reached a region of a geo-replicated registry: the push shape's target plus
+                registry, region and lagMs (from the push being accepted to the copy being complete)
+
+A geo-replicated registry also raises ACR's per-region `push`: the push shape plus `region`, once the image
+is in that region, for the webhooks whose location is that region (services/replication/worker.py). Events
+with a `region` are echoes of a push that was already handled: only webhooks act on them.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EventAction = Literal["push", "delete", "quarantine", "chart_push", "chart_delete", "untag"]
+EventAction = Literal["push", "delete", "quarantine", "chart_push", "chart_delete", "untag", "replicated"]
 ACR_ACTIONS: tuple[EventAction, ...] = ("push", "delete", "quarantine", "chart_push", "chart_delete")
-ALL_ACTIONS: tuple[EventAction, ...] = (*ACR_ACTIONS, "untag")
+ALL_ACTIONS: tuple[EventAction, ...] = (*ACR_ACTIONS, "untag", "replicated")
 
 
 def event_timestamp() -> str:
@@ -60,6 +66,10 @@ class RegistryEvent(_Payload):
     action: EventAction
     target: EventTarget
     request: EventRequest | None = None
+    # geo-replication (ours): the region a per-region push or a `replicated` event is about
+    registry: str | None = None
+    region: str | None = None
+    lagMs: int | None = None
 
     def payload(self) -> dict[str, Any]:
         """The JSON body ACR posts (absent fields omitted, as ACR omits them)."""
@@ -74,9 +84,12 @@ class EventMessage(_Payload):
 
     def properties(self) -> dict[str, str]:
         """Application properties that subscriptions may filter on."""
-        return {
+        properties = {
             "action": self.event.action,
             "registry": self.registry,
             "repository": self.event.target.repository,
             "mediaType": self.event.target.mediaType,
         }
+        if self.event.region is not None:
+            properties["region"] = self.event.region
+        return properties

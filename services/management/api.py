@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from services.auth.entra import EntraVerifier, parse_issuers
 from services.auth.store import AccessStore
-from services.management import access_api, registries_api, webhooks_api
+from services.management import access_api, registries_api, replications_api, webhooks_api
 from services.management.arm import API_VERSIONS, ArmCall, ArmError, Services
 from services.management.authorization import ManagementAuthorizer, ManagementDenied
 from services.management.store import RegistryStore
@@ -33,6 +33,7 @@ log = logging.getLogger("management")
 Handler = Callable[[ArmCall], Awaitable[Response]]
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     (webhooks_api.WEBHOOK_PATH, webhooks_api.webhooks),
+    (replications_api.REPLICATION_PATH, replications_api.replications),
     (access_api.CHILD_PATH, access_api.children),
     (access_api.GENERATE_PATH, access_api.generate_credentials),
     (registries_api.REGISTRY_PATH, registries_api.registry),

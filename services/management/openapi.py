@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from services.management.access_api import GenerateBody, ScopeMapBody, TokenBody
 from services.management.arm import API_VERSIONS
 from services.management.registries_api import NameRequest, RegenerateRequest, RegistryCreate, RegistryUpdate
+from services.management.replications_api import ReplicationCreate, ReplicationUpdate
 from services.management.webhooks_api import WebhookParameters
 
 _SUB = "/subscriptions/{subscriptionId}"
@@ -25,6 +26,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     "resourceGroupName": {"type": "string", "pattern": "^[-\\w.()]{1,90}$"},
     "registryName": {"type": "string", "pattern": "^[a-zA-Z0-9]{5,50}$"},
     "webhookName": {"type": "string", "pattern": "^[a-zA-Z0-9]{5,50}$"},
+    "replicationName": {"type": "string", "pattern": "^[a-zA-Z0-9]{5,50}$"},
     "scopeMapName": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{5,50}$"},
     "tokenName": {"type": "string", "pattern": "^[a-zA-Z0-9-]{5,50}$"},
     "location": {"type": "string", "minLength": 1, "maxLength": 64},
@@ -64,6 +66,11 @@ _OPERATIONS: list[tuple[str, str, type[BaseModel] | None, tuple[str, ...]]] = [
     ("post", _REGISTRY + "/webhooks/{webhookName}/ping", None, ("200",)),
     ("post", _REGISTRY + "/webhooks/{webhookName}/listEvents", None, ("200",)),
     ("post", _REGISTRY + "/webhooks/{webhookName}/getCallbackConfig", None, ("200",)),
+    ("get", _REGISTRY + "/replications", None, ("200",)),
+    ("get", _REGISTRY + "/replications/{replicationName}", None, ("200",)),
+    ("put", _REGISTRY + "/replications/{replicationName}", ReplicationCreate, ("200", "201")),
+    ("patch", _REGISTRY + "/replications/{replicationName}", ReplicationUpdate, ("200",)),
+    ("delete", _REGISTRY + "/replications/{replicationName}", None, ("202", "204")),
 ]
 
 _ERROR = {

@@ -35,6 +35,9 @@ from services.platform.cosmos import Cosmos, utcnow
 from services.platform.settings import Settings
 from services.registry.ledger import BlobLedger
 from services.registry.store import ArtifactStore
+from services.replication.regions import delete_registry_everywhere
+from services.replication.rules import REPLICATION_LIMITS
+from services.replication.store import ReplicationStore
 from services.scanning.harbor import check_external_scanner_policy
 from services.scanning.quarantine import check_vulnerability_policy
 from services.webhooks.rules import WEBHOOK_LIMITS
@@ -53,7 +56,6 @@ SCOPE_MAP_LIMITS = TOKEN_LIMITS  # the same caps in ACR's table
 # The storage each tier includes (ACR reports it as the limit of listUsages' Size; more costs extra).
 STORAGE_INCLUDED: Mapping[str, int] = {"Basic": 10 * 2**30, "Standard": 100 * 2**30, "Premium": 500 * 2**30}
 IP_RULE_LIMITS: Mapping[str, int] = {"Basic": 0, "Standard": 0, "Premium": 200}
-REPLICATION_LIMITS: Mapping[str, int] = {"Basic": 1, "Standard": 1, "Premium": 50}
 PREMIUM_POLICIES = ("retentionPolicy", "trustPolicy")  # ACR offers these on Premium only
 # vulnerabilityPolicy is ours (services/scanning/quarantine.py): pulls of images with findings at or above a
 # severity are refused; externalScanner too (services/scanning/harbor.py): a Harbor scanner adapter.
@@ -244,10 +246,12 @@ async def usages(cosmos: Cosmos, doc: RegistryDoc) -> list[Usage]:
     scope_maps = len(await access.scope_maps(doc.registry))
     sku = doc.sku
     stored = await BlobLedger(cosmos).storage_bytes(doc.registry)
+    replicas = sum(not r.home for r in await ReplicationStore(cosmos).in_registry(doc.registry))
     return [
         Usage("Size", storage_limit(doc), stored, "Bytes"),
         Usage("Webhooks", WEBHOOK_LIMITS[sku], webhooks),
-        Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 if sku == "Premium" else 0),
+        # the home region counts: a Premium registry has one replication before it has any replica
+        Usage("Geo-replications", REPLICATION_LIMITS[sku], 1 + replicas if sku == "Premium" or replicas else 0),
         Usage("IPRules", IP_RULE_LIMITS[sku], ip_rule_count(doc)),
         Usage("VNetRules", 100 if sku == "Premium" else 0, 0),
         Usage("Tokens", TOKEN_LIMITS[sku], tokens),
@@ -350,6 +354,7 @@ async def finish_delete(metadata: Cosmos, blobs: BlobStore, name: str) -> bool:
     for repository in repositories:
         await artifacts.delete_repository(name, repository)
     children = await _delete_children(metadata, name)
+    await delete_registry_everywhere(metadata.settings, blobs, name)  # its replicas' copies (geo-replication)
     await blobs.delete_registry_container(name)
     await store.delete_registry(name)
     if operation is not None:

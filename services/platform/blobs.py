@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobSasPermissions, UserDelegationKey, generate_blob_sas
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
+from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, LinearRetry
 
 from services.platform.availability import STORAGE, DependencyTransport
 from services.platform.settings import Settings
@@ -203,12 +204,11 @@ class BlobStore:
             if pending is not None:
                 pending.cancel()
 
-    async def read_url(self, registry: str, digest: str) -> str:
+    async def read_url(self, registry: str, digest: str, ttl_seconds: int | None = None) -> str:
         """A short-lived, read-only SAS URL of the blob."""
         blob = self._container(registry).get_blob_client(blob_path(digest))
-        sas = await self._read_sas(
-            registry, blob_path(digest), timedelta(seconds=self._settings.sas_ttl_seconds)
-        )
+        ttl = timedelta(seconds=ttl_seconds or self._settings.sas_ttl_seconds)
+        sas = await self._read_sas(registry, blob_path(digest), ttl)
         return f"{blob.url}?{sas}"
 
     async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
@@ -264,6 +264,36 @@ class BlobStore:
         except (ResourceNotFoundError, ResourceModifiedError):
             return False
         return True
+
+    async def copy_in(self, registry: str, digest: str, source_url: str, pending_seconds: float = 600.0) -> None:
+        """Geo-replication: copy a blob from another account (`source_url`, a read SAS) to its content
+        address here, server-side. The copy goes to a staging name first and is moved to `blobs/` only once
+        complete, so a half-copied blob is never visible; the staging blob is dropped either way."""
+        container = self._container(registry)
+        staging = container.get_blob_client(f"replicating/{uuid.uuid4()}")
+        try:
+            await self._copy(staging, source_url, pending_seconds)
+            await self._copy(container.get_blob_client(blob_path(digest)), staging.url, pending_seconds)
+        finally:
+            try:
+                await staging.delete_blob()
+            except ResourceNotFoundError:
+                pass
+
+    @staticmethod
+    async def _copy(target: BlobClient, source_url: str, pending_seconds: float) -> None:
+        """Start a server-side copy and poll its status until it ends (Azure may answer `pending`)."""
+        copy = await target.start_copy_from_url(source_url)
+        status, copy_id = copy.get("copy_status"), str(copy.get("copy_id") or "")
+        deadline = asyncio.get_running_loop().time() + pending_seconds
+        while status == "pending":
+            if asyncio.get_running_loop().time() > deadline:
+                await target.abort_copy(copy_id)
+                raise TimeoutError(f"the copy to {target.blob_name} was pending for over {pending_seconds:.0f} s")
+            await asyncio.sleep(0.2)
+            status = (await target.get_blob_properties()).copy.status
+        if status != "success":
+            raise RuntimeError(f"the copy to {target.blob_name} ended {status}")
 
     async def delete(self, registry: str, digest: str) -> None:
         try:

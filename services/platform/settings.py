@@ -7,10 +7,11 @@ The environment variable of a field is its upper-case name, e.g. `BLOB_CONNECTIO
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The public, documented Azurite development account (not a secret).
@@ -19,11 +20,13 @@ AZURITE_ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nkZ9V8j8KKmQNRhZMTbgwsmGXx6OVIdi00nHTQ=="
 
 
-def azurite_connection_string(blob_port: int = 10000, host: str = "127.0.0.1") -> str:
+def azurite_connection_string(
+    blob_port: int = 10000, host: str = "127.0.0.1", account: str = "devstoreaccount1"
+) -> str:
     return (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"DefaultEndpointsProtocol=http;AccountName={account};"
         f"AccountKey={AZURITE_ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{blob_port}/devstoreaccount1;"
+        f"BlobEndpoint=http://{host}:{blob_port}/{account};"
     )
 
 
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
     # Blob Storage: a connection string locally; in Azure an account URL plus managed identity.
     blob_connection_string: str = Field(default_factory=azurite_connection_string)
     blob_account_url: str = ""
+    # Geo-replication (services/replication): this instance's region, and every region's storage account as
+    # JSON {"<region>": "<connection string or account URL>"} (one Blob Storage account per region). Empty:
+    # one region, the account above. The account of `region` is the account above.
+    region: str = ""
+    region_storage: str = ""
 
     # Cosmos DB (NoSQL API).
     cosmos_endpoint: str = "https://127.0.0.1:8081"
@@ -114,6 +122,9 @@ class Settings(BaseSettings):
     outbox_published_ttl_seconds: int = 24 * 3600
     # Fault injection for tests only: SIGKILL the process between the commit of an event and its publish.
     fault_kill_before_publish: bool = False
+    # Fault injection for tests only: SIGKILL the replication worker after its first blob copy of an image
+    # into a region, before the rest (services/replication/worker.py).
+    fault_kill_mid_copy: bool = False
 
     # Image scanning (services/scanning): the OSV advisory database (a directory, a zip file, or
     # "blob:<container>[/<prefix>]" in the storage account; empty: no advisories), images one instance scans
@@ -204,6 +215,29 @@ class Settings(BaseSettings):
     gc_concurrency: int = 16
     # Upload sessions idle (no chunk) longer than this are removed with their staged blocks.
     upload_expiry_seconds: float = 24 * 3600.0
+
+    @field_validator("region_storage")
+    @classmethod
+    def _region_storage_is_a_map(cls, value: str) -> str:
+        parse_region_storage(value)  # a deployment with a broken map does not start
+        return value
+
+    def region_accounts(self) -> dict[str, str]:
+        """Each region's storage account (connection string or account URL), by normalized region name;
+        empty in a single-region deployment."""
+        return parse_region_storage(self.region_storage)
+
+
+def parse_region_storage(value: str) -> dict[str, str]:
+    if not value.strip():
+        return {}
+    try:
+        raw = json.loads(value)
+    except ValueError as error:
+        raise ValueError("REGION_STORAGE must be a JSON object of region -> account") from error
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("REGION_STORAGE must be a JSON object of region -> account")
+    return {key.replace(" ", "").lower(): account for key, account in raw.items()}
 
 
 @lru_cache(maxsize=1)

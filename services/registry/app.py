@@ -37,6 +37,7 @@ from services.registry.ledger import BlobLedger
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
+from services.replication.routing import BlobRouter, split_regional
 
 log = logging.getLogger("registry")
 
@@ -112,6 +113,7 @@ class RegistryApi:
         self.registries = RegistryStore(self.metadata)
         self.blobs = BlobStore(self.settings)
         self.ledger = BlobLedger(self.metadata)
+        self.geo = BlobRouter(self.settings, self.metadata, self.blobs)  # which region serves a blob GET
         self.uploads = UploadService(self.settings, self.artifacts, self.blobs, self.ledger)
         self.events = EventPublisher(self.settings, self.metadata)
         self.auth = AuthService(self.settings, self.metadata)
@@ -132,6 +134,7 @@ class RegistryApi:
 
     async def close(self) -> None:
         await self.metadata.close()
+        await self.geo.close()
         await self.blobs.close()
         await self.events.close()
         self._opened = False
@@ -199,6 +202,7 @@ class RegistryApi:
         host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
         suffix = "." + self.settings.registry_domain
         name = host[: -len(suffix)] if host.endswith(suffix) else self.settings.default_registry
+        name = split_regional(name)[0]  # a regional endpoint, <name>.<region>.geo.<domain>, is <name>'s
         if not REGISTRY_NAME.fullmatch(name):
             raise RegistryError(
                 ErrorCode.NAME_INVALID,

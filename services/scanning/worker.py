@@ -151,6 +151,8 @@ class ImageScanner:
         event = message.event
         if event.action not in SCANNED_ACTIONS or not self.settings.scanner_enabled:
             return None
+        if event.region is not None:  # a geo-replicated push's per-region echo: the push itself was scanned
+            return None
         return await self.scan(message.registry, event.target.repository, event.target.digest)
 
     async def scan(

@@ -36,6 +36,7 @@ from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.readcache import ReadCache, process_marks
 from services.platform.settings import Settings, get_settings
+from services.replication.resources import remote_regions
 from services.webhooks import resources, rules
 from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore, webhooks_partition
 
@@ -109,6 +110,9 @@ class WebhookDispatcher:
             webhooks_partition(message.registry), "", lambda: resources.webhooks_of(self.metadata, message.registry)
         )
         webhooks = [hook for hook in every if rules.wants(hook.status, hook.actions, hook.scope, message.event)]
+        if webhooks and self._settings.region_storage:  # geo-replicated: regional webhooks (rules.in_region)
+            remote = await remote_regions(self.metadata, self._settings, message.registry)
+            webhooks = [hook for hook in webhooks if rules.in_region(hook.location, message.event, remote)]
         await asyncio.gather(*(self.deliver(hook, message.event) for hook in webhooks))
         return len(webhooks)
 

@@ -149,6 +149,19 @@ def scope_matches(scope: str, repository: str, tag: str | None) -> bool:
     return fnmatchcase(tag, tag_pattern)
 
 
+def in_region(location: str, event: RegistryEvent, remote: frozenset[str]) -> bool:
+    """ACR's regional webhooks of a geo-replicated registry: a per-region push (an event with a `region`)
+    goes to the webhooks of that region only; the push itself to every webhook but those located in the
+    registry's other regions (`remote`), which hear of it once the image is in their region. Other events
+    go to every webhook, wherever it is."""
+    where = location.replace(" ", "").lower()
+    if event.region is not None and event.action != "replicated":
+        return where == event.region
+    if event.action in ("push", "chart_push"):
+        return where not in remote
+    return True
+
+
 def wants(status: str, actions: Iterable[str], scope: str, event: RegistryEvent) -> bool:
     """Whether a webhook with these settings gets this event."""
     return (

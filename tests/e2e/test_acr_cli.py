@@ -290,3 +290,29 @@ def test_acr_config_and_token_command(acr: Acr, devhost: Devhost, owner: Princip
     assert acr("config", "set", "colour=blue", env=unset).code == 2
     _ok(acr("config", "unset", "token-command", env=unset))
     assert acr("list", env=unset).code == 3
+
+
+def test_acr_replication_commands(acr: Acr) -> None:
+    name = "clirep" + uuid.uuid4().hex[:10]
+    _ok(acr("create", "-n", name, "--sku", "Premium"))
+    made = _ok(acr("replication", "create", "-r", name, "-l", "East US", "--tags", "team=geo")).json()
+    assert isinstance(made, dict) and made["name"] == "eastus" and made["tags"] == {"team": "geo"}
+    assert made["properties"]["status"]["displayStatus"] == "Ready"
+    table = _ok(acr("replication", "list", "-r", name, "-o", "table")).stdout.splitlines()
+    assert table[0].split()[:4] == ["Name", "Location", "ProvisioningState", "Status"]
+    assert [line.split()[:2] for line in table[2:]] == [["westeurope", "westeurope"], ["eastus", "eastus"]]
+    show = acr("replication", "show", "-r", name, "-n", "eastus", "--query", "properties.regionEndpointEnabled")
+    assert _ok(show).json() is True
+    off = acr("replication", "update", "-r", name, "-n", "eastus", "--region-endpoint-disabled", "--query",
+              "properties.status.displayStatus")  # fmt: skip
+    assert _ok(off).json() == "Disabled"
+    home = acr("replication", "delete", "-r", name, "-n", "westeurope", "-y")
+    assert home.code != 0 and "CannotDeleteHomeReplication" in home.stderr
+    standard = "clistd" + uuid.uuid4().hex[:10]
+    _ok(acr("create", "-n", standard, "--sku", "Standard"))
+    refused = acr("replication", "create", "-r", standard, "-l", "eastus")
+    assert refused.code != 0 and "RegistrySkuNotSupported" in refused.stderr
+    _ok(acr("replication", "delete", "-r", name, "-n", "eastus", "-y"))
+    assert _ok(acr("replication", "list", "-r", name, "--query", "[].name")).json() == ["westeurope"]
+    _ok(acr("delete", "-n", name, "-y"))
+    _ok(acr("delete", "-n", standard, "-y"))

@@ -72,6 +72,7 @@ def test_the_document_names_every_route_the_api_serves(devhost: Devhost) -> None
         "{resourceGroupName}": "rg",
         "{registryName}": "reg01",
         "{webhookName}": "hook1",
+        "{replicationName}": "eastus",
         "{scopeMapName}": "map01",
         "{tokenName}": "tok01",
         "{location}": "westeurope",

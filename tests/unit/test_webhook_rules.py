@@ -163,3 +163,28 @@ def test_cloudevent_wraps_the_acr_payload() -> None:
     event = rules.cloudevent("reg", payload)
     assert event["type"] == "Microsoft.ContainerRegistry.ChartPushed"
     assert event["subject"] == "c:1.0" and event["data"] == payload and event["specversion"] == "1.0"
+
+
+def test_regional_webhooks_of_a_geo_replicated_registry() -> None:
+    from services.events.models import EventTarget, RegistryEvent
+
+    target = EventTarget(
+        mediaType="application/vnd.oci.image.manifest.v1+json", digest="sha256:" + "a" * 64, repository="app", tag="v1"
+    )
+    push = RegistryEvent(action="push", target=target)
+    east_push = RegistryEvent(action="push", target=target, region="eastus")
+    replicated = RegistryEvent(action="replicated", target=target, registry="reg01", region="eastus", lagMs=5)
+    delete = RegistryEvent(action="delete", target=target)
+    remote = frozenset({"eastus", "japaneast"})
+    # the push itself: everywhere but the other regions of the registry
+    assert rules.in_region("westeurope", push, remote) and rules.in_region("", push, remote)
+    assert not rules.in_region("East US", push, remote)
+    # the per-region push: that region's webhooks only
+    assert rules.in_region("East US", east_push, remote) and not rules.in_region("westeurope", east_push, remote)
+    assert not rules.in_region("japaneast", east_push, remote)
+    # replicated and deletes: every webhook, wherever it is
+    assert all(
+        rules.in_region(where, event, remote) for where in ("westeurope", "eastus") for event in (replicated, delete)
+    )
+    # one region: every webhook gets the push, as before
+    assert rules.in_region("eastus", push, frozenset())

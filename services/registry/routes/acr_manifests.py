@@ -10,6 +10,8 @@ for symmetry with tags).
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse, Response
 
 from services.events.actions import request_info
@@ -30,6 +32,7 @@ from services.registry.acr_paths import (
 from services.registry.app import Call
 from services.registry.locks import MAX_PATCH_BYTES, ManifestAttributesPatch, parse_patch
 from services.registry.store import ManifestDoc, repo_key
+from services.replication.store import ImageStatusStore
 from services.scanning.admission import check_quarantine_writer
 from services.scanning.release import release_outbox_for
 from services.scanning.status import request_rescan, scan_status
@@ -69,13 +72,17 @@ async def list_manifests(call: Call) -> Response:
     return JSONResponse(body.dump(), headers=link)
 
 
-async def _manifest_body(call: Call, doc: ManifestDoc) -> Response:
+async def _manifest_attributes(call: Call, doc: ManifestDoc) -> dict[str, Any]:
     tags = sorted(tag.name for tag in await call.api.artifacts.tags_of(doc.repo, doc.digest))
     body = ManifestAttributes(
         registry=call.registry.loginServer, imageName=call.name, manifest=manifest_base(doc, tags)
     )
     body.manifest.scan = await scan_status(call.api.metadata, doc)
-    return JSONResponse(body.dump())
+    return body.dump()
+
+
+async def _manifest_body(call: Call, doc: ManifestDoc) -> Response:
+    return JSONResponse(await _manifest_attributes(call, doc))
 
 
 async def get_manifest(call: Call) -> Response:
@@ -83,7 +90,15 @@ async def get_manifest(call: Call) -> Response:
     doc = await call.api.artifacts.get_manifest(repo_key(call.registry.registry, call.name), digest)
     if doc is None:
         raise manifest_unknown(digest)
-    return await _manifest_body(call, doc)
+    body = await _manifest_attributes(call, doc)
+    # ours, beyond ACR: where a geo-replicated image's copies stand in each region (services/replication)
+    status = await ImageStatusStore(call.api.metadata).get(doc.repo, doc.digest)
+    if status is not None:
+        body["manifest"]["replication"] = {
+            "pushed": status.pushed,
+            "regions": {r: entry.model_dump(exclude_none=True) for r, entry in sorted(status.regions.items())},
+        }
+    return JSONResponse(body)
 
 
 async def patch_manifest(call: Call) -> Response:

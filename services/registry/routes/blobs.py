@@ -18,6 +18,7 @@ from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ledger import release_of
 from services.registry.ranges import parse_range, storage_serves
 from services.registry.store import BlobLinkDoc, repo_key
+from services.replication.routing import REGION_HEADER
 
 
 async def _linked(call: Call) -> tuple[Digest, BlobLinkDoc]:
@@ -48,21 +49,24 @@ async def head_blob(call: Call) -> Response:
 async def get_blob(call: Call) -> Response:
     digest, link = await _linked(call)
     registry = call.registry.registry
+    # Geo-replication: the region asked for, or one that has the blob (services/replication/routing.py)
+    blobs, region = await call.api.geo.serving(call.request, call.registry, str(digest))
+    served = {REGION_HEADER: region} if region else {}
     # Several Range lines are one list of ranges (RFC 9110 section 5.3); joined, they parse as such.
     range_header = ", ".join(call.request.headers.getlist("range"))
     if call.api.settings.blob_download_mode == "redirect" and (
         not range_header or storage_serves(range_header, link.size)
     ):
-        url = await call.api.blobs.read_url(registry, str(digest))
-        return RedirectResponse(url, status_code=307, headers={"Docker-Content-Digest": str(digest)})
-    headers = _headers(digest, link.size)
+        url = await blobs.read_url(registry, str(digest))
+        return RedirectResponse(url, status_code=307, headers={"Docker-Content-Digest": str(digest), **served})
+    headers = _headers(digest, link.size) | served
     byte_range = parse_range(range_header, link.size)
     if byte_range is None:
-        return StreamingResponse(call.api.blobs.read(registry, str(digest)), headers=headers)
+        return StreamingResponse(blobs.read(registry, str(digest)), headers=headers)
     start, end = byte_range
     headers["Content-Length"] = str(end - start + 1)
     headers["Content-Range"] = f"bytes {start}-{end}/{link.size}"
-    body = call.api.blobs.read(registry, str(digest), start, end - start + 1)
+    body = blobs.read(registry, str(digest), start, end - start + 1)
     return StreamingResponse(body, status_code=206, headers=headers)
 
 
