@@ -27,7 +27,7 @@ from services.management.registries import REGISTRY_NAME, login_server
 from services.management.store import RegistryDoc, RegistryStore
 from services.platform.availability import classify
 from services.platform.blobs import BlobStore
-from services.platform.cosmos import Cosmos
+from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.health import Readiness, dependency_readiness
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
@@ -153,6 +153,18 @@ class RegistryApi:
                 "%s %s: the client disconnected before its request body was complete", request.method, request.url.path
             )
             response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+        except ConcurrentUpdate:
+            # A write lost its optimistic (ETag) race more times than it may retry: contention on one
+            # document (for example many uploads of new blobs at once), not a fault. Nothing was written.
+            log.warning("%s %s: 503, too many concurrent updates", request.method, request.url.path)
+            response = error_response(
+                RegistryError(
+                    ErrorCode.UNAVAILABLE,
+                    "too many concurrent changes of the same data; nothing was changed, retry after 1 s",
+                    headers={"Retry-After": "1"},
+                ),
+                request.method,
+            )
         except Exception as exc:
             outage = classify(exc)
             if outage is None:

@@ -289,3 +289,25 @@ def test_dependency_unavailable_text_is_for_the_log() -> None:
     outage = DependencyUnavailable(COSMOS, 0.2, throttled=True, cause="CosmosHttpResponseError")
     assert str(outage) == "cosmos throttling (CosmosHttpResponseError)"
     assert outage.retry_after_seconds == 1
+
+
+async def test_a_write_that_keeps_losing_its_etag_race_is_a_503_not_a_500() -> None:
+    """ConcurrentUpdate escaping a route (a document too contended to win within its retries) is the
+    registry being busy: 503 UNAVAILABLE with Retry-After, never an internal error."""
+    from starlette.requests import Request
+
+    from services.platform.cosmos import ConcurrentUpdate
+    from services.platform.settings import Settings
+    from services.registry.app import RegistryApi
+
+    api = RegistryApi(Settings())
+    api._opened = True  # nothing here reaches a database: the dispatch below raises at once
+
+    async def contended(request: Request) -> None:
+        raise ConcurrentUpdate("usage:storage")
+
+    api._dispatch = contended  # type: ignore[method-assign,assignment]
+    scope = {"type": "http", "method": "PUT", "path": "/v2/app/blobs/uploads/x", "headers": [], "query_string": b""}
+    response = await api.handle(Request(scope))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert b'"UNAVAILABLE"' in response.body
