@@ -21,6 +21,7 @@ from services.platform.health import health_probe
 from services.registry.app import registry_api
 from services.replication.functions import bp as replication_functions
 from services.scanning.functions import bp as scanning_functions
+from services.tasks.functions import bp as tasks_functions
 from services.webhooks.functions import bp as webhooks_functions
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -30,6 +31,7 @@ app.register_functions(replication_functions)  # replicate_images (Service Bus t
 app.register_functions(management_functions)  # management_arm: the ARM-shaped API under /subscriptions/
 app.register_functions(auth_functions)  # /oauth2/token, /oauth2/exchange
 app.register_functions(scanning_functions)  # scan_images (subscription "scanning"), rescans, re-match (timers)
+app.register_functions(tasks_functions)  # relay_runs (timer): runs written but not yet on the task-runs queue
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 

@@ -80,7 +80,7 @@ _CACHE_LIMIT = 10_000
 K = TypeVar("K")
 V = TypeVar("V")
 
-IdentityKind = Literal["anonymous", "admin", "token", "entra", "open"]
+IdentityKind = Literal["anonymous", "admin", "token", "entra", "open", "run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +375,7 @@ class AuthService:
         if claims.get("rid") != registry_identity(registry):  # a deleted registry's of the same name
             return None
         kind = claims.get("idt")
-        if kind not in ("anonymous", "admin", "token", "entra"):
+        if kind not in ("anonymous", "admin", "token", "entra", "run"):
             return None
         granted = perms.permissions_from_access(claims["access"])
         refused_claim = claims.get("refused")
@@ -553,6 +553,10 @@ class AuthService:
             return None
         if claims.get("grant_type") != "refresh_token" or claims.get("rid") != registry_identity(registry):
             return None
+        if claims.get("idt") == "run":  # a task run's: its rights are in the token, signed (run_token)
+            access = claims.get("access")
+            granted = perms.permissions_from_access(access) if isinstance(access, list) else perms.NOTHING
+            return Identity("run", str(claims["sub"]), granted)
         return await self.resolve(
             registry,
             str(claims.get("idt")),
@@ -599,6 +603,22 @@ class AuthService:
         token = self.ring.sign(claims)
         issued = datetime.fromtimestamp(claims["iat"], UTC).isoformat().replace("+00:00", "Z")
         return {"access_token": token, "token": token, "expires_in": lifetime, "issued_at": issued}
+
+    def run_token(self, registry: RegistryDoc, run_id: str, access: list[dict[str, Any]], lifetime: int) -> str:
+        """A task run's refresh token (services/tasks/runner.py): used as the password of
+        `00000000-0000-0000-0000-000000000000`, it grants exactly `access` on this registry and nothing else,
+        and lapses when the run's timeout does. It names no stored credential, so nothing can widen it."""
+        claims = new_claims(
+            issuer=self.settings.auth_issuer,
+            audience=registry.loginServer,
+            subject=f"run:{run_id}",
+            lifetime=lifetime,
+            grant_type="refresh_token",
+            idt="run",
+            rid=registry_identity(registry),
+            access=access,
+        )
+        return self.ring.sign(claims)
 
     def refresh_token(self, registry: RegistryDoc, identity: Identity) -> str:
         claims = new_claims(

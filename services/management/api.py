@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from services.auth.entra import EntraVerifier, parse_issuers
 from services.auth.store import AccessStore
-from services.management import access_api, registries_api, replications_api, webhooks_api
+from services.management import access_api, registries_api, replications_api, tasks_api, webhooks_api
 from services.management.arm import API_VERSIONS, ArmCall, ArmError, Services
 from services.management.authorization import ManagementAuthorizer, ManagementDenied
 from services.management.store import RegistryStore
@@ -26,6 +26,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.tasks.queue import RunQueue
 from services.webhooks.delivery import WebhookDispatcher
 
 log = logging.getLogger("management")
@@ -34,6 +35,8 @@ Handler = Callable[[ArmCall], Awaitable[Response]]
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     (webhooks_api.WEBHOOK_PATH, webhooks_api.webhooks),
     (replications_api.REPLICATION_PATH, replications_api.replications),
+    (tasks_api.REGISTRY_ACTION_PATH, tasks_api.registry_actions),
+    (tasks_api.RUN_PATH, tasks_api.runs),
     (access_api.CHILD_PATH, access_api.children),
     (access_api.GENERATE_PATH, access_api.generate_credentials),
     (registries_api.REGISTRY_PATH, registries_api.registry),
@@ -51,7 +54,12 @@ class ManagementApi:
             EntraVerifier(parse_issuers(self.settings.entra_issuers)), AccessStore(metadata), RegistryStore(metadata)
         )
         self.services = Services(
-            self.settings, metadata, BlobStore(self.settings), WebhookDispatcher(self.settings, metadata), authorizer
+            self.settings,
+            metadata,
+            BlobStore(self.settings),
+            WebhookDispatcher(self.settings, metadata),
+            authorizer,
+            RunQueue(self.settings),
         )
         self._opened = False
         self._opening = asyncio.Lock()
@@ -62,9 +70,11 @@ class ManagementApi:
                 await self.services.metadata.open()
                 await self.services.blobs.open()
                 await self.services.dispatcher.open()
+                await self.services.runs.open()
                 self._opened = True
 
     async def close(self) -> None:
+        await self.services.runs.close()
         await self.services.dispatcher.close()
         await self.services.blobs.close()
         await self.services.metadata.close()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from services.platform.blobs import BlobStore
     from services.platform.cosmos import Cosmos
     from services.platform.settings import Settings
+    from services.tasks.queue import RunQueue
     from services.webhooks.delivery import WebhookDispatcher
 
 PROVIDER = "Microsoft.ContainerRegistry"
@@ -73,6 +74,7 @@ class Services:
     blobs: BlobStore
     dispatcher: WebhookDispatcher
     authorizer: ManagementAuthorizer
+    runs: RunQueue  # the task-runs queue (services/tasks)
 
 
 @dataclass(frozen=True)

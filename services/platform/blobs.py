@@ -9,6 +9,9 @@ Layout, one container per registry (``reg-<registry>``)::
         uploads/<session id>                      an upload in progress: its chunks staged as uncommitted
                                                   blocks, committed and copied to blobs/ once the digest
                                                   is verified, then deleted
+        tasks/sources/<yyyymmdd>/<uuid>.tar.gz    a build context a client uploaded through a write-only
+                                                  SAS URL (listBuildSourceUploadUrl), read by the task runner
+        tasks/logs/<run id>.log                   a task run's log, an append blob written as the run goes
 
 Nothing under ``blobs/`` is ever written before its digest is verified, so an interrupted or failed upload
 leaves nothing visible. Downloads are served by short-lived, read-only SAS URLs (the API answers 307).
@@ -211,8 +214,10 @@ class BlobStore:
         sas = await self._read_sas(registry, blob_path(digest), ttl)
         return f"{blob.url}?{sas}"
 
-    async def _read_sas(self, registry: str, path: str, ttl: timedelta) -> str:
-        """Account-key SAS locally; user-delegation SAS under a managed identity (no key exists)."""
+    async def _read_sas(self, registry: str, path: str, ttl: timedelta, *, write: bool = False) -> str:
+        """Account-key SAS locally; user-delegation SAS under a managed identity (no key exists). `write`:
+        create and write only (the client cannot read back or list anything)."""
+        permission = BlobSasPermissions(create=True, write=True) if write else BlobSasPermissions(read=True)
         now = datetime.now(UTC)
         start = now - timedelta(minutes=5)  # tolerate clock skew between us and Storage
         expiry = now + ttl
@@ -222,7 +227,7 @@ class BlobStore:
                 container_name=container_name(registry),
                 blob_name=path,
                 account_key=self._account_key,
-                permission=BlobSasPermissions(read=True),
+                permission=permission,
                 start=start,
                 expiry=expiry,
             )
@@ -233,7 +238,7 @@ class BlobStore:
             container_name=container_name(registry),
             blob_name=path,
             user_delegation_key=delegation,
-            permission=BlobSasPermissions(read=True),
+            permission=permission,
             start=start,
             expiry=expiry,
         )
@@ -363,5 +368,41 @@ class BlobStore:
         """Drop a session's bytes. Uncommitted blocks alone leave no blob behind (Storage expires them)."""
         try:
             await self._container(registry).get_blob_client(upload_path(session)).delete_blob()
+        except ResourceNotFoundError:
+            pass
+
+    # --- task sources and logs (services/tasks) ----------------------------------------------------
+    async def path_url(self, registry: str, path: str, ttl_seconds: int, *, write: bool = False) -> str:
+        """A SAS URL of one blob under `tasks/`: read-only, or create-and-write-only (an upload target)."""
+        blob = self._container(registry).get_blob_client(path)
+        sas = await self._read_sas(registry, path, timedelta(seconds=ttl_seconds), write=write)
+        return f"{blob.url}?{sas}"
+
+    async def path_size(self, registry: str, path: str) -> int | None:
+        try:
+            props = await self._container(registry).get_blob_client(path).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return int(props.size)
+
+    async def read_path(self, registry: str, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        stream = await self._container(registry).get_blob_client(path).download_blob(offset=offset)
+        async for chunk in stream.chunks():
+            yield chunk
+
+    async def create_append(self, registry: str, path: str) -> None:
+        """An empty append blob (kept if it exists: a run picked up again appends to its log)."""
+        blob = self._container(registry).get_blob_client(path)
+        try:
+            await blob.get_blob_properties()
+        except ResourceNotFoundError:
+            await blob.create_append_blob()
+
+    async def append(self, registry: str, path: str, data: bytes) -> None:
+        await self._container(registry).get_blob_client(path).append_block(data)
+
+    async def delete_path(self, registry: str, path: str) -> None:
+        try:
+            await self._container(registry).get_blob_client(path).delete_blob()
         except ResourceNotFoundError:
             pass

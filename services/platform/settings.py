@@ -227,6 +227,19 @@ class Settings(BaseSettings):
         empty in a single-region deployment."""
         return parse_region_storage(self.region_storage)
 
+    # Tasks (services/tasks): the storage queue of runs to execute, and the runner's limits. A runner reaches
+    # each registry's /v2/ at its login server over HTTPS, or at TASKS_REGISTRY_ADDRESS (host:port, plain
+    # HTTP) when set: the devhost's address, whose default registry the local runner builds for.
+    tasks_queue: str = "task-runs"
+    tasks_registry_address: str = ""
+    tasks_work_dir: str = ""
+    tasks_concurrency: int = 2  # runs one runner executes at once
+    tasks_max_context_bytes: int = 100 * 1024 * 1024  # an uploaded context, compressed
+    tasks_max_unpacked_bytes: int = 512 * 1024 * 1024
+    tasks_log_days: int = 30
+    tasks_relay_after_seconds: float = 5.0
+    tasks_poll_seconds: float = 1.0  # how often a running run's cancel flag is read
+
 
 def parse_region_storage(value: str) -> dict[str, str]:
     if not value.strip():

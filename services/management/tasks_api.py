@@ -1,0 +1,169 @@
+"""The ARM-shaped API of ACR Tasks' runs, as `azure-mgmt-containerregistrytasks` 1.0.0b1 speaks it
+(api-version 2025-03-01-preview):
+
+    POST  .../registries/{registry}/listBuildSourceUploadUrl   a write-only SAS URL for a .tar.gz context
+    POST  .../registries/{registry}/scheduleRun                a DockerBuildRequest -> the queued Run (200)
+    GET   .../registries/{registry}/runs[?$top=]               the runs, newest first
+    GET   .../registries/{registry}/runs/{runId}               one run
+    PATCH .../registries/{registry}/runs/{runId}               isArchiveEnabled
+    POST  .../registries/{registry}/runs/{runId}/cancel        queued: Canceled at once; running: stopped
+    POST  .../registries/{registry}/runs/{runId}/listLogSasUrl a read-only SAS URL of the run's log
+
+Every call is authorized first (arm.py). The rules live in services/tasks/scheduling.py, the documents in
+services/tasks/store.py, the execution in services/tasks/runner.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse, Response
+
+from services.management.arm import PROVIDER, ArmCall, ArmError, registry_id, registry_in_scope
+from services.management.authorization import Access, ArmScope
+from services.platform.secrets import SecretBox, secret_box
+from services.platform.settings import Settings
+from services.tasks.models import DockerBuildRequest, RunDoc, RunUpdate
+from services.tasks.scheduling import (
+    RunNotFound,
+    RunRequestInvalid,
+    new_source_path,
+    request_cancel,
+    schedule_quick_build,
+)
+from services.tasks.store import RunStore
+
+_REGISTRY = (
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerRegistry"
+    r"/registries/(?P<registry>[^/]+)"
+)
+REGISTRY_ACTION_PATH = re.compile(_REGISTRY + r"/(?P<action>listBuildSourceUploadUrl|scheduleRun)/?$", re.I)
+RUN_PATH = re.compile(
+    _REGISTRY + r"/runs(?:/(?P<run>[^/]+)(?:/(?P<action>cancel|listLogSasUrl))?)?/?$",
+    re.I,
+)
+RUN_ID = re.compile(r"^[a-z]{2}[0-9]{1,10}$")
+SOURCE_URL_SECONDS = 3600  # ACR's upload URLs last an hour
+
+
+class RunRequestType(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str = Field(max_length=64)
+
+
+def _box(settings: Settings) -> SecretBox:
+    return secret_box(settings.secrets_keys, settings.secrets_keys_file)
+
+
+def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
+    request = run.request
+    platform = request.get("platform") or {"os": "Linux"}
+    properties: dict[str, Any] = {
+        "runId": run.runId,
+        "status": run.status,
+        "lastUpdatedTime": run.lastUpdatedTime,
+        "runType": run.runType,
+        "createTime": run.createTime,
+        "outputImages": run.outputImages,
+        "platform": {k: v for k, v in platform.items() if v is not None},
+        "provisioningState": "Succeeded",
+        "isArchiveEnabled": run.isArchiveEnabled,
+        "agentConfiguration": {"cpu": 2},
+        # ours: the base images the build pulled, with their digests; whether a cancel was asked for
+        "baseImages": run.baseImages,
+        "cancelRequested": run.cancelRequested,
+    }
+    for key in ("startTime", "finishTime", "runErrorMessage"):
+        value = getattr(run, key)
+        if value is not None:
+            properties[key] = value
+    return {
+        "id": f"{registry_id(scope, run.registry)}/runs/{run.runId}",
+        "name": run.runId,
+        "type": f"{PROVIDER}/registries/runs",
+        "properties": properties,
+    }
+
+
+async def registry_actions(call: ArmCall) -> Response:
+    scope = call.scope()
+    action = call.match["action"].lower()
+    if call.request.method != "POST":
+        raise ArmError(405, "MethodNotAllowed", f"{call.match['action']} takes POST")
+    operation = "listBuildSourceUploadUrl" if action == "listbuildsourceuploadurl" else "scheduleRun"
+    await call.authorize(scope, "write", f"registries/{operation}/action")
+    registry = (await registry_in_scope(call, scope)).registry
+    blobs = call.services.blobs
+    if action == "listbuildsourceuploadurl":
+        path = new_source_path()
+        url = await blobs.path_url(registry, path, SOURCE_URL_SECONDS, write=True)
+        return JSONResponse({"uploadUrl": url, "relativePath": path})
+    kind = await call.body(RunRequestType)
+    if kind.type != "DockerBuildRequest":
+        raise ArmError(400, "InvalidRequestContent", f"run requests of type {kind.type[:64]!r} are not supported")
+    request = await call.body(DockerBuildRequest)
+    try:
+        run = await schedule_quick_build(
+            call.services.metadata, blobs, call.services.runs, _box(call.services.settings), registry, request
+        )
+    except RunRequestInvalid as error:
+        raise ArmError(400, "InvalidRequestContent", str(error), target="sourceLocation") from error
+    return JSONResponse(run_resource(run, scope))
+
+
+async def runs(call: ArmCall) -> Response:
+    scope = call.scope()
+    run_id, action, method = call.match["run"], call.match["action"], call.request.method
+    access: Access = "read" if method == "GET" and action is None else "write"
+    if action is not None:
+        operation = f"registries/runs/{action}/action"
+    else:
+        operation = "registries/runs/" + ("read" if access == "read" else "write")
+    await call.authorize(scope, access, operation)
+    registry = (await registry_in_scope(call, scope)).registry
+    store = RunStore(call.services.metadata)
+    if run_id is None:
+        if method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a run list")
+        top = _top(call.request.query_params.get("$top"))
+        return JSONResponse({"value": [run_resource(r, scope) for r in await store.list_runs(registry, top)]})
+    if not RUN_ID.fullmatch(run_id):
+        raise ArmError(404, "ResourceNotFound", "the run was not found")
+    if action is not None and method != "POST":
+        raise ArmError(405, "MethodNotAllowed", f"{action} takes POST")
+    if action == "cancel":
+        try:
+            await request_cancel(call.services.metadata, registry, run_id)
+        except RunNotFound as error:
+            raise ArmError(404, "ResourceNotFound", f"run {run_id} was not found") from error
+        return Response(status_code=200)
+    run = await store.get(registry, run_id)
+    if run is None:
+        raise ArmError(404, "ResourceNotFound", f"run {run_id} was not found")
+    if action == "listLogSasUrl":
+        days = call.services.settings.tasks_log_days
+        link = await call.services.blobs.path_url(registry, run.logPath, min(days * 86400, 7 * 86400))
+        return JSONResponse({"logLink": link, "logArtifactLink": None})
+    if method == "GET":
+        return JSONResponse(run_resource(run, scope))
+    if method == "PATCH":
+        update = await call.body(RunUpdate)
+        if update.isArchiveEnabled is not None:
+            await store.patch(registry, run_id, {"isArchiveEnabled": update.isArchiveEnabled})
+            run.isArchiveEnabled = update.isArchiveEnabled
+        return JSONResponse(run_resource(run, scope))
+    raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a run")
+
+
+def _top(text: str | None) -> int:
+    if text is None:
+        return 100
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise ArmError(400, "InvalidQueryParameterValue", "$top must be a whole number") from error
+    if not 1 <= value <= 1000:
+        raise ArmError(400, "InvalidQueryParameterValue", "$top must be between 1 and 1000")
+    return value

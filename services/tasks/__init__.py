@@ -1,0 +1,1 @@
+"""ACR Tasks: runs (quick builds), their scheduling and the runner that executes them."""

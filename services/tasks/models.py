@@ -1,0 +1,110 @@
+"""A run's document, the requests that schedule one, and the queue message between the API and the runner.
+
+The request bodies are ACR's (`azure-mgmt-containerregistrytasks` 1.0.0b1, api-version 2025-03-01-preview):
+`DockerBuildRequest` for a quick build. Statuses are ACR's: Queued, Started, Running, Succeeded, Failed,
+Canceled, Error, Timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.platform.cosmos import Document, utcnow
+
+RunStatus = Literal["Queued", "Started", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout"]
+TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
+MAX_TIMEOUT_SECONDS = 8 * 3600  # ACR's largest run timeout
+MIN_TIMEOUT_SECONDS = 5  # ACR's is 300; smaller here so that a test can see a timeout
+DEFAULT_TIMEOUT_SECONDS = 3600
+# Image names as `acr build -t` takes them: repository[:tag], the registry's own (no other host).
+_IMAGE_NAME = re.compile(r"^[a-z0-9{][a-z0-9._/{}\-]*(?::[A-Za-z0-9_{}.\-]{1,128})?$")
+SOURCE_PATH = re.compile(r"^tasks/sources/\d{8}/[0-9a-f]{32}\.tar\.gz$")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Argument(_Body):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str = Field(max_length=4096)
+    isSecret: bool = False
+
+
+class PlatformProperties(_Body):
+    os: Literal["Linux", "linux"] = "Linux"
+    architecture: Literal["amd64", "arm64", "arm", "x86"] | None = None
+    variant: str | None = Field(default=None, max_length=16)
+
+
+class DockerBuildRequest(_Body):
+    type: Literal["DockerBuildRequest"]
+    imageNames: list[str] = Field(default_factory=list, max_length=32)
+    isPushEnabled: bool = True
+    noCache: bool = False
+    dockerFilePath: str = Field(min_length=1, max_length=1024)
+    target: str | None = Field(default=None, max_length=128)
+    arguments: list[Argument] = Field(default_factory=list, max_length=64)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
+    platform: PlatformProperties = Field(default_factory=PlatformProperties)
+    sourceLocation: str | None = Field(default=None, max_length=1024)
+    isArchiveEnabled: bool = False
+
+    @field_validator("imageNames")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if len(name) > 256 or not _IMAGE_NAME.match(name):
+                raise ValueError(f"not an image name of this registry: {name[:256]!r}")
+        return names
+
+    @field_validator("dockerFilePath")
+    @classmethod
+    def _dockerfile(cls, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/") or "\\" in path or "\0" in path:
+            raise ValueError("dockerFilePath must be a path inside the context")
+        return path
+
+
+class RunUpdate(_Body):
+    isArchiveEnabled: bool | None = None
+
+
+class ImageDescriptor(BaseModel):
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+
+class RunDoc(Document):
+    registry: str
+    type: Literal["run"] = "run"
+    runId: str
+    number: int
+    status: RunStatus = "Queued"
+    runType: str = "QuickBuild"
+    request: dict[str, Any]
+    createTime: str = Field(default_factory=utcnow)
+    startTime: str | None = None
+    finishTime: str | None = None
+    lastUpdatedTime: str = Field(default_factory=utcnow)
+    dispatched: bool = False
+    cancelRequested: bool = False
+    isArchiveEnabled: bool = False
+    outputImages: list[dict[str, Any]] = Field(default_factory=list)
+    baseImages: list[dict[str, Any]] = Field(default_factory=list)  # ours: the FROM images, with digests
+    sourceCommit: str | None = None
+    logPath: str
+    runErrorMessage: str | None = None
+    attempts: int = 0
+
+
+class RunMessage(BaseModel):
+    """The `task-runs` queue message: which run to execute (the document holds everything else)."""
+
+    registry: str
+    runId: str

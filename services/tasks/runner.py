@@ -1,0 +1,546 @@
+"""The task runner: takes runs off the `task-runs` queue and executes them (`python -m services.tasks runner`).
+
+Functions cannot run builds, so the runner is its own process: in Azure a Container Apps job running this
+package (one execution per run, the isolation boundary); locally `make run` starts one. Per run:
+
+    claim       Queued -> Running under the run's ETag (a message delivered twice runs once; a run found
+                Running was left by a runner that died: Error, since its builds cannot be resumed)
+    context     the uploaded .tar.gz, size-checked, every member checked (services/tasks/context.py)
+    token       a refresh token of the run alone: pull on the base images of this registry, pull and push on
+                the run's images, lapsing with the run's timeout (services/auth/service.py run_token)
+    build       buildah, no daemon (`--isolation chroot --storage-driver vfs`), a containers/storage root of
+                the run's own, an environment with nothing of the runner's (no storage keys, no signing keys)
+    push        buildah push through the registry's own /v2/ API with that token: never storage directly
+    finish      Succeeded / Failed (a step failed) / Timeout / Canceled / Error (ours), output images with
+                their digests, the base images with theirs
+
+The log is an append blob written as the run goes (flushed every half second), secret values masked. One
+run's failure, timeout or cancel never stops the runner: each run is its own task, every exception of it is
+the run's Error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.auth.service import REFRESH_TOKEN_USER, AuthService
+from services.management.store import RegistryDoc, RegistryStore
+from services.platform.blobs import BlobStore
+from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
+from services.platform.secrets import SecretBox, secret_box
+from services.platform.settings import Settings
+from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
+from services.tasks.models import TERMINAL, RunDoc, RunStatus
+from services.tasks.queue import ReceivedRun, RunQueue
+from services.tasks.scheduling import secret_context
+from services.tasks.store import RunStore
+from services.tasks.variables import RunVariables, VariableUnknown, render
+
+log = logging.getLogger("tasks")
+
+HEARTBEAT_SECONDS = 30  # the queue message is kept invisible this long at a time while its run goes on
+INVISIBLE_SECONDS = 120
+LOG_FLUSH_SECONDS = 0.5
+OUTPUT_LINE_BYTES = 16 * 1024
+
+
+class StepFailed(Exception):
+    """A step of the run failed (the user's: the run is Failed, not Error)."""
+
+
+class RunCanceled(Exception):
+    pass
+
+
+# --- the log ------------------------------------------------------------------------------------------------
+class RunLog:
+    """The run's append blob, written as the run goes; secret values never reach it."""
+
+    def __init__(self, blobs: BlobStore, registry: str, path: str, secrets: Sequence[str] = ()) -> None:
+        self._blobs, self._registry, self._path = blobs, registry, path
+        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+        self._pending: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        await self._blobs.create_append(self._registry, self._path)
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def write(self, line: str) -> None:
+        self._pending.append(self.mask(line.rstrip("\n")) + "\n")
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._pending:
+                return
+            data, self._pending = "".join(self._pending).encode(), []
+            # An append block holds at most 4 MiB.
+            for start in range(0, len(data), 4 * 1024 * 1024):
+                await self._blobs.append(self._registry, self._path, data[start : start + 4 * 1024 * 1024])
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+async def run_command(argv: Sequence[str], env: dict[str, str], cwd: Path, output: Callable[[str], None]) -> int:
+    """Run a command in its own process group, its output line by line to `output`; cancelling this kills the
+    whole group (buildah and whatever its RUN steps started)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        limit=OUTPUT_LINE_BYTES,
+    )
+    assert process.stdout is not None
+    try:
+        while True:
+            try:
+                line = await process.stdout.readline()
+            except ValueError:  # a line longer than the limit: take what there is
+                line = await process.stdout.read(OUTPUT_LINE_BYTES)
+            if not line:
+                break
+            output(line.decode(errors="replace"))
+        return await process.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(process.wait(), 10)
+        raise
+
+
+# --- the run's registry access ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How the run reaches its registry: the address, whether it is plain HTTP, and the files buildah reads."""
+
+    login_server: str
+    address: str
+    insecure: bool
+    auth_file: Path
+    registries_conf: Path
+    policy: Path
+    password: str = field(repr=False)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        """The whole environment of a build: nothing of the runner's (its settings hold the service's keys)."""
+        return {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir / "tmp"),
+            "REGISTRY_AUTH_FILE": str(self.auth_file),
+            "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
+            "BUILDAH_ISOLATION": "chroot",
+        }
+
+    def reference(self, repository: str, tag: str) -> str:
+        return f"{self.address}/{repository}:{tag}"
+
+
+def registry_files(workdir: Path, login_server: str, address: str, insecure: bool, password: str) -> RegistryAccess:
+    auth = base64.b64encode(f"{REFRESH_TOKEN_USER}:{password}".encode()).decode()
+    auth_file = workdir / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {login_server: {"auth": auth}, address: {"auth": auth}}}))
+    auth_file.chmod(0o600)
+    conf = workdir / "registries.conf"
+    lines = ["unqualified-search-registries = []", 'short-name-mode = "disabled"', ""]
+    if address != login_server:
+        # FROM <login server>/base: pulled from the address the runner reaches the registry at.
+        insecure_text = str(insecure).lower()
+        lines += [
+            "[[registry]]",
+            f'prefix = "{login_server}"',
+            f'location = "{address}"',
+            f"insecure = {insecure_text}",
+        ]
+        lines.append("")
+    if insecure:
+        lines += ["[[registry]]", f'location = "{address}"', "insecure = true", ""]
+    conf.write_text("\n".join(lines))
+    policy = workdir / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    return RegistryAccess(login_server, address, insecure, auth_file, conf, policy, password)
+
+
+def split_image(name: str) -> tuple[str, str]:
+    """`repo[:tag]` -> (repo, tag) (`latest` when none)."""
+    repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+    return repository, tag or "latest"
+
+
+def local_repository(image: str, login_server: str) -> tuple[str, str] | None:
+    """(repository, reference) of an image reference in this registry, else None."""
+    prefix = login_server.lower() + "/"
+    if not image.lower().startswith(prefix):
+        return None
+    rest = image[len(prefix) :]
+    if "@" in rest:
+        repository, _, digest = rest.partition("@")
+        return repository, digest
+    return split_image(rest)
+
+
+# --- the runner -----------------------------------------------------------------------------------------------
+class Runner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metadata = Cosmos(settings)
+        self.blobs = BlobStore(settings)
+        self.queue = RunQueue(settings)
+        self.runs = RunStore(self.metadata)
+        self.auth = AuthService(settings, self.metadata)
+        self.box: SecretBox = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+        self._slots = asyncio.Semaphore(max(1, settings.tasks_concurrency))
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        await self.metadata.open()
+        await self.blobs.open()
+        await self.queue.open()
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.queue.close()
+        await self.blobs.close()
+        await self.metadata.close()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Take runs off the queue until `stop` is set; at most `tasks_concurrency` at once."""
+        while not stop.is_set():
+            await self._slots.acquire()
+            try:
+                received = await self.queue.receive(INVISIBLE_SECONDS)
+            except Exception:
+                self._slots.release()
+                log.exception("receiving from the run queue failed")
+                await _sleep_or_stop(stop, 2.0)
+                continue
+            if received is None:
+                self._slots.release()
+                await _sleep_or_stop(stop, 0.5)
+                continue
+            task = asyncio.create_task(self.handle(received))
+            self._running.add(task)
+
+            def finished(done: asyncio.Task[None]) -> None:
+                self._running.discard(done)
+                self._slots.release()
+
+            task.add_done_callback(finished)
+
+    async def handle(self, received: ReceivedRun) -> None:
+        """One queue message: run it (at most once), then complete the message. Never raises."""
+        heartbeat = asyncio.create_task(self._keep_invisible(received))
+        try:
+            await self.execute(received.message.registry, received.message.runId)
+            heartbeat.cancel()
+            await self.queue.complete(received)
+        except Exception:
+            log.exception("run %s/%s: the runner failed", received.message.registry, received.message.runId)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_invisible(self, received: ReceivedRun) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.queue.keep_invisible(received, INVISIBLE_SECONDS)
+
+    # --- one run ----------------------------------------------------------------------------------------
+    async def execute(self, registry_name: str, run_id: str) -> RunDoc | None:
+        run = await self._claim(registry_name, run_id)
+        if run is None:
+            return None
+        registry = await RegistryStore(self.metadata).get_registry(registry_name)
+        secrets = self._secret_values(run)
+        run_log = RunLog(self.blobs, registry_name, run.logPath, secrets)
+        await run_log.open()
+        status: RunStatus = "Error"
+        message: str | None = None
+        outcome: dict[str, Any] = {}
+        timeout = int(run.request.get("timeout", 3600))
+        try:
+            if registry is None:
+                raise StepFailed("the registry no longer exists")
+            run_log.write(f"Run ID: {run_id} on registry {registry.loginServer}")
+            work = self._quick_build(run, registry, run_log, outcome)
+            status, message = await self._supervise(run, work, timeout)
+        except StepFailed as failure:
+            status, message = "Failed", str(failure)
+        except Exception as error:
+            log.exception("run %s/%s failed in the runner", registry_name, run_id)
+            status, message = "Error", f"the runner failed: {type(error).__name__}"
+        if message:
+            run_log.write(message)
+        ended = "was successful" if status == "Succeeded" else f"ended: {status}"
+        run_log.write(f"Run ID: {run_id} {ended}")
+        with contextlib.suppress(Exception):
+            await run_log.close()
+        return await self._finish(registry_name, run_id, status, message, outcome)
+
+    async def _claim(self, registry: str, run_id: str) -> RunDoc | None:
+        for _ in range(10):
+            run = await self.runs.get(registry, run_id)
+            if run is None or run.status in TERMINAL:
+                return None
+            if run.status in ("Started", "Running"):
+                # Its runner died mid-run (else this message would still be invisible): builds do not resume.
+                await self._finish(registry, run_id, "Error", "the runner executing this run stopped", {})
+                return None
+            now = utcnow()
+            run.status, run.startTime, run.lastUpdatedTime, run.attempts = "Running", now, now, run.attempts + 1
+            try:
+                return await self.runs.replace(run)
+            except ConcurrentUpdate:
+                continue
+        return None
+
+    async def _finish(
+        self, registry: str, run_id: str, status: RunStatus, message: str | None, outcome: dict[str, Any]
+    ) -> RunDoc | None:
+        for _ in range(20):
+            run = await self.runs.get(registry, run_id)
+            if run is None:
+                return None
+            if run.status in TERMINAL:
+                return run
+            now = utcnow()
+            run.status, run.finishTime, run.lastUpdatedTime, run.runErrorMessage = status, now, now, message
+            run.outputImages = outcome.get("outputImages", run.outputImages)
+            run.baseImages = outcome.get("baseImages", run.baseImages)
+            try:
+                return await self.runs.replace(run)
+            except ConcurrentUpdate:
+                continue  # a cancel request landed meanwhile: read again
+        return None
+
+    def _secret_values(self, run: RunDoc) -> list[str]:
+        values: list[str] = []
+        for argument in run.request.get("arguments", []):
+            if argument.get("isSecret"):
+                sealed = str(argument.get("value", ""))
+                values.append(self.box.open(sealed, secret_context(run.registry, run.runId)).decode())
+        return values
+
+    async def _supervise(self, run: RunDoc, work: Awaitable[None], limit_seconds: int) -> tuple[RunStatus, str | None]:
+        """Run `work` until it ends, the run's timeout passes (Timeout) or a cancel is asked for (Canceled)."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.create_task(self._watch_cancel(run))
+        try:
+            done, _ = await asyncio.wait({task, watcher}, timeout=limit_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if task in done:
+            task.result()  # StepFailed / other errors propagate
+            return "Succeeded", None
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if watcher in done and not watcher.cancelled() and watcher.exception() is None:
+            return "Canceled", "the run was canceled"
+        return "Timeout", f"the run exceeded its timeout of {limit_seconds} seconds"
+
+    async def _watch_cancel(self, run: RunDoc) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tasks_poll_seconds)
+            with contextlib.suppress(Exception):
+                current = await self.runs.get(run.registry, run.runId)
+                if current is None or current.cancelRequested:
+                    return
+
+    # --- quick build ------------------------------------------------------------------------------------
+    async def _quick_build(self, run: RunDoc, registry: RegistryDoc, run_log: RunLog, outcome: dict[str, Any]) -> None:
+        request = run.request
+        workdir = make_workdir(self.settings.tasks_work_dir, run.runId)
+        context = workdir / "context"
+        try:
+            await self._fetch_context(run, context, workdir / "context.tar.gz", run_log)
+            dockerfile = (context / request["dockerFilePath"]).resolve()
+            if not dockerfile.is_relative_to(context.resolve()) or not dockerfile.is_file():
+                raise StepFailed(f"the Dockerfile {request['dockerFilePath']!r} is not in the context")
+            secrets = self._secret_values(run)
+            arguments = [(a["name"], a["value"]) for a in request.get("arguments", []) if not a.get("isSecret")]
+            arguments += [
+                (a["name"], value)
+                for a, value in zip(
+                    [a for a in request.get("arguments", []) if a.get("isSecret")], secrets, strict=True
+                )
+            ]
+            variables = RunVariables(
+                run.runId,
+                registry.loginServer,
+                registry.registry,
+                architecture=(request.get("platform") or {}).get("architecture") or "amd64",
+            )
+            try:
+                images = [split_image(render(name, variables)) for name in request.get("imageNames", [])]
+            except VariableUnknown as error:
+                raise StepFailed(str(error)) from error
+            bases = base_images(dockerfile.read_text(errors="replace"), dict(arguments))
+            local_bases = [b for b in (local_repository(i, registry.loginServer) for i in bases) if b]
+            access = [{"type": "repository", "name": r, "actions": ["pull"]} for r, _ in local_bases]
+            access += [{"type": "repository", "name": r, "actions": ["pull", "push"]} for r, _ in images]
+            token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
+            address = self.settings.tasks_registry_address or registry.loginServer
+            insecure = bool(self.settings.tasks_registry_address)
+            files = registry_files(workdir, registry.loginServer, address, insecure, token)
+            outcome["baseImages"] = await self._base_digests(files, bases)
+            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
+            storage += ["--storage-driver", "vfs"]
+            tags = [f"{registry.loginServer}/{repository}:{tag}" for repository, tag in images] or [f"run-{run.runId}"]
+            argv = ["buildah", *storage, "build", "--isolation", "chroot", "--signature-policy", str(files.policy)]
+            argv += ["--file", str(dockerfile), "--platform", f"linux/{variables.architecture}"]
+            if files.insecure:
+                argv.append("--tls-verify=false")
+            if request.get("noCache"):
+                argv.append("--no-cache")
+            if request.get("target"):
+                argv += ["--target", str(request["target"])]
+            for name, value in arguments:
+                argv += ["--build-arg", f"{name}={value}"]
+            for tag in tags:
+                argv += ["--tag", tag]
+            argv.append(str(context))
+            run_log.write(f"Building {', '.join(tags)} (buildah, chroot isolation)")
+            env = files.env(workdir)
+            if await run_command(argv, env, workdir, run_log.write) != 0:
+                raise StepFailed("the build failed")
+            pushed: list[dict[str, Any]] = []
+            if request.get("isPushEnabled", True):
+                for (repository, tag), local in zip(images, tags, strict=False):
+                    digest_file = workdir / "digest"
+                    push = ["buildah", *storage, "push", "--signature-policy", str(files.policy)]
+                    push += ["--digestfile", str(digest_file), "--authfile", str(files.auth_file)]
+                    if files.insecure:
+                        push.append("--tls-verify=false")
+                    push += [local, f"docker://{files.reference(repository, tag)}"]
+                    run_log.write(f"Pushing {registry.loginServer}/{repository}:{tag}")
+                    if await run_command(push, env, workdir, run_log.write) != 0:
+                        raise StepFailed(f"the push of {repository}:{tag} failed")
+                    digest = digest_file.read_text().strip()
+                    run_log.write(f"{registry.loginServer}/{repository}:{tag}: digest: {digest}")
+                    pushed.append(
+                        {"registry": registry.loginServer, "repository": repository, "tag": tag, "digest": digest}
+                    )
+            outcome["outputImages"] = pushed
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _fetch_context(self, run: RunDoc, context: Path, archive: Path, run_log: RunLog) -> None:
+        source = str(run.request.get("sourceLocation") or "")
+        size = await self.blobs.path_size(run.registry, source)
+        if size is None:
+            raise StepFailed("the build context was not found")
+        if size > self.settings.tasks_max_context_bytes:
+            raise StepFailed(f"the context is larger than {self.settings.tasks_max_context_bytes} bytes")
+        written = 0
+        with archive.open("wb") as out:
+            async for chunk in self.blobs.read_path(run.registry, source):
+                written += len(chunk)
+                if written > self.settings.tasks_max_context_bytes:
+                    raise StepFailed(f"the context is larger than {self.settings.tasks_max_context_bytes} bytes")
+                out.write(chunk)
+        limits = ContextLimits(max_bytes=self.settings.tasks_max_unpacked_bytes)
+        try:
+            with archive.open("rb") as source_file:
+                await asyncio.to_thread(extract_context, source_file, context, limits)
+        except ContextInvalid as error:
+            raise StepFailed(str(error)) from error
+        run_log.write(f"Context: {size} bytes")
+
+    async def _base_digests(self, files: RegistryAccess, bases: list[str]) -> list[dict[str, Any]]:
+        """The FROM images with the digests their tags point at now (this registry's only; others as named)."""
+        found: list[dict[str, Any]] = []
+        scheme = "http" if files.insecure else "https"
+        accept = ",".join(
+            [
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ]
+        )
+        auth = httpx.BasicAuth(REFRESH_TOKEN_USER, files.password)
+        async with httpx.AsyncClient(timeout=30, auth=auth) as http:
+            for image in bases:
+                local = local_repository(image, files.login_server)
+                entry: dict[str, Any] = {"image": image}
+                if local is not None:
+                    repository, reference = local
+                    entry.update(registry=files.login_server, repository=repository, tag=reference)
+                    with contextlib.suppress(httpx.HTTPError):
+                        url = f"{scheme}://{files.address}/v2/{repository}/manifests/{reference}"
+                        answer = await http.head(url, headers={"Accept": accept})
+                        if answer.status_code == 200:
+                            entry["digest"] = answer.headers.get("Docker-Content-Digest")
+                found.append(entry)
+        return found
+
+
+def make_workdir(base_dir: str, run_id: str) -> Path:
+    """The run's own directory (context, containers storage, auth file), removed when the run ends."""
+    base = Path(base_dir or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=base))
+    (workdir / "context").mkdir()
+    (workdir / "tmp").mkdir()
+    return workdir
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def run_forever(settings: Settings) -> None:
+    runner = Runner(settings)
+    await runner.open()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("task runner: taking runs from queue %s", settings.tasks_queue)
+    try:
+        await runner.serve(stop)
+    finally:
+        await runner.close()

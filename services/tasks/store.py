@@ -1,0 +1,96 @@
+"""The task runs' documents and queries.
+
+    registries [/registry]  runCounter               {type: "runCounter", registry, next}: the next run
+                                                     number (cb1, cb2, ...), taken under its ETag
+                            run:<run id>             {type: "run", registry, runId, status, request,
+                                                     dispatched, cancelRequested, outputImages, baseImages,
+                                                     logPath, ... }: one run (services/tasks/models.py)
+
+A run is written `dispatched: false` and its queue message sent after; `dispatched` is then set. The relay
+(services/tasks/functions.py) re-sends the message of a queued run still undispatched a few seconds later:
+the process may have died between the write and the send. The runner claims a run by moving it from
+Queued to Running under its ETag, so a message delivered twice runs it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.platform.cosmos import ConcurrentUpdate, Cosmos, Document
+from services.tasks.models import RunDoc
+
+CONTAINER = "registries"
+
+
+class RunCounterDoc(Document):
+    registry: str
+    type: str = "runCounter"
+    next: int = 1
+
+
+def run_doc_id(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+class RunStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def next_run_id(self, registry: str) -> str:
+        """`cb1`, `cb2`, ...: the registry's next run id (a number is never given twice; one may be skipped
+        when the process dies before its run is written)."""
+        for _ in range(50):
+            raw = await self._cosmos.read(CONTAINER, "runCounter", registry)
+            if raw is None:
+                counter = RunCounterDoc(id="runCounter", registry=registry, next=2)
+                if await self._cosmos.create(CONTAINER, counter) is not None:
+                    return "cb1"
+                continue
+            counter = RunCounterDoc.model_validate(raw)
+            number = counter.next
+            counter.next += 1
+            try:
+                await self._cosmos.replace(CONTAINER, counter)
+            except ConcurrentUpdate:
+                continue
+            return f"cb{number}"
+        raise ConcurrentUpdate("runCounter")
+
+    async def create(self, run: RunDoc) -> None:
+        if await self._cosmos.create(CONTAINER, run) is None:
+            raise ConcurrentUpdate(run.id)
+
+    async def get(self, registry: str, run_id: str) -> RunDoc | None:
+        raw = await self._cosmos.read(CONTAINER, run_doc_id(run_id), registry)
+        return RunDoc.model_validate(raw) if raw is not None else None
+
+    async def replace(self, run: RunDoc) -> RunDoc:
+        """Write the run back if nobody changed it since it was read (ConcurrentUpdate otherwise)."""
+        return RunDoc.model_validate(await self._cosmos.replace(CONTAINER, run))
+
+    async def patch(self, registry: str, run_id: str, values: dict[str, Any]) -> bool:
+        operations = [{"op": "set", "path": f"/{key}", "value": value} for key, value in values.items()]
+        return await self._cosmos.patch(CONTAINER, run_doc_id(run_id), registry, operations)
+
+    async def list_runs(self, registry: str, limit: int) -> list[RunDoc]:
+        """The registry's runs, newest first."""
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'run' ORDER BY c.number DESC"
+        found: list[RunDoc] = []
+        async for item in self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry, page=min(limit, 100)):
+            found.append(RunDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def undispatched(self, created_before: str, limit: int = 100) -> list[RunDoc]:
+        """Queued runs whose queue message may never have been sent (cross-partition: the relay's query)."""
+        sql = (
+            "SELECT * FROM c WHERE c.type = 'run' AND c.status = 'Queued' AND c.dispatched = false "
+            "AND c.createTime < @before"
+        )
+        found: list[RunDoc] = []
+        async for item in self._cosmos.query_across(CONTAINER, sql, {"@before": created_before}, limit):
+            found.append(RunDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found

@@ -1,0 +1,311 @@
+"""ACR Tasks quick builds end to end, with the official `azure-mgmt-containerregistrytasks` 1.0.0b1 SDK and
+a real runner process (`python -m services.tasks runner`, buildah underneath):
+
+upload a context through listBuildSourceUploadUrl, scheduleRun a DockerBuildRequest whose Dockerfile starts
+FROM a base image in the registry and has a RUN step, wait for the run, read its log through listLogSasUrl,
+pull the pushed image with podman and run it. Also: a failing RUN step fails the run with its log, a run
+over its timeout is stopped and marked Timeout, a cancel stops a running build, and hostile contexts (path
+traversal, a symbolic link out of the context, a context over the size limit) fail with a clear reason.
+
+The registry is a devhost's default registry (reached at the devhost's address, as `make run` does), with
+authentication on: the runner pushes with its run's own token, podman pulls with the admin user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+from azure.mgmt.containerregistry import models as registry_models
+from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
+from azure.mgmt.containerregistrytasks import models as m
+
+from services.management.dev_issuer import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
+from tests.conftest import ROOT, Devhost, running_devhost
+from tests.e2e.clients import Buildah, ContainersConfig, Podman, StorageRoot
+from tests.entra_issuer import IssuerCredential, TestIssuer
+from tests.integration.conftest import make_subscription_owner
+
+CALL = {"enforce_https": False}
+BUSYBOX = Path("/bin/busybox")  # apt busybox-static: the base image's only file (a shell for RUN steps)
+
+
+@dataclass(frozen=True)
+class TasksHost:
+    devhost: Devhost
+    registry: str
+    login_server: str
+    admin: tuple[str, str]
+    tasks: ContainerRegistryTasksMgmtClient
+    runner_log: Path
+
+    @property
+    def address(self) -> str:
+        return self.devhost.host
+
+
+@pytest.fixture(scope="module")
+def tasks_host(
+    stack: dict[str, str], entra_issuer: TestIssuer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TasksHost]:
+    if not BUSYBOX.is_file():
+        pytest.fail("/bin/busybox is missing: apt-get install busybox-static (make apt does)")
+    name = "tasks" + uuid.uuid4().hex[:12]
+    env = stack | {
+        "ENTRA_ISSUERS": entra_issuer.setting(),
+        "DEFAULT_REGISTRY": name,
+        "DEFAULT_REGISTRY_AUTH_DISABLED": "false",
+        "TASKS_POLL_SECONDS": "0.2",
+        "AUTH_CACHE_SECONDS": "0",  # the admin user enabled below counts at once
+        "TASKS_MAX_CONTEXT_BYTES": str(256 * 1024),
+    }
+    directory = tmp_path_factory.mktemp("tasks")
+    with running_devhost(env, directory) as devhost:
+        owner = str(uuid.uuid4())
+        asyncio.run(make_subscription_owner(devhost.env, LOCAL_SUBSCRIPTION, owner, entra_issuer.tenant))
+        credential = IssuerCredential(entra_issuer, owner)
+        registries = ContainerRegistryManagementClient(credential, LOCAL_SUBSCRIPTION, base_url=devhost.url)  # type: ignore[arg-type]
+        registries.registries.begin_update(
+            LOCAL_RESOURCE_GROUP,
+            name,
+            registry_models.RegistryUpdateParameters(admin_user_enabled=True),
+            enforce_https=False,
+            polling_interval=0,
+        ).result()
+        password = (
+            registries.registries.regenerate_credential(
+                LOCAL_RESOURCE_GROUP, name, registry_models.RegenerateCredentialParameters(name="password"), **CALL
+            )
+            .passwords[0]
+            .value
+        )
+        login_server = registries.registries.get(LOCAL_RESOURCE_GROUP, name, **CALL).login_server
+        runner_log = directory / "runner.log"
+        runner_env = devhost.env | {"TASKS_REGISTRY_ADDRESS": devhost.host, "TASKS_WORK_DIR": str(directory / "work")}
+        with runner_log.open("wb") as out:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "services.tasks", "runner"],
+                cwd=ROOT,
+                env=runner_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        tasks = ContainerRegistryTasksMgmtClient(credential, LOCAL_SUBSCRIPTION, base_url=devhost.url)  # type: ignore[arg-type]
+        try:
+            yield TasksHost(devhost, name, login_server, (name, password), tasks, runner_log)
+        finally:
+            runner.terminate()
+            try:
+                runner.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+                runner.wait()
+            registries.close()
+            tasks.close()
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Buildah, Podman]]:
+    base = tmp_path_factory.mktemp("containers")
+    storage, config = StorageRoot.create(base / "storage"), ContainersConfig.create(base / "config")
+    try:
+        yield Buildah(storage, config), Podman(storage, config)
+    finally:
+        storage.cleanup()
+
+
+@pytest.fixture(scope="module")
+def base_image(
+    tasks_host: TasksHost, containers: tuple[Buildah, Podman], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """`<login server>/base:1`: busybox alone, pushed with the admin user; returns its digest."""
+    buildah, _ = containers
+    work = buildah.from_image("scratch")
+    buildah.copy(work, BUSYBOX, "/bin/busybox")
+    buildah.copy(work, BUSYBOX, "/bin/sh")  # busybox picks its applet by argv[0]: a copy named sh is a shell
+    buildah.config_image(work, "--cmd", "/bin/sh")
+    buildah.commit(work, "localhost/tasks-base:1")
+    user, password = tasks_host.admin
+    digest_file = tmp_path_factory.mktemp("base") / "digest"
+    return buildah.push(
+        "localhost/tasks-base:1", f"docker://{tasks_host.address}/base:1", digest_file, "--creds", f"{user}:{password}"
+    )
+
+
+def context_archive(files: dict[str, str | bytes], links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def upload(host: TasksHost, archive: bytes) -> str:
+    source = host.tasks.registries.get_build_source_upload_url(LOCAL_RESOURCE_GROUP, host.registry, **CALL)
+    answer = httpx.put(source.upload_url, content=archive, headers={"x-ms-blob-type": "BlockBlob"}, timeout=30)
+    assert answer.status_code == 201, answer.text
+    return str(source.relative_path)
+
+
+def schedule(host: TasksHost, archive: bytes, images: list[str], timeout: int = 600, push: bool = True) -> m.Run:
+    request = m.DockerBuildRequest(
+        image_names=images,
+        is_push_enabled=push,
+        docker_file_path="Dockerfile",
+        source_location=upload(host, archive),
+        platform=m.PlatformProperties(os="Linux"),
+        timeout=timeout,
+        arguments=[
+            m.Argument(name="GREETING", value="built-by-task"),
+            m.Argument(name="TOKEN", value="s3cr3t-value", is_secret=True),
+        ],
+    )
+    return host.tasks.registries.schedule_run(LOCAL_RESOURCE_GROUP, host.registry, request, **CALL)
+
+
+def wait_for(host: TasksHost, run_id: str, seconds: float = 240) -> m.Run:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = host.tasks.runs.get(LOCAL_RESOURCE_GROUP, host.registry, run_id, **CALL)
+        if run.properties.status in ("Succeeded", "Failed", "Canceled", "Error", "Timeout"):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish:\n{host.runner_log.read_text()[-3000:]}")
+
+
+def run_log(host: TasksHost, run_id: str, *, started: bool = True) -> str:
+    link = host.tasks.runs.get_log_sas_url(LOCAL_RESOURCE_GROUP, host.registry, run_id, **CALL).log_link
+    answer = httpx.get(str(link), timeout=30)
+    if answer.status_code == 404 and not started:  # the runner has not begun the run's log yet
+        return ""
+    assert answer.status_code == 200
+    return answer.text
+
+
+DOCKERFILE = """\
+ARG BASE={login_server}/base:1
+FROM ${{BASE}}
+ARG GREETING
+ARG TOKEN
+RUN echo "$GREETING" > /built.txt && echo "token is $TOKEN"
+CMD ["/bin/busybox", "cat", "/built.txt"]
+"""
+
+
+def test_a_quick_build_from_a_base_image_in_the_registry_is_pushed_and_runs(
+    tasks_host: TasksHost, base_image: str, containers: tuple[Buildah, Podman]
+) -> None:
+    archive = context_archive({"Dockerfile": DOCKERFILE.format(login_server=tasks_host.login_server)})
+    queued = schedule(tasks_host, archive, ["app:{{.Run.ID}}", "app:latest"])
+    assert queued.properties.status == "Queued" and queued.name == queued.properties.run_id
+    run_id = queued.properties.run_id
+    run = wait_for(tasks_host, run_id)
+    log = run_log(tasks_host, run_id)
+    assert run.properties.status == "Succeeded", log
+    tags = {image.tag: image for image in run.properties.output_images}
+    assert set(tags) == {run_id, "latest"} and tags[run_id].repository == "app"
+    assert tags[run_id].digest == tags["latest"].digest and tags[run_id].digest.startswith("sha256:")
+    # the base image the build used, by digest (what the base-image trigger will compare against)
+    assert run.properties["baseImages"][0]["digest"] == base_image
+    assert "token is ***" in log and "s3cr3t-value" not in log  # secret build arguments are masked
+
+    _, podman = containers
+    user, password = tasks_host.admin
+    reference = f"{tasks_host.address}/app:{run_id}"
+    podman.run(
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        f"{user}:{password}",
+        "--signature-policy",
+        str(podman.config.policy),
+        "--quiet",
+        reference,
+    )
+    assert podman.image_inspect(reference)["Digest"] == tags[run_id].digest
+    # Run what podman pulled (same storage) with buildah's chroot isolation: runc cannot set rlimits in
+    # some sandboxes (this machine's), and the image's command is what is checked here.
+    buildah, _ = containers
+    work = buildah.from_image(reference)
+    output = buildah.run("run", "--isolation", "chroot", work, "--", "/bin/busybox", "cat", "/built.txt").text
+    assert output.strip() == "built-by-task"
+
+    listed = [r.name for r in tasks_host.tasks.runs.list(LOCAL_RESOURCE_GROUP, tasks_host.registry, **CALL)]
+    assert run_id in listed
+
+
+def test_a_failing_step_fails_the_run_with_its_log(tasks_host: TasksHost, base_image: str) -> None:
+    dockerfile = f"FROM {tasks_host.login_server}/base:1\nRUN echo about-to-fail && exit 3\n"
+    run_id = schedule(tasks_host, context_archive({"Dockerfile": dockerfile}), ["broken:1"]).properties.run_id
+    run = wait_for(tasks_host, run_id)
+    assert run.properties.status == "Failed"
+    assert run.properties.run_error_message == "the build failed"
+    log = run_log(tasks_host, run_id)
+    assert "about-to-fail" in log and f"Run ID: {run_id} ended: Failed" in log
+
+
+def test_a_run_over_its_timeout_is_stopped_and_marked_timeout(tasks_host: TasksHost, base_image: str) -> None:
+    dockerfile = f"FROM {tasks_host.login_server}/base:1\nRUN sleep 600\n"
+    run_id = schedule(tasks_host, context_archive({"Dockerfile": dockerfile}), ["slow:1"], timeout=8).properties.run_id
+    run = wait_for(tasks_host, run_id, seconds=120)
+    assert run.properties.status == "Timeout", run_log(tasks_host, run_id)
+    assert "exceeded its timeout of 8 seconds" in (run.properties.run_error_message or "")
+
+
+def test_cancel_stops_a_running_build(tasks_host: TasksHost, base_image: str) -> None:
+    dockerfile = f"FROM {tasks_host.login_server}/base:1\nRUN echo started-sleeping && sleep 600\n"
+    run_id = schedule(tasks_host, context_archive({"Dockerfile": dockerfile}), ["cancelled:1"]).properties.run_id
+    deadline = time.monotonic() + 120
+    while "started-sleeping" not in run_log(tasks_host, run_id, started=False):
+        assert time.monotonic() < deadline, tasks_host.runner_log.read_text()[-3000:]
+        time.sleep(0.5)
+    tasks_host.tasks.runs.cancel(LOCAL_RESOURCE_GROUP, tasks_host.registry, run_id, **CALL)
+    assert wait_for(tasks_host, run_id, seconds=60).properties.status == "Canceled"
+
+
+@pytest.mark.parametrize(
+    ("files", "links", "reason"),
+    [
+        ({"Dockerfile": "FROM scratch\n", "../../escape.txt": "x"}, None, "path traversal in the context"),
+        ({"Dockerfile": "FROM scratch\n"}, {"passwd": "../../../etc/passwd"}, "symbolic link out of the context"),
+        ({"Dockerfile": "FROM scratch\n"}, {"passwd": "/etc/passwd"}, "symbolic link out of the context"),
+        ({"Dockerfile": "FROM scratch\n", "big.bin": uuid.uuid4().bytes * 40_000}, None, "the context is larger than"),
+    ],
+    ids=["traversal", "relative-symlink", "absolute-symlink", "too-large"],
+)
+def test_hostile_contexts_fail_the_run_with_a_clear_reason(
+    tasks_host: TasksHost, files: dict[str, str | bytes], links: dict[str, str] | None, reason: str
+) -> None:
+    archive = context_archive(files, links)
+    if reason.startswith("the context is larger"):  # incompressible: over the 256 KiB limit compressed too
+        archive = context_archive({"Dockerfile": "FROM scratch\n", "big.bin": _random(400 * 1024)})
+    run_id = schedule(tasks_host, archive, ["hostile:1"]).properties.run_id
+    run = wait_for(tasks_host, run_id, seconds=60)
+    assert run.properties.status == "Failed"
+    assert reason in (run.properties.run_error_message or "")
+    assert reason in run_log(tasks_host, run_id)
+
+
+def _random(size: int) -> bytes:
+    import os
+
+    return os.urandom(size)
