@@ -341,10 +341,19 @@ def run(host: str, port: int) -> None:
             ),
             flush=True,
         )
+        # One task runner (services/tasks/runner.py) builds the default registry's runs, reaching it here.
+        os.environ.setdefault("TASKS_REGISTRY_ADDRESS", address)
+        os.environ.setdefault("TASKS_WORK_DIR", str(state_dir / "tasks"))
+        import subprocess
+
+        runner = subprocess.Popen([sys.executable, "-m", "services.tasks", "runner"], cwd=ROOT)
         try:
             serve(host, port)
         except (KeyboardInterrupt, SystemExit):
             pass
+        finally:
+            runner.terminate()
+            runner.wait(timeout=30)
     print("stopped: registry and emulators.", flush=True)
 
 

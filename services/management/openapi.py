@@ -15,6 +15,7 @@ from services.management.arm import API_VERSIONS
 from services.management.registries_api import NameRequest, RegenerateRequest, RegistryCreate, RegistryUpdate
 from services.management.replications_api import ReplicationCreate, ReplicationUpdate
 from services.management.webhooks_api import WebhookParameters
+from services.tasks.models import DockerBuildRequest, RunUpdate
 
 _SUB = "/subscriptions/{subscriptionId}"
 _GROUP = _SUB + "/resourceGroups/{resourceGroupName}"
@@ -31,6 +32,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     "tokenName": {"type": "string", "pattern": "^[a-zA-Z0-9-]{5,50}$"},
     "location": {"type": "string", "minLength": 1, "maxLength": 64},
     "operationId": {"type": "string", "minLength": 1, "maxLength": 64},
+    "runId": {"type": "string", "pattern": "^[a-z]{2}[0-9]{1,10}$"},
 }
 
 # (method, path, request model or None, success statuses)
@@ -71,6 +73,13 @@ _OPERATIONS: list[tuple[str, str, type[BaseModel] | None, tuple[str, ...]]] = [
     ("put", _REGISTRY + "/replications/{replicationName}", ReplicationCreate, ("200", "201")),
     ("patch", _REGISTRY + "/replications/{replicationName}", ReplicationUpdate, ("200",)),
     ("delete", _REGISTRY + "/replications/{replicationName}", None, ("202", "204")),
+    ("post", _REGISTRY + "/listBuildSourceUploadUrl", None, ("200",)),
+    ("post", _REGISTRY + "/scheduleRun", DockerBuildRequest, ("200",)),
+    ("get", _REGISTRY + "/runs", None, ("200",)),
+    ("get", _REGISTRY + "/runs/{runId}", None, ("200",)),
+    ("patch", _REGISTRY + "/runs/{runId}", RunUpdate, ("200",)),
+    ("post", _REGISTRY + "/runs/{runId}/cancel", None, ("200",)),
+    ("post", _REGISTRY + "/runs/{runId}/listLogSasUrl", None, ("200",)),
 ]
 
 _ERROR = {

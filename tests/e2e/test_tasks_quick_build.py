@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -49,6 +50,7 @@ class TasksHost:
     admin: tuple[str, str]
     tasks: ContainerRegistryTasksMgmtClient
     runner_log: Path
+    token: str  # the owner's Entra token, for acr
 
     @property
     def address(self) -> str:
@@ -67,6 +69,7 @@ def tasks_host(
         "DEFAULT_REGISTRY": name,
         "DEFAULT_REGISTRY_AUTH_DISABLED": "false",
         "TASKS_POLL_SECONDS": "0.2",
+        "TASKS_QUEUE": "task-runs-" + uuid.uuid4().hex[:8],  # this module's runner only
         "AUTH_CACHE_SECONDS": "0",  # the admin user enabled below counts at once
         "TASKS_MAX_CONTEXT_BYTES": str(256 * 1024),
     }
@@ -104,7 +107,8 @@ def tasks_host(
             )
         tasks = ContainerRegistryTasksMgmtClient(credential, LOCAL_SUBSCRIPTION, base_url=devhost.url)  # type: ignore[arg-type]
         try:
-            yield TasksHost(devhost, name, login_server, (name, password), tasks, runner_log)
+            token = entra_issuer.token(owner, lifetime=3600)
+            yield TasksHost(devhost, name, login_server, (name, password), tasks, runner_log, token)
         finally:
             runner.terminate()
             try:
@@ -306,6 +310,48 @@ def test_hostile_contexts_fail_the_run_with_a_clear_reason(
 
 
 def _random(size: int) -> bytes:
-    import os
-
     return os.urandom(size)
+
+
+ACR = Path(sys.executable).parent / "acr"
+
+
+def acr_build(host: TasksHost, context: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    drop = ("ACR_", "STATE_DIR", "REGISTRY_AUTH_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)} | {
+        "ACR_CONFIG": str(context.parent / "acr-config.json"),
+        "ACR_ENDPOINT": host.devhost.url,
+        "ACR_SUBSCRIPTION": LOCAL_SUBSCRIPTION,
+        "ACR_TOKEN": host.token,
+    }
+    argv = [str(ACR), "build", "-r", host.registry, "-g", LOCAL_RESOURCE_GROUP, *args, str(context)]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=context.parent, timeout=300, check=False)
+
+
+def test_acr_build_uploads_the_context_without_what_dockerignore_names_and_streams_the_log(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "app"
+    (context / "src").mkdir(parents=True)
+    (context / "src" / "main.txt").write_text("hello from the context\n")
+    (context / "secret.env").write_text("PASSWORD=never-uploaded\n")
+    (context / ".dockerignore").write_text("# local files\n*.env\n")
+    (context / "Dockerfile").write_text(
+        f"FROM {tasks_host.login_server}/base:1\nCOPY . /ctx\nRUN test ! -e /ctx/secret.env && cat /ctx/src/main.txt\n"
+    )
+    done = acr_build(tasks_host, context, "-t", "cli-app:{{.Run.ID}}")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "Queued a build with ID: cb" in done.stderr
+    assert "hello from the context" in done.stdout  # the log, streamed while the run went on
+    pushed = done.stdout.strip().splitlines()[-1]
+    assert pushed.startswith(f"{tasks_host.login_server}/cli-app:cb") and "@sha256:" in pushed
+
+
+def test_acr_build_exits_with_the_failed_runs_status(tasks_host: TasksHost, base_image: str, tmp_path: Path) -> None:
+    context = tmp_path / "broken"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {tasks_host.login_server}/base:1\nRUN echo going-down && false\n")
+    done = acr_build(tasks_host, context, "-t", "cli-broken:1")
+    assert done.returncode == 4, done.stderr
+    assert "going-down" in done.stdout
+    assert "ended Failed: the build failed" in done.stderr

@@ -1,0 +1,298 @@
+"""The runs API (`scheduleRun`, `listBuildSourceUploadUrl`, `runs`) over HTTP against the session devhost, with
+no runner: who may call what (anonymous, another registry's Owner, a data-plane role, a Reader, the Owner),
+hostile requests refused with a 4xx before anything is written, a cancel of a queued run, the relay that sends
+the queue message of a run whose process died before sending it, and what a run's token grants at
+/oauth2/token (its images, nothing else, and only in its own registry).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from services.auth.service import REFRESH_TOKEN_USER, AuthService
+from services.auth.signing import unverified_payload
+from services.management.access import assign_role
+from services.management.registries import create_registry
+from services.management.store import RegistryStore
+from services.platform.settings import Settings
+from services.tasks.models import RunDoc
+from services.tasks.queue import RunQueue
+from services.tasks.scheduling import relay_runs
+from services.tasks.store import RunStore, run_doc_id
+from tests.conftest import Devhost
+from tests.entra_issuer import TestIssuer
+from tests.integration.conftest import Stores, unique_registry_name
+
+pytestmark = pytest.mark.integration
+
+API = "api-version=2025-03-01-preview"
+
+
+@dataclass(frozen=True)
+class Scene:
+    registry: str
+    other: str
+    owner: str
+    reader: str
+    pusher: str
+    outsider: str  # Owner of `other`, nothing on `registry`
+    run_id: str  # a queued run of `registry`
+
+    def base(self, registry: str | None = None) -> str:
+        return (
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
+            f"Microsoft.ContainerRegistry/registries/{registry or self.registry}"
+        )
+
+
+def _context() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"FROM scratch\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def _call(devhost: Devhost, method: str, path: str, body: object | None = None, auth: str = "") -> httpx.Response:
+    headers = {"Authorization": auth} if auth else {}
+    separator = "&" if "?" in path else "?"
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.request(method, f"{devhost.url}{path}{separator}{API}", json=body, headers=headers)
+
+
+async def _upload(devhost: Devhost, scene_base: str, auth: str) -> str:
+    reply = await _call(devhost, "POST", f"{scene_base}/listBuildSourceUploadUrl", None, auth)
+    assert reply.status_code == 200, reply.text
+    source = reply.json()
+    async with httpx.AsyncClient(timeout=30) as http:
+        put = await http.put(source["uploadUrl"], content=_context(), headers={"x-ms-blob-type": "BlockBlob"})
+    assert put.status_code == 201, put.text
+    return str(source["relativePath"])
+
+
+def _request(source: str, **changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "type": "DockerBuildRequest",
+        "imageNames": ["app:{{.Run.ID}}"],
+        "dockerFilePath": "Dockerfile",
+        "sourceLocation": source,
+        "platform": {"os": "Linux"},
+        "timeout": 600,
+    }
+    return body | changes
+
+
+@pytest.fixture(scope="module")
+async def scene(devhost: Devhost, stores: Stores, entra_issuer: TestIssuer) -> AsyncIterator[Scene]:
+    registry, other = unique_registry_name(), unique_registry_name()
+    for name in (registry, other):
+        await create_registry(stores.metadata, stores.blobs, stores.settings, name, "Premium")
+    owner, reader, pusher, outsider = (str(uuid.uuid4()) for _ in range(4))
+    tenant = entra_issuer.tenant
+    await assign_role(stores.metadata, registry, owner, "Owner", tenant=tenant)
+    await assign_role(stores.metadata, registry, reader, "Reader", tenant=tenant)
+    await assign_role(stores.metadata, registry, pusher, "AcrPush", tenant=tenant)
+    await assign_role(stores.metadata, other, outsider, "Owner", tenant=tenant)
+    partial = Scene(registry, other, owner, reader, pusher, outsider, "")
+    auth = "Bearer " + entra_issuer.token(owner)
+    source = await _upload(devhost, partial.base(), auth)
+    reply = await _call(devhost, "POST", f"{partial.base()}/scheduleRun", _request(source), auth)
+    assert reply.status_code == 200, reply.text
+    yield Scene(registry, other, owner, reader, pusher, outsider, reply.json()["name"])
+
+
+def _calls(scene: Scene) -> list[tuple[str, str, object | None]]:
+    run = f"{scene.base()}/runs/{scene.run_id}"
+    return [
+        ("POST", f"{scene.base()}/listBuildSourceUploadUrl", None),
+        ("POST", f"{scene.base()}/scheduleRun", _request("tasks/sources/20260101/" + "0" * 32 + ".tar.gz")),
+        ("GET", f"{scene.base()}/runs", None),
+        ("GET", run, None),
+        ("PATCH", run, {"isArchiveEnabled": True}),
+        ("POST", f"{run}/cancel", None),
+        ("POST", f"{run}/listLogSasUrl", None),
+    ]
+
+
+async def _victim_run_unchanged(stores: Stores, scene: Scene) -> None:
+    run = await RunStore(stores.metadata).get(scene.registry, scene.run_id)
+    assert run is not None and run.status == "Queued" and not run.cancelRequested and not run.isArchiveEnabled
+    assert [r.runId for r in await RunStore(stores.metadata).list_runs(scene.registry, 10)] == [scene.run_id]
+
+
+async def test_without_credentials_nothing_is_served(devhost: Devhost, stores: Stores, scene: Scene) -> None:
+    for method, path, body in _calls(scene):
+        reply = await _call(devhost, method, path, body)
+        assert reply.status_code == 401, f"{method} {path}: {reply.status_code} {reply.text}"
+        assert reply.json()["error"]["code"] == "AuthenticationFailed"
+    await _victim_run_unchanged(stores, scene)
+
+
+async def test_another_registrys_owner_and_a_data_plane_role_get_403(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    for principal in (scene.outsider, scene.pusher):
+        auth = "Bearer " + entra_issuer.token(principal)
+        for method, path, body in _calls(scene):
+            reply = await _call(devhost, method, path, body, auth)
+            assert reply.status_code == 403, f"{method} {path}: {reply.status_code} {reply.text}"
+            assert reply.json()["error"]["code"] == "AuthorizationFailed"
+    # the outsider's own registry answers: the token itself is good
+    mine = await _call(
+        devhost, "GET", f"{scene.base(scene.other)}/runs", None, "Bearer " + entra_issuer.token(scene.outsider)
+    )
+    assert mine.status_code == 200 and mine.json() == {"value": []}
+    await _victim_run_unchanged(stores, scene)
+
+
+async def test_a_reader_reads_runs_but_schedules_cancels_and_reads_logs_nothing(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    auth = "Bearer " + entra_issuer.token(scene.reader)
+    for method, path, body in _calls(scene):
+        reply = await _call(devhost, method, path, body, auth)
+        assert reply.status_code == (200 if method == "GET" else 403), f"{method} {path}: {reply.text}"
+    await _victim_run_unchanged(stores, scene)
+
+
+async def test_hostile_run_requests_are_refused_before_anything_is_written(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    source = await _upload(devhost, scene.base(), auth)
+    other_source = await _upload(devhost, scene.base(scene.other), "Bearer " + entra_issuer.token(scene.outsider))
+    hostile: list[tuple[dict[str, object], str]] = [
+        (_request("tasks/sources/20260101/" + "0" * 32 + ".tar.gz"), "nothing was uploaded"),
+        (_request(other_source), "nothing was uploaded"),  # another registry's upload is not this one's
+        (_request("blobs/sha256/ab/" + "a" * 64), "sourceLocation must be"),
+        (_request("../" + source), "sourceLocation must be"),
+        (_request(source, dockerFilePath="../../etc/passwd"), "dockerFilePath"),
+        (_request(source, dockerFilePath="/etc/passwd"), "dockerFilePath"),
+        (_request(source, imageNames=["evil.example.com:443/app:1"]), "imageNames"),
+        (_request(source, imageNames=["UPPER/case"]), "imageNames"),
+        (_request(source, timeout=0), "timeout"),
+        (_request(source, timeout=10**9), "timeout"),
+        (_request(source, arguments=[{"name": "A B", "value": "x"}]), "arguments"),
+        (_request(source, type="FileTaskRunRequest"), "not supported"),
+        (_request(source, platform={"os": "Windows"}), "platform"),
+    ]
+    for body, reason in hostile:
+        reply = await _call(devhost, "POST", f"{scene.base()}/scheduleRun", body, auth)
+        assert reply.status_code == 400, f"{body}: {reply.status_code} {reply.text}"
+        assert (
+            reason in reply.json()["error"]["message"]
+            or reason == reply.json()["error"].get("target", "")[: len(reason)]
+        )
+    big = {"type": "DockerBuildRequest", "dockerFilePath": "D", "pad": "x" * (2 * 1024 * 1024)}
+    assert (await _call(devhost, "POST", f"{scene.base()}/scheduleRun", big, auth)).status_code == 413
+    for bad in ("cb0x", "x" * 300, "CB1", "cb1%2F..%2Fx"):
+        reply = await _call(devhost, "GET", f"{scene.base()}/runs/{bad}", None, auth)
+        assert reply.status_code == 404, f"{bad}: {reply.status_code} {reply.text}"
+    assert (await _call(devhost, "GET", f"{scene.base()}/runs?$top=0", None, auth)).status_code == 400
+    await _victim_run_unchanged(stores, scene)
+
+
+async def test_the_owner_schedules_reads_and_cancels_a_queued_run(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    registry = unique_registry_name()
+    await create_registry(stores.metadata, stores.blobs, stores.settings, registry)
+    await assign_role(stores.metadata, registry, scene.owner, "Owner", tenant=entra_issuer.tenant)
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    base = scene.base(registry)
+    ids = []
+    for _ in range(2):
+        reply = await _call(devhost, "POST", f"{base}/scheduleRun", _request(await _upload(devhost, base, auth)), auth)
+        assert reply.status_code == 200, reply.text
+        run = reply.json()
+        assert run["type"] == "Microsoft.ContainerRegistry/registries/runs"
+        assert run["properties"]["status"] == "Queued" and run["properties"]["runType"] == "QuickBuild"
+        ids.append(run["name"])
+    assert ids == ["cb1", "cb2"]  # per registry, in order
+    listed = (await _call(devhost, "GET", f"{base}/runs", None, auth)).json()["value"]
+    assert [r["name"] for r in listed] == ["cb2", "cb1"]
+    top = (await _call(devhost, "GET", f"{base}/runs?$top=1", None, auth)).json()["value"]
+    assert [r["name"] for r in top] == ["cb2"]
+    patched = await _call(devhost, "PATCH", f"{base}/runs/cb1", {"isArchiveEnabled": True}, auth)
+    assert patched.json()["properties"]["isArchiveEnabled"] is True
+    assert (await _call(devhost, "POST", f"{base}/runs/cb1/cancel", None, auth)).status_code == 200
+    canceled = (await _call(devhost, "GET", f"{base}/runs/cb1", None, auth)).json()["properties"]
+    assert canceled["status"] == "Canceled" and "finishTime" in canceled
+    link = (await _call(devhost, "POST", f"{base}/runs/cb2/listLogSasUrl", None, auth)).json()["logLink"]
+    assert "/tasks/logs/cb2.log?" in link and "sig=" in link
+    assert (await _call(devhost, "GET", f"{base}/runs/cb9", None, auth)).status_code == 404
+
+
+async def test_a_run_written_but_never_dispatched_is_sent_by_the_relay(stores: Stores) -> None:
+    """The process died between writing the run and sending its queue message: the relay sends it."""
+    settings = Settings(**(stores.settings.model_dump() | {"tasks_queue": "relay-" + uuid.uuid4().hex[:10]}))
+    registry = unique_registry_name()
+    written = (datetime.now(UTC) - timedelta(seconds=60)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    run = RunDoc(
+        id=run_doc_id("cb1"),
+        registry=registry,
+        runId="cb1",
+        number=1,
+        request={},
+        logPath="tasks/logs/cb1.log",
+        createTime=written,
+    )
+    await RunStore(stores.metadata).create(run)
+    queue = RunQueue(settings)
+    await queue.open()
+    try:
+        assert await relay_runs(stores.metadata, queue, settings) >= 1
+        received = await queue.receive(30)
+        assert received is not None and (received.message.registry, received.message.runId) == (registry, "cb1")
+        stored = await RunStore(stores.metadata).get(registry, "cb1")
+        assert stored is not None and stored.dispatched
+        assert registry not in {r.registry for r in await RunStore(stores.metadata).undispatched(written + "Z")}
+    finally:
+        await queue.close()
+
+
+async def test_a_runs_token_pushes_its_images_only_and_only_in_its_registry(
+    devhost: Devhost, stores: Stores, scene: Scene
+) -> None:
+    doc = await RegistryStore(stores.metadata).get_registry(scene.registry)
+    assert doc is not None
+    access = [
+        {"type": "repository", "name": "base", "actions": ["pull"]},
+        {"type": "repository", "name": "app", "actions": ["pull", "push"]},
+    ]
+    token = AuthService(stores.settings, stores.metadata).run_token(doc, "cb7", access, 600)
+    port = devhost.host.rsplit(":", 1)[1]
+    basic = "Basic " + base64.b64encode(f"{REFRESH_TOKEN_USER}:{token}".encode()).decode()
+
+    async def granted(registry: str, scope: str) -> list[dict[str, object]]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            reply = await http.get(
+                f"{devhost.url}/oauth2/token",
+                headers={"Host": f"{registry}.azurecr.localhost:{port}", "Authorization": basic},
+                params={"service": f"{registry}.azurecr.localhost", "scope": scope},
+            )
+        if reply.status_code != 200:
+            return []
+        claims = unverified_payload(reply.json()["access_token"])
+        return list(claims["access"])
+
+    assert await granted(scene.registry, "repository:app:pull,push") == [
+        {"type": "repository", "name": "app", "actions": ["pull", "push"]}
+    ]
+    assert await granted(scene.registry, "repository:base:pull,push") == [
+        {"type": "repository", "name": "base", "actions": ["pull"]}
+    ]
+    assert await granted(scene.registry, "repository:other:pull") == []
+    assert await granted(scene.registry, "registry:catalog:*") == []
+    assert await granted(scene.other, "repository:app:pull,push") == []  # another registry: not its token
