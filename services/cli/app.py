@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from services.cli import registry_commands
-from services.cli.build_command import build
+from services.cli.build_command import build, run_task
 from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
 from services.cli.gc_commands import gc_app
@@ -60,6 +60,7 @@ registry_commands.register(app)
 app.command("login")(login)
 app.command("purge")(purge)
 app.command("build")(build)
+app.command("run")(run_task)
 app.add_typer(repository_app, name="repository")
 app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")

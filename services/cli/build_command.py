@@ -1,4 +1,5 @@
-"""`acr build`: a quick build in the registry, as `az acr build` does it.
+"""`acr build` and `acr run`: a quick build, or a multi-step task file, run in the registry as `az acr build`
+and `az acr run` do it.
 
     acr build -r myregistry -t app:{{.Run.ID}} .
 
@@ -6,6 +7,12 @@ packs the directory (without what `.dockerignore` names) as a `.tar.gz`, uploads
 `listBuildSourceUploadUrl` gives, schedules a `DockerBuildRequest` (`scheduleRun`), prints the run's log as
 it is written (read through `listLogSasUrl`) and exits with the run's outcome: 0 when it Succeeded, 4 when
 it Failed, timed out or was canceled.
+
+    acr run -r myregistry -f acr-task.yaml --set tag=v1 .
+
+sends the task file (an `EncodedTaskRunRequest`, checked by the service before anything runs: an error
+names its line) with the context uploaded as above (`/dev/null` or no directory: none), and follows it the
+same way.
 """
 
 from __future__ import annotations
@@ -81,6 +88,66 @@ def build(
         return
     run_path = f"{base}/runs/{run_id}"
     status = _follow(session.http(), arm, run_path, version, show_log=not no_logs)
+    if status["status"] != "Succeeded":
+        reason = status.get("runErrorMessage") or status["status"]
+        raise CliError(ExitCode.UNAVAILABLE, f"run {run_id} ended {status['status']}: {reason}", "RunFailed")
+    for output in status.get("outputImages") or []:
+        typer.echo(f"{output.get('registry')}/{output.get('repository')}:{output.get('tag')}@{output.get('digest')}")
+
+
+def run_task(
+    ctx: typer.Context,
+    registry: RegistryOption,
+    file: Annotated[Path, typer.Option("--file", "-f", help="The task file (YAML), e.g. acr-task.yaml.")],
+    source: Annotated[
+        Path | None, typer.Argument(help="The context directory (/dev/null or none: no context).")
+    ] = None,
+    set_value: Annotated[list[str] | None, typer.Option("--set", help="A value: NAME=VALUE (repeat).")] = None,
+    set_secret: Annotated[
+        list[str] | None, typer.Option("--set-secret", help="A secret value, masked in the log (repeat).")
+    ] = None,
+    values: Annotated[Path | None, typer.Option("--values", help="A YAML file of values.")] = None,
+    no_logs: Annotated[bool, typer.Option("--no-logs", help="Do not print the log; wait for the run.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the run id and return at once.")] = False,
+    timeout: Annotated[int, typer.Option("--timeout", help="The run's timeout in seconds.")] = 3600,
+    platform: Annotated[str, typer.Option("--platform", help="linux/amd64, linux/arm64, ...")] = "linux/amd64",
+    resource_group: ResourceGroupOption = None,
+) -> None:
+    """Run a multi-step task file (build, push and cmd steps) in the registry."""
+    import base64
+
+    session = session_of(ctx)
+    if not file.is_file():
+        raise CliError(ExitCode.BAD_INPUT, f"the task file {file} does not exist")
+    has_context = source is not None and str(source) != "/dev/null"
+    if has_context and source is not None and not source.is_dir():
+        raise CliError(ExitCode.BAD_INPUT, f"the context {source} is not a directory")
+    os_name, _, architecture = platform.partition("/")
+    ref = session.registry(registry, resource_group)
+    arm = session.arm()
+    base = arm.registry_path(ref.resource_group, ref.name)
+    version = f"?api-version={TASKS_API_VERSION}"
+    request: dict[str, Any] = {
+        "type": "EncodedTaskRunRequest",
+        "encodedTaskContent": base64.b64encode(file.read_bytes()).decode(),
+        "values": [{"name": k, "value": v, "isSecret": False} for k, v in pairs(set_value, "--set").items()]
+        + [{"name": k, "value": v, "isSecret": True} for k, v in pairs(set_secret, "--set-secret").items()],
+        "timeout": timeout,
+        "platform": {"os": os_name.capitalize() or "Linux", "architecture": architecture or "amd64"},
+    }
+    if values is not None:
+        request["encodedValuesContent"] = base64.b64encode(values.read_bytes()).decode()
+    if has_context and source is not None:
+        upload = arm.json("POST", f"{base}/listBuildSourceUploadUrl{version}")
+        _upload(session.http(), source, "", str(upload["uploadUrl"]))
+        request["sourceLocation"] = upload["relativePath"]
+    run = arm.json("POST", f"{base}/scheduleRun{version}", request)
+    run_id = str(run["properties"]["runId"])
+    typer.echo(f"Queued a run with ID: {run_id}", err=True)
+    if no_wait:
+        typer.echo(run_id)
+        return
+    status = _follow(session.http(), arm, f"{base}/runs/{run_id}", version, show_log=not no_logs)
     if status["status"] != "Succeeded":
         reason = status.get("runErrorMessage") or status["status"]
         raise CliError(ExitCode.UNAVAILABLE, f"run {run_id} ended {status['status']}: {reason}", "RunFailed")

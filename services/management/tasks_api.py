@@ -25,13 +25,13 @@ from services.management.arm import PROVIDER, ArmCall, ArmError, registry_id, re
 from services.management.authorization import Access, ArmScope
 from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
-from services.tasks.models import DockerBuildRequest, RunDoc, RunUpdate
+from services.tasks.models import DockerBuildRequest, EncodedTaskRunRequest, FileTaskRunRequest, RunDoc, RunUpdate
 from services.tasks.scheduling import (
     RunNotFound,
     RunRequestInvalid,
     new_source_path,
     request_cancel,
-    schedule_quick_build,
+    schedule_run,
 )
 from services.tasks.store import RunStore
 
@@ -46,6 +46,13 @@ RUN_PATH = re.compile(
 )
 RUN_ID = re.compile(r"^[a-z]{2}[0-9]{1,10}$")
 SOURCE_URL_SECONDS = 3600  # ACR's upload URLs last an hour
+
+
+REQUEST_TYPES: dict[str, type[DockerBuildRequest | EncodedTaskRunRequest | FileTaskRunRequest]] = {
+    "DockerBuildRequest": DockerBuildRequest,
+    "EncodedTaskRunRequest": EncodedTaskRunRequest,
+    "FileTaskRunRequest": FileTaskRunRequest,
+}
 
 
 class RunRequestType(BaseModel):
@@ -94,22 +101,30 @@ async def registry_actions(call: ArmCall) -> Response:
         raise ArmError(405, "MethodNotAllowed", f"{call.match['action']} takes POST")
     operation = "listBuildSourceUploadUrl" if action == "listbuildsourceuploadurl" else "scheduleRun"
     await call.authorize(scope, "write", f"registries/{operation}/action")
-    registry = (await registry_in_scope(call, scope)).registry
+    doc = await registry_in_scope(call, scope)
+    registry = doc.registry
     blobs = call.services.blobs
     if action == "listbuildsourceuploadurl":
         path = new_source_path()
         url = await blobs.path_url(registry, path, SOURCE_URL_SECONDS, write=True)
         return JSONResponse({"uploadUrl": url, "relativePath": path})
     kind = await call.body(RunRequestType)
-    if kind.type != "DockerBuildRequest":
+    model = REQUEST_TYPES.get(kind.type)
+    if model is None:
         raise ArmError(400, "InvalidRequestContent", f"run requests of type {kind.type[:64]!r} are not supported")
-    request = await call.body(DockerBuildRequest)
+    request = await call.body(model)
     try:
-        run = await schedule_quick_build(
-            call.services.metadata, blobs, call.services.runs, _box(call.services.settings), registry, request
+        run = await schedule_run(
+            call.services.metadata,
+            blobs,
+            call.services.runs,
+            _box(call.services.settings),
+            registry,
+            doc.loginServer,
+            request,
         )
     except RunRequestInvalid as error:
-        raise ArmError(400, "InvalidRequestContent", str(error), target="sourceLocation") from error
+        raise ArmError(400, "InvalidRequestContent", str(error)) from error
     return JSONResponse(run_resource(run, scope))
 
 

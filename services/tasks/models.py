@@ -69,6 +69,52 @@ class DockerBuildRequest(_Body):
         return path
 
 
+class SetValue(_Body):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+    value: str = Field(max_length=4096)
+    isSecret: bool = False
+
+
+def _inside_context(path: str) -> str:
+    if path.startswith("/") or ".." in path.split("/") or "\\" in path or "\0" in path:
+        raise ValueError("must be a path inside the context")
+    return path
+
+
+class EncodedTaskRunRequest(_Body):
+    """A multi-step task file sent whole (base64), with its values: `acr run -f acr-task.yaml`."""
+
+    type: Literal["EncodedTaskRunRequest"]
+    encodedTaskContent: str = Field(min_length=1, max_length=400_000)
+    encodedValuesContent: str | None = Field(default=None, max_length=400_000)
+    values: list[SetValue] = Field(default_factory=list, max_length=64)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
+    platform: PlatformProperties = Field(default_factory=PlatformProperties)
+    sourceLocation: str | None = Field(default=None, max_length=1024)
+    isArchiveEnabled: bool = False
+
+
+class FileTaskRunRequest(_Body):
+    """A multi-step task file read from the uploaded context."""
+
+    type: Literal["FileTaskRunRequest"]
+    taskFilePath: str = Field(min_length=1, max_length=1024)
+    valuesFilePath: str | None = Field(default=None, max_length=1024)
+    values: list[SetValue] = Field(default_factory=list, max_length=64)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_SECONDS, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
+    platform: PlatformProperties = Field(default_factory=PlatformProperties)
+    sourceLocation: str = Field(max_length=1024)
+    isArchiveEnabled: bool = False
+
+    @field_validator("taskFilePath", "valuesFilePath")
+    @classmethod
+    def _paths(cls, path: str | None) -> str | None:
+        return _inside_context(path) if path is not None else None
+
+
+RunRequest = DockerBuildRequest | EncodedTaskRunRequest | FileTaskRunRequest
+
+
 class RunUpdate(_Body):
     isArchiveEnabled: bool | None = None
 

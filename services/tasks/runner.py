@@ -22,16 +22,12 @@ the run's Error.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
-import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +40,25 @@ from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
-from services.tasks.models import TERMINAL, RunDoc, RunStatus
+from services.tasks.execution import (
+    RegistryAccess,
+    StepFailed,
+    local_repository,
+    registry_files,
+    run_command,
+    split_image,
+)
+from services.tasks.models import TERMINAL, RunDoc, RunStatus, SetValue
 from services.tasks.queue import ReceivedRun, RunQueue
-from services.tasks.scheduling import secret_context
+from services.tasks.scheduling import (
+    RunRequestInvalid,
+    decode_text,
+    secret_context,
+    values_of,
+)
+from services.tasks.steps import StepContext, StepRunner
 from services.tasks.store import RunStore
+from services.tasks.taskfile import MAX_TASK_FILE_BYTES, TaskFile, TaskFileInvalid, parse_task_file
 from services.tasks.variables import RunVariables, VariableUnknown, render
 
 log = logging.getLogger("tasks")
@@ -55,11 +66,6 @@ log = logging.getLogger("tasks")
 HEARTBEAT_SECONDS = 30  # the queue message is kept invisible this long at a time while its run goes on
 INVISIBLE_SECONDS = 120
 LOG_FLUSH_SECONDS = 0.5
-OUTPUT_LINE_BYTES = 16 * 1024
-
-
-class StepFailed(Exception):
-    """A step of the run failed (the user's: the run is Failed, not Error)."""
 
 
 class RunCanceled(Exception):
@@ -93,7 +99,8 @@ class RunLog:
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
             with contextlib.suppress(Exception):
-                await self.flush()
+                # shielded: close() cancels this loop, and a cancel mid-append would lose those lines
+                await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
         async with self._lock:
@@ -110,110 +117,6 @@ class RunLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()
-
-
-# --- commands -----------------------------------------------------------------------------------------------
-async def run_command(argv: Sequence[str], env: dict[str, str], cwd: Path, output: Callable[[str], None]) -> int:
-    """Run a command in its own process group, its output line by line to `output`; cancelling this kills the
-    whole group (buildah and whatever its RUN steps started)."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        limit=OUTPUT_LINE_BYTES,
-    )
-    assert process.stdout is not None
-    try:
-        while True:
-            try:
-                line = await process.stdout.readline()
-            except ValueError:  # a line longer than the limit: take what there is
-                line = await process.stdout.read(OUTPUT_LINE_BYTES)
-            if not line:
-                break
-            output(line.decode(errors="replace"))
-        return await process.wait()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(process.wait(), 10)
-        raise
-
-
-# --- the run's registry access ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How the run reaches its registry: the address, whether it is plain HTTP, and the files buildah reads."""
-
-    login_server: str
-    address: str
-    insecure: bool
-    auth_file: Path
-    registries_conf: Path
-    policy: Path
-    password: str = field(repr=False)
-
-    def env(self, workdir: Path) -> dict[str, str]:
-        """The whole environment of a build: nothing of the runner's (its settings hold the service's keys)."""
-        return {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir / "tmp"),
-            "REGISTRY_AUTH_FILE": str(self.auth_file),
-            "CONTAINERS_REGISTRIES_CONF": str(self.registries_conf),
-            "BUILDAH_ISOLATION": "chroot",
-        }
-
-    def reference(self, repository: str, tag: str) -> str:
-        return f"{self.address}/{repository}:{tag}"
-
-
-def registry_files(workdir: Path, login_server: str, address: str, insecure: bool, password: str) -> RegistryAccess:
-    auth = base64.b64encode(f"{REFRESH_TOKEN_USER}:{password}".encode()).decode()
-    auth_file = workdir / "auth.json"
-    auth_file.write_text(json.dumps({"auths": {login_server: {"auth": auth}, address: {"auth": auth}}}))
-    auth_file.chmod(0o600)
-    conf = workdir / "registries.conf"
-    lines = ["unqualified-search-registries = []", 'short-name-mode = "disabled"', ""]
-    if address != login_server:
-        # FROM <login server>/base: pulled from the address the runner reaches the registry at.
-        insecure_text = str(insecure).lower()
-        lines += [
-            "[[registry]]",
-            f'prefix = "{login_server}"',
-            f'location = "{address}"',
-            f"insecure = {insecure_text}",
-        ]
-        lines.append("")
-    if insecure:
-        lines += ["[[registry]]", f'location = "{address}"', "insecure = true", ""]
-    conf.write_text("\n".join(lines))
-    policy = workdir / "policy.json"
-    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-    return RegistryAccess(login_server, address, insecure, auth_file, conf, policy, password)
-
-
-def split_image(name: str) -> tuple[str, str]:
-    """`repo[:tag]` -> (repo, tag) (`latest` when none)."""
-    repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
-    return repository, tag or "latest"
-
-
-def local_repository(image: str, login_server: str) -> tuple[str, str] | None:
-    """(repository, reference) of an image reference in this registry, else None."""
-    prefix = login_server.lower() + "/"
-    if not image.lower().startswith(prefix):
-        return None
-    rest = image[len(prefix) :]
-    if "@" in rest:
-        repository, _, digest = rest.partition("@")
-        return repository, digest
-    return split_image(rest)
 
 
 # --- the runner -----------------------------------------------------------------------------------------------
@@ -303,7 +206,10 @@ class Runner:
             if registry is None:
                 raise StepFailed("the registry no longer exists")
             run_log.write(f"Run ID: {run_id} on registry {registry.loginServer}")
-            work = self._quick_build(run, registry, run_log, outcome)
+            if run.request.get("type") == "DockerBuildRequest":
+                work = self._quick_build(run, registry, run_log, outcome)
+            else:
+                work = self._task_run(run, registry, run_log, outcome)
             status, message = await self._supervise(run, work, timeout)
         except StepFailed as failure:
             status, message = "Failed", str(failure)
@@ -356,7 +262,7 @@ class Runner:
 
     def _secret_values(self, run: RunDoc) -> list[str]:
         values: list[str] = []
-        for argument in run.request.get("arguments", []):
+        for argument in run.request.get("arguments", []) + run.request.get("values", []):
             if argument.get("isSecret"):
                 sealed = str(argument.get("value", ""))
                 values.append(self.box.open(sealed, secret_context(run.registry, run.runId)).decode())
@@ -417,12 +323,18 @@ class Runner:
             except VariableUnknown as error:
                 raise StepFailed(str(error)) from error
             bases = base_images(dockerfile.read_text(errors="replace"), dict(arguments))
-            local_bases = [b for b in (local_repository(i, registry.loginServer) for i in bases) if b]
+            # The runner reaches the default registry at TASKS_REGISTRY_ADDRESS locally; every other at its
+            # login server. FROM may name the registry either way.
+            address = registry.loginServer
+            if self.settings.tasks_registry_address and registry.registry == self.settings.default_registry:
+                address = self.settings.tasks_registry_address
+            local_bases = [
+                b for i in bases if (b := local_repository(i, registry.loginServer) or local_repository(i, address))
+            ]
             access = [{"type": "repository", "name": r, "actions": ["pull"]} for r, _ in local_bases]
             access += [{"type": "repository", "name": r, "actions": ["pull", "push"]} for r, _ in images]
             token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
-            address = self.settings.tasks_registry_address or registry.loginServer
-            insecure = bool(self.settings.tasks_registry_address)
+            insecure = address != registry.loginServer
             files = registry_files(workdir, registry.loginServer, address, insecure, token)
             outcome["baseImages"] = await self._base_digests(files, bases)
             storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
@@ -466,6 +378,90 @@ class Runner:
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
+    def _registry_address(self, registry: RegistryDoc) -> str:
+        """The runner reaches the default registry at TASKS_REGISTRY_ADDRESS locally; every other at its login
+        server."""
+        if self.settings.tasks_registry_address and registry.registry == self.settings.default_registry:
+            return self.settings.tasks_registry_address
+        return registry.loginServer
+
+    # --- multi-step runs ----------------------------------------------------------------------------------
+    async def _task_run(self, run: RunDoc, registry: RegistryDoc, run_log: RunLog, outcome: dict[str, Any]) -> None:
+        request = run.request
+        workdir = await asyncio.to_thread(make_workdir, self.settings.tasks_work_dir, run.runId)
+        context = workdir / "context"
+        try:
+            if request.get("sourceLocation"):
+                await self._fetch_context(run, context, workdir / "context.tar.gz", run_log)
+            if request["type"] == "EncodedTaskRunRequest":
+                text = decode_text(request["encodedTaskContent"], "encodedTaskContent")
+                encoded_values = request.get("encodedValuesContent")
+                values_text = decode_text(encoded_values, "encodedValuesContent") if encoded_values else None
+            else:
+                text = _context_file(context, request["taskFilePath"], "the task file")
+                values_path = request.get("valuesFilePath")
+                values_text = _context_file(context, values_path, "the values file") if values_path else None
+            secrets = iter(self._secret_values(run))
+            given = [
+                SetValue(name=v["name"], value=next(secrets) if v.get("isSecret") else v["value"])
+                for v in request.get("values", [])
+            ]
+            architecture = (request.get("platform") or {}).get("architecture") or "amd64"
+            try:
+                values = values_of(given, values_text)
+                variables = RunVariables(
+                    run.runId, registry.loginServer, registry.registry, architecture=architecture, values=values
+                )
+                task = parse_task_file(render(text, variables))
+            except (TaskFileInvalid, VariableUnknown, RunRequestInvalid) as error:
+                raise StepFailed(f"the task file is invalid: {error}") from error
+            address = self._registry_address(registry)
+            access = self._task_access(task, context, registry.loginServer, address)
+            token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
+            files = registry_files(workdir, registry.loginServer, address, address != registry.loginServer, token)
+            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
+            storage += ["--storage-driver", "vfs"]
+            steps = StepRunner(
+                task, StepContext(workdir, context, storage, files, run_log.write, architecture, task.env)
+            )
+            try:
+                await steps.run()
+            finally:
+                outcome["outputImages"] = steps.pushed
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    @staticmethod
+    def _task_access(task: TaskFile, context: Path, login_server: str, address: str) -> list[dict[str, Any]]:
+        """What the run's token grants: push (and pull) on what its steps build or push in this registry,
+        pull on the images its cmd steps run and its builds start FROM."""
+        push: set[str] = set()
+        pull: set[str] = set()
+
+        def repository(image: str) -> str | None:
+            found = local_repository(image, login_server) or local_repository(image, address)
+            return found[0] if found else None
+
+        for step in task.steps:
+            images: list[str] = []
+            if step.build is not None:
+                images = step.build.images
+                dockerfile = context / step.build.context / step.build.dockerfile
+                if dockerfile.is_file():
+                    build_args = dict(a.split("=", 1) for a in step.build.build_args if "=" in a)
+                    pull.update(
+                        r
+                        for b in base_images(dockerfile.read_text(errors="replace"), build_args)
+                        if (r := repository(b))
+                    )
+            images += step.push
+            push.update(r for i in images if (r := repository(i)))
+            if step.cmd:
+                pull.update(r for r in [repository(step.cmd[0])] if r)
+        access = [{"type": "repository", "name": r, "actions": ["pull", "push"]} for r in sorted(push)]
+        access += [{"type": "repository", "name": r, "actions": ["pull"]} for r in sorted(pull - push)]
+        return access
+
     async def _fetch_context(self, run: RunDoc, context: Path, archive: Path, run_log: RunLog) -> None:
         source = str(run.request.get("sourceLocation") or "")
         size = await self.blobs.path_size(run.registry, source)
@@ -503,7 +499,7 @@ class Runner:
         auth = httpx.BasicAuth(REFRESH_TOKEN_USER, files.password)
         async with httpx.AsyncClient(timeout=30, auth=auth) as http:
             for image in bases:
-                local = local_repository(image, files.login_server)
+                local = local_repository(image, files.login_server) or local_repository(image, files.address)
                 entry: dict[str, Any] = {"image": image}
                 if local is not None:
                     repository, reference = local
@@ -525,6 +521,15 @@ def make_workdir(base_dir: str, run_id: str) -> Path:
     (workdir / "context").mkdir()
     (workdir / "tmp").mkdir()
     return workdir
+
+
+def _context_file(context: Path, path: str, what: str) -> str:
+    file = (context / path).resolve()
+    if not file.is_relative_to(context.resolve()) or not file.is_file():
+        raise StepFailed(f"{what} {path!r} is not in the context")
+    if file.stat().st_size > MAX_TASK_FILE_BYTES:
+        raise StepFailed(f"{what} is larger than {MAX_TASK_FILE_BYTES} bytes")
+    return file.read_text(errors="replace")
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -11,6 +11,8 @@ Secret build arguments are sealed in the run document (services/platform/secrets
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,9 +21,20 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.secrets import SecretBox
 from services.platform.settings import Settings
-from services.tasks.models import SOURCE_PATH, TERMINAL, DockerBuildRequest, RunDoc, RunMessage
+from services.tasks.models import (
+    SOURCE_PATH,
+    TERMINAL,
+    DockerBuildRequest,
+    EncodedTaskRunRequest,
+    RunDoc,
+    RunMessage,
+    RunRequest,
+    SetValue,
+)
 from services.tasks.queue import RunQueue
 from services.tasks.store import RunStore, run_doc_id
+from services.tasks.taskfile import TaskFileInvalid, parse_task_file
+from services.tasks.variables import RunVariables, VariableUnknown, render
 
 log = logging.getLogger("tasks")
 
@@ -47,30 +60,75 @@ def log_path(run_id: str) -> str:
     return f"tasks/logs/{run_id}.log"
 
 
-async def schedule_quick_build(
+def decode_text(value: str, what: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise RunRequestInvalid(f"{what} is not base64 of UTF-8 text") from error
+
+
+def values_of(given: list[SetValue], values_text: str | None) -> dict[str, str]:
+    """The run's `{{.Values.*}}`: the values file's (a YAML mapping), then the request's values over them."""
+    import yaml
+
+    values: dict[str, str] = {}
+    if values_text:
+        try:
+            loaded = yaml.safe_load(values_text)
+        except yaml.YAMLError as error:
+            raise RunRequestInvalid("the values file is not YAML") from error
+        if not isinstance(loaded, dict):
+            raise RunRequestInvalid("the values file must be a mapping of names to values")
+        values = {str(k): str(v) for k, v in loaded.items()}
+    values.update({v.name: v.value for v in given})
+    return values
+
+
+def check_task_file(text: str, variables: RunVariables) -> None:
+    """Refuse a task file that would fail before its first step: RunRequestInvalid naming the line."""
+    try:
+        parse_task_file(render(text, variables))
+    except (TaskFileInvalid, VariableUnknown) as error:
+        raise RunRequestInvalid(f"the task file is invalid: {error}") from error
+
+
+async def schedule_run(
     metadata: Cosmos,
     blobs: BlobStore,
     queue: RunQueue,
     box: SecretBox,
     registry: str,
-    request: DockerBuildRequest,
+    login_server: str,
+    request: RunRequest,
 ) -> RunDoc:
+    """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run."""
     source = request.sourceLocation or ""
-    if not SOURCE_PATH.fullmatch(source):
-        raise RunRequestInvalid("sourceLocation must be the relativePath that listBuildSourceUploadUrl gave")
-    if await blobs.path_size(registry, source) is None:
-        raise RunRequestInvalid("nothing was uploaded to sourceLocation")
+    if source or not isinstance(request, EncodedTaskRunRequest):
+        if not SOURCE_PATH.fullmatch(source):
+            raise RunRequestInvalid("sourceLocation must be the relativePath that listBuildSourceUploadUrl gave")
+        if await blobs.path_size(registry, source) is None:
+            raise RunRequestInvalid("nothing was uploaded to sourceLocation")
+    if isinstance(request, EncodedTaskRunRequest):
+        text = decode_text(request.encodedTaskContent, "encodedTaskContent")
+        values_text = (
+            decode_text(request.encodedValuesContent, "encodedValuesContent") if request.encodedValuesContent else None
+        )
+        # checked with a stand-in run id: what a run's own values cannot change
+        check_task_file(
+            text, RunVariables("cb0", login_server, registry, values=values_of(request.values, values_text))
+        )
     store = RunStore(metadata)
     run_id = await store.next_run_id(registry)
     body = request.model_dump(mode="json")
-    for argument in body["arguments"]:
-        if argument["isSecret"]:
-            argument["value"] = box.seal(argument["value"].encode(), secret_context(registry, run_id))
+    for entry in body.get("arguments", []) + body.get("values", []):
+        if entry["isSecret"]:
+            entry["value"] = box.seal(entry["value"].encode(), secret_context(registry, run_id))
     run = RunDoc(
         id=run_doc_id(run_id),
         registry=registry,
         runId=run_id,
         number=int(run_id[2:]),
+        runType="QuickBuild" if isinstance(request, DockerBuildRequest) else "QuickRun",
         request=body,
         logPath=log_path(run_id),
         isArchiveEnabled=request.isArchiveEnabled,

@@ -184,7 +184,7 @@ async def test_hostile_run_requests_are_refused_before_anything_is_written(
         (_request(source, timeout=0), "timeout"),
         (_request(source, timeout=10**9), "timeout"),
         (_request(source, arguments=[{"name": "A B", "value": "x"}]), "arguments"),
-        (_request(source, type="FileTaskRunRequest"), "not supported"),
+        (_request(source, type="SomethingElseRequest"), "not supported"),
         (_request(source, platform={"os": "Windows"}), "platform"),
     ]
     for body, reason in hostile:

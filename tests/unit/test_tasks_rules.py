@@ -12,7 +12,8 @@ import pytest
 
 from services.cli.build_context import context_files, ignored, parse_dockerignore, write_context
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, check_members, extract_context
-from services.tasks.runner import local_repository, split_image
+from services.tasks.execution import local_repository, split_image
+from services.tasks.taskfile import TaskFileInvalid, parse_task_file
 from services.tasks.variables import RunVariables, VariableUnknown, render
 
 
@@ -142,3 +143,59 @@ def test_acr_build_sends_the_dockerfile_even_when_ignored_and_links_as_links(tmp
     with tarfile.open(fileobj=archive) as tar:
         link = tar.getmember("src/outside")
     assert link.issym() and link.linkname == "/etc/passwd"  # sent as it is: the service refuses it
+
+
+# --- task files -----------------------------------------------------------------------------------------------
+def test_a_task_file_parses_with_its_dependencies() -> None:
+    task = parse_task_file(
+        "version: v1.1.0\nstepTimeout: 60\nenv: [A=1]\nsecrets:\n  - id: token\nsteps:\n"
+        "  - build: -t reg/a:1 --build-arg X=1 --no-cache -f sub/Dockerfile sub\n"
+        "  - id: b\n    build: --tag=reg/b:1 .\n    when: ['-']\n"
+        "  - id: test\n    cmd: reg/a:1 run --flag 'two words'\n    when: [acb_step_0, b]\n    timeout: 30\n"
+        "    retries: 2\n    retryDelay: 1\n    env: [B=2]\n    entryPoint: /bin/sh\n    user: '1000'\n"
+        "  - push: [reg/a:1, reg/b:1]\n"
+    )
+    first, second, test, push = task.steps
+    assert task.env == ["A=1"] and task.secrets == ["token"]
+    assert first.id == "acb_step_0" and first.when == [] and first.timeout == 60
+    assert first.build is not None and first.build.images == ["reg/a:1"] and first.build.dockerfile == "sub/Dockerfile"
+    assert first.build.context == "sub" and first.build.build_args == ["X=1"] and first.build.no_cache
+    assert second.when == [] and second.build is not None and second.build.images == ["reg/b:1"]
+    assert test.when == ["acb_step_0", "b"] and test.cmd == ["reg/a:1", "run", "--flag", "two words"]
+    assert (test.timeout, test.retries, test.retry_delay, test.entry_point, test.user) == (30, 2, 1, "/bin/sh", "1000")
+    assert push.when == ["test"] and push.push == ["reg/a:1", "reg/b:1"]  # no `when`: after the previous step
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("steps:\n  - build: .\n    colour: red\n", 3, "unknown step property 'colour'"),
+        ("version: v1.1.0\nsteps:\n  - id: a\n", 3, "exactly one of build, push or cmd (this one is none)"),
+        ("steps:\n  - build: .\n    cmd: x\n", 2, "this one is build and cmd"),
+        ("steps:\n  - id: a\n    cmd: x\n  - id: a\n    cmd: y\n", 4, "duplicate step id 'a'"),
+        ("steps:\n  - cmd: x\n    when: [later]\n  - id: later\n    cmd: y\n", 3, "a later step"),
+        ("steps:\n  - cmd: x\n    when: [nowhere]\n", 3, "no such step"),
+        ("steps:\n  - cmd: x\n    timeout: soon\n", 3, "timeout must be a whole number"),
+        ("steps:\n  - cmd: x\n    retries: 99\n", 3, "retries must be between 0 and 10"),
+        ("steps:\n  - build: -t a ../outside\n", 2, "must be inside the context"),
+        ("steps:\n  - build: -f /etc/Dockerfile .\n", 2, "must be inside the context"),
+        ("steps:\n  - build: --squash-all .\n", 2, "unsupported option '--squash-all'"),
+        ("steps:\n  - push: reg/a:1\n    detach: true\n", 2, "only a cmd step can detach"),
+        ("version: v2.0.0\nsteps: []\n", 1, "unsupported version"),
+        ("steps: []\n", 1, "non-empty list"),
+        ("env: [NOEQUALS]\nsteps:\n  - cmd: x\n", 1, "env entries are NAME=value"),
+        (
+            "secrets:\n  - id: s\n    keyvault: https://kv.vault.azure.net/secrets/s\nsteps:\n  - cmd: x\n",
+            2,
+            "Key Vault",
+        ),
+        ("stepz:\n  - cmd: x\n", 1, "unknown property 'stepz'"),
+        ("steps:\n  - cmd: x\n   bad-indent: [\n", 3, "not YAML"),
+        ("", 1, "empty"),
+    ],
+)
+def test_task_file_errors_name_their_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(TaskFileInvalid) as caught:
+        parse_task_file(text)
+    assert caught.value.line == line, str(caught.value)
+    assert message in str(caught.value)

@@ -355,3 +355,98 @@ def test_acr_build_exits_with_the_failed_runs_status(tasks_host: TasksHost, base
     assert done.returncode == 4, done.stderr
     assert "going-down" in done.stdout
     assert "ended Failed: the build failed" in done.stderr
+
+
+# --- multi-step task files ----------------------------------------------------------------------------------
+TASK_FILE = """\
+version: v1.1.0
+stepTimeout: 300
+env: [GREETING=hello]
+steps:
+  - id: build-a
+    build: -t $Registry/multi-a:{{.Run.ID}} -f Dockerfile.a .
+    when: ["-"]
+  - id: build-b
+    build: -t {{.Run.Registry}}/multi-b:{{.Values.tag}} -f Dockerfile.b .
+    when: ["-"]
+  - id: check
+    cmd: >-
+      $Registry/multi-a:{{.Run.ID}} /bin/busybox sh -c
+      'test "$(cat /a.txt)" = from-a && cat data.txt && echo "checked-$GREETING-$MODE"'
+    env: [MODE=ci]
+    when: [build-a, build-b]
+  - id: push
+    push:
+      - $Registry/multi-a:{{.Run.ID}}
+      - $Registry/multi-b:{{.Values.tag}}
+"""
+
+
+def multi_step_context(tmp_path: Path, login_server: str) -> Path:
+    context = tmp_path / "multi"
+    context.mkdir()
+    (context / "Dockerfile.a").write_text(f"FROM {login_server}/base:1\nRUN echo from-a > /a.txt\n")
+    (context / "Dockerfile.b").write_text(f"FROM {login_server}/base:1\nRUN echo from-b > /b.txt\n")
+    (context / "data.txt").write_text("data-from-the-workspace\n")
+    (context / "acr-task.yaml").write_text(TASK_FILE)
+    return context
+
+
+def acr(host: TasksHost, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    drop = ("ACR_", "STATE_DIR", "REGISTRY_AUTH_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)} | {
+        "ACR_CONFIG": str(cwd / "acr-config.json"),
+        "ACR_ENDPOINT": host.devhost.url,
+        "ACR_SUBSCRIPTION": LOCAL_SUBSCRIPTION,
+        "ACR_TOKEN": host.token,
+    }
+    argv = [str(ACR), *args, "-r", host.registry, "-g", LOCAL_RESOURCE_GROUP]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False)
+
+
+def test_acr_run_runs_two_builds_in_parallel_then_a_check_then_a_push(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    context = multi_step_context(tmp_path, tasks_host.login_server)
+    done = acr(tasks_host, tmp_path, "run", "-f", str(context / "acr-task.yaml"), "--set", "tag=v7", str(context))
+    assert done.returncode == 0, done.stderr + done.stdout
+    log = done.stdout
+    # no dependency between the two builds: the second starts before the first has finished
+    assert log.index("Executing step ID: build-b") < log.index("Step ID: build-a marked as successful")
+    # the check waits for both, runs the image built by build-a, in the context, with the task's env
+    assert log.index("Executing step ID: check") > log.index("Step ID: build-b marked as successful")
+    assert "data-from-the-workspace" in log and "checked-hello-ci" in log
+    run_id = done.stderr.split("Queued a run with ID: ")[1].split()[0]
+    pushed = {line.split("@")[0] for line in log.strip().splitlines()[-2:]}
+    assert pushed == {f"{tasks_host.login_server}/multi-a:{run_id}", f"{tasks_host.login_server}/multi-b:v7"}
+    run = tasks_host.tasks.runs.get(LOCAL_RESOURCE_GROUP, tasks_host.registry, run_id, **CALL)
+    assert run.properties.status == "Succeeded" and run.properties.run_type == "QuickRun"
+    assert {i.repository for i in run.properties.output_images} == {"multi-a", "multi-b"}
+
+
+def test_a_failing_step_fails_the_run_with_its_log_and_later_steps_never_start(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    task = (
+        "version: v1.1.0\nsteps:\n"
+        f"  - id: fail\n    cmd: {tasks_host.login_server}/base:1 /bin/busybox sh -c 'echo going-down; exit 3'\n"
+        "  - id: after\n    cmd: $Registry/base:1 echo never-printed\n"
+    )
+    (tmp_path / "fail.yaml").write_text(task)
+    done = acr(tasks_host, tmp_path, "run", "-f", str(tmp_path / "fail.yaml"), "/dev/null")
+    assert done.returncode == 4, done.stderr
+    assert "ended Failed: step fail: the command failed" in done.stderr
+    assert "going-down" in done.stdout and "never-printed" not in done.stdout, done.stdout
+    assert "Step ID: after skipped: step fail did not succeed" in done.stdout
+
+
+def test_a_task_file_error_is_refused_with_its_line_before_anything_runs(tasks_host: TasksHost, tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("version: v1.1.0\nsteps:\n  - id: a\n    build: .\n    bogus: 1\n")
+    done = acr(tasks_host, tmp_path, "run", "-f", str(tmp_path / "bad.yaml"), "/dev/null")
+    assert done.returncode == 2, done.stderr
+    assert "line 5: unknown step property 'bogus'" in done.stderr
+    (tmp_path / "values.yaml").write_text("version: v1.1.0\nsteps:\n  - cmd: x:{{.Values.missing}}\n")
+    done = acr(tasks_host, tmp_path, "run", "-f", str(tmp_path / "values.yaml"), "/dev/null")
+    assert done.returncode == 2 and "unknown variable {{.Values.missing}}" in done.stderr
+    before = [r.name for r in tasks_host.tasks.runs.list(LOCAL_RESOURCE_GROUP, tasks_host.registry, **CALL)]
+    assert len(before) == len(set(before))  # and no run was written for either

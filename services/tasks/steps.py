@@ -1,0 +1,223 @@
+"""The steps of a multi-step run (services/tasks/taskfile.py), executed in dependency order: a step starts once
+every step its `when` names has succeeded, so steps with no dependency between them run at once.
+
+    build  buildah build (chroot isolation) in the step's context directory, tagged as the step says
+    push   buildah push of images built earlier, to this registry through /v2/ with the run's token
+    cmd    the image as a container: `buildah from` + `buildah run --isolation chroot`, the run's context
+           mounted at /workspace (its working directory unless the step names another)
+
+A step that fails is retried `retries` times `retryDelay` seconds apart; its timeout fails it. When a step
+fails, the steps that wait on it never start and the run is Failed with the step named (unless the step
+has `ignoreErrors`). Detached cmd steps run in the background until the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.tasks.execution import RegistryAccess, StepFailed, run_command, split_image
+from services.tasks.taskfile import Step, TaskFile
+
+
+@dataclass
+class StepContext:
+    workdir: Path
+    context: Path
+    storage: list[str]
+    files: RegistryAccess
+    write: Any  # (line) -> None: the run's log
+    architecture: str
+    task_env: list[str]
+
+
+class StepRunner:
+    def __init__(self, task: TaskFile, ctx: StepContext) -> None:
+        self.task, self.ctx = task, ctx
+        self.pushed: list[dict[str, Any]] = []
+        self._done: dict[str, asyncio.Future[bool]] = {}
+        self._detached: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._done = {step.id: loop.create_future() for step in self.task.steps}
+        tasks = [asyncio.create_task(self._step(step)) for step in self.task.steps]
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for detached in self._detached:
+                detached.cancel()
+            for detached in self._detached:
+                with contextlib.suppress(BaseException):
+                    await detached
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, StepFailed):
+                raise failure
+        if failures:
+            raise failures[0]
+
+    async def _step(self, step: Step) -> None:
+        future = self._done[step.id]
+        try:
+            for dependency in step.when:
+                if not await asyncio.shield(self._done[dependency]):
+                    self.ctx.write(f"Step ID: {step.id} skipped: step {dependency} did not succeed")
+                    future.set_result(False)
+                    return
+            if step.start_delay:
+                await asyncio.sleep(step.start_delay)
+            self.ctx.write(f"Executing step ID: {step.id}. Timeout(sec): {step.timeout}")
+            await self._attempts(step)
+        except StepFailed:
+            future.set_result(step.ignore_errors)
+            if not step.ignore_errors:
+                raise
+            self.ctx.write(f"Step ID: {step.id} failed; its errors are ignored")
+            return
+        except BaseException:
+            if not future.done():
+                future.set_result(False)
+            raise
+        self.ctx.write(f"Step ID: {step.id} marked as successful")
+        future.set_result(True)
+
+    async def _attempts(self, step: Step) -> None:
+        for attempt in range(step.retries + 1):
+            try:
+                async with asyncio.timeout(step.timeout):
+                    await self._execute(step)
+                return
+            except TimeoutError:
+                failure = StepFailed(f"step {step.id} timed out after {step.timeout} seconds")
+            except StepFailed as error:
+                failure = error
+            if attempt < step.retries:
+                self.ctx.write(f"Step ID: {step.id} failed ({failure}); retrying in {step.retry_delay} s")
+                await asyncio.sleep(step.retry_delay)
+        raise failure
+
+    async def _execute(self, step: Step) -> None:
+        if step.kind == "build":
+            await self._build(step)
+        elif step.kind == "push":
+            await self._push(step)
+        elif step.detach:
+            self._detached.append(asyncio.create_task(self._detached_cmd(step)))
+        else:
+            await self._cmd(step)
+
+    def _output(self, step: Step) -> Any:
+        return lambda line: self.ctx.write(f"[{step.id}] {line.rstrip()}")
+
+    async def _command(self, step: Step, argv: list[str], failure: str) -> None:
+        env = self.ctx.files.env(self.ctx.workdir)
+        if await run_command(argv, env, self.ctx.workdir, self._output(step)) != 0:
+            raise StepFailed(failure)
+
+    # --- build ----------------------------------------------------------------------------------------
+    async def _build(self, step: Step) -> None:
+        assert step.build is not None
+        ctx, args = self.ctx, step.build
+        directory = (ctx.context / args.context).resolve()
+        dockerfile = (directory / args.dockerfile).resolve()
+        if not dockerfile.is_relative_to(ctx.context.resolve()) or not dockerfile.is_file():
+            raise StepFailed(f"step {step.id}: the Dockerfile {args.dockerfile!r} is not in the context")
+        argv = ["buildah", *ctx.storage, "build", "--isolation", "chroot", "--signature-policy", str(ctx.files.policy)]
+        argv += ["--file", str(dockerfile), "--platform", f"linux/{ctx.architecture}"]
+        if ctx.files.insecure:
+            argv.append("--tls-verify=false")
+        if args.no_cache:
+            argv.append("--no-cache")
+        if args.target:
+            argv += ["--target", args.target]
+        for value in args.build_args:
+            argv += ["--build-arg", value]
+        for image in args.images or [f"localhost/{step.id}:latest"]:
+            argv += ["--tag", image]
+        argv.append(str(directory))
+        await self._command(step, argv, f"step {step.id}: the build failed")
+
+    # --- push -----------------------------------------------------------------------------------------
+    async def _push(self, step: Step) -> None:
+        ctx = self.ctx
+        for image in step.push:
+            repository = _in_registry(image, ctx.files)
+            if repository is None:
+                raise StepFailed(f"step {step.id}: {image} is not in this registry (other registries need credentials)")
+            name, tag = split_image(repository)
+            digest_file = ctx.workdir / f"digest-{step.id}"
+            argv = ["buildah", *ctx.storage, "push", "--signature-policy", str(ctx.files.policy)]
+            argv += ["--digestfile", str(digest_file), "--authfile", str(ctx.files.auth_file)]
+            if ctx.files.insecure:
+                argv.append("--tls-verify=false")
+            argv += [image, f"docker://{ctx.files.reference(name, tag)}"]
+            ctx.write(f"Pushing {image}")
+            await self._command(step, argv, f"step {step.id}: the push of {image} failed")
+            digest = digest_file.read_text().strip()
+            self.pushed.append({"registry": ctx.files.login_server, "repository": name, "tag": tag, "digest": digest})
+
+    # --- cmd ------------------------------------------------------------------------------------------
+    async def _cmd(self, step: Step) -> None:
+        ctx = self.ctx
+        image, arguments = step.cmd[0], step.cmd[1:]
+        if step.network not in (None, "host", "none"):
+            raise StepFailed(f"step {step.id}: network {step.network!r} is not supported (host or none)")
+        env = ctx.files.env(ctx.workdir)
+        name = f"run-{ctx.workdir.name}-{step.id}"[:100]
+        start = ["buildah", *ctx.storage, "from", "--name", name, "--signature-policy", str(ctx.files.policy)]
+        if ctx.files.insecure:
+            start.append("--tls-verify=false")
+        start.append(image)
+        await self._command(step, start, f"step {step.id}: the image {image} could not be used")
+        try:
+            config = await _image_config(ctx, name, env)
+            entry = [step.entry_point] if step.entry_point else list(config.get("Entrypoint") or [])
+            command = arguments or ([] if step.entry_point else list(config.get("Cmd") or []))
+            argv = entry + command
+            if not argv:
+                raise StepFailed(f"step {step.id}: the image {image} has no command and the step gives none")
+            run = ["buildah", *ctx.storage, "run", "--isolation", "chroot"]
+            run += ["--volume", f"{ctx.context}:/workspace"]
+            run += ["--workingdir", step.working_directory or "/workspace"]
+            for value in [*ctx.task_env, *step.env]:
+                run += ["--env", value]
+            if step.user:
+                run += ["--user", step.user]
+            if step.network == "none":
+                run += ["--network", "none"]
+            run += [name, "--", *argv]
+            await self._command(step, run, f"step {step.id}: the command failed")
+        finally:
+            remove = ["buildah", *ctx.storage, "rm", name]
+            with contextlib.suppress(Exception):
+                await run_command(remove, env, ctx.workdir, lambda _line: None)
+
+    async def _detached_cmd(self, step: Step) -> None:
+        with contextlib.suppress(StepFailed):
+            await self._cmd(step)
+
+
+def _in_registry(image: str, files: RegistryAccess) -> str | None:
+    for prefix in (files.login_server, files.address):
+        if image.lower().startswith(prefix.lower() + "/"):
+            return image[len(prefix) + 1 :]
+    return None
+
+
+async def _image_config(ctx: StepContext, container: str, env: dict[str, str]) -> dict[str, Any]:
+    lines: list[str] = []
+    argv = ["buildah", *ctx.storage, "inspect", "--type", "container", "--format", "{{json .OCIv1.Config}}", container]
+    if await run_command(argv, env, ctx.workdir, lines.append) != 0:
+        return {}
+    try:
+        config = json.loads("".join(lines) or "{}")
+    except ValueError:
+        return {}
+    return config if isinstance(config, dict) else {}
