@@ -37,6 +37,7 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     (replications_api.REPLICATION_PATH, replications_api.replications),
     (tasks_api.REGISTRY_ACTION_PATH, tasks_api.registry_actions),
     (tasks_api.RUN_PATH, tasks_api.runs),
+    (tasks_api.TASK_PATH, tasks_api.tasks),
     (access_api.CHILD_PATH, access_api.children),
     (access_api.GENERATE_PATH, access_api.generate_credentials),
     (registries_api.REGISTRY_PATH, registries_api.registry),

@@ -25,13 +25,23 @@ from services.management.arm import PROVIDER, ArmCall, ArmError, registry_id, re
 from services.management.authorization import Access, ArmScope
 from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
-from services.tasks.models import DockerBuildRequest, EncodedTaskRunRequest, FileTaskRunRequest, RunDoc, RunUpdate
+from services.tasks import resources as task_resources
+from services.tasks.models import (
+    DockerBuildRequest,
+    EncodedTaskRunRequest,
+    FileTaskRunRequest,
+    RunDoc,
+    RunUpdate,
+    TaskBody,
+    TaskRunRequest,
+)
 from services.tasks.scheduling import (
     RunNotFound,
     RunRequestInvalid,
     new_source_path,
     request_cancel,
     schedule_run,
+    schedule_task_run,
 )
 from services.tasks.store import RunStore
 
@@ -44,6 +54,7 @@ RUN_PATH = re.compile(
     _REGISTRY + r"/runs(?:/(?P<run>[^/]+)(?:/(?P<action>cancel|listLogSasUrl))?)?/?$",
     re.I,
 )
+TASK_PATH = re.compile(_REGISTRY + r"/tasks(?:/(?P<task>[^/]+)(?:/(?P<action>listDetails))?)?/?$", re.I)
 RUN_ID = re.compile(r"^[a-z]{2}[0-9]{1,10}$")
 SOURCE_URL_SECONDS = 3600  # ACR's upload URLs last an hour
 
@@ -82,6 +93,10 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
         "baseImages": run.baseImages,
         "cancelRequested": run.cancelRequested,
     }
+    if run.task:
+        properties["task"] = run.task
+    if run.timerTrigger:
+        properties["timerTrigger"] = run.timerTrigger
     for key in ("startTime", "finishTime", "runErrorMessage"):
         value = getattr(run, key)
         if value is not None:
@@ -109,6 +124,20 @@ async def registry_actions(call: ArmCall) -> Response:
         url = await blobs.path_url(registry, path, SOURCE_URL_SECONDS, write=True)
         return JSONResponse({"uploadUrl": url, "relativePath": path})
     kind = await call.body(RunRequestType)
+    if kind.type == "TaskRunRequest":
+        task_request = await call.body(TaskRunRequest)
+        name = task_request.taskId.rstrip("/").rsplit("/", 1)[-1]
+        task = await task_resources.get_task(call.services.metadata, registry, name)
+        if task is None or not task_request.taskId.lower().startswith(registry_id(scope, registry).lower() + "/tasks/"):
+            raise ArmError(404, "ResourceNotFound", f"task {name[:50]!r} was not found", target="taskId")
+        try:
+            run = await schedule_task_run(
+                call.services.metadata, blobs, call.services.runs, _box(call.services.settings), registry,
+                doc.loginServer, task,
+            )  # fmt: skip
+        except RunRequestInvalid as error:
+            raise ArmError(400, "InvalidRequestContent", str(error)) from error
+        return JSONResponse(run_resource(run, scope))
     model = REQUEST_TYPES.get(kind.type)
     if model is None:
         raise ArmError(400, "InvalidRequestContent", f"run requests of type {kind.type[:64]!r} are not supported")
@@ -143,7 +172,9 @@ async def runs(call: ArmCall) -> Response:
         if method != "GET":
             raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a run list")
         top = _top(call.request.query_params.get("$top"))
-        return JSONResponse({"value": [run_resource(r, scope) for r in await store.list_runs(registry, top)]})
+        task = _task_filter(call.request.query_params.get("$filter"))
+        found = await store.list_runs(registry, top, task)
+        return JSONResponse({"value": [run_resource(r, scope) for r in found]})
     if not RUN_ID.fullmatch(run_id):
         raise ArmError(404, "ResourceNotFound", "the run was not found")
     if action is not None and method != "POST":
@@ -172,6 +203,19 @@ async def runs(call: ArmCall) -> Response:
     raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a run")
 
 
+_TASK_FILTER = re.compile(r"^\s*TaskName\s+eq\s+'([A-Za-z0-9_-]{1,50})'\s*$")
+
+
+def _task_filter(text: str | None) -> str | None:
+    """`$filter=TaskName eq 'name'` (the one filter `az acr task list-runs` sends); others are refused."""
+    if text is None:
+        return None
+    match = _TASK_FILTER.match(text)
+    if match is None:
+        raise ArmError(400, "InvalidQueryParameterValue", "$filter supports TaskName eq '<name>' only")
+    return match.group(1)
+
+
 def _top(text: str | None) -> int:
     if text is None:
         return 100
@@ -182,3 +226,51 @@ def _top(text: str | None) -> int:
     if not 1 <= value <= 1000:
         raise ArmError(400, "InvalidQueryParameterValue", "$top must be between 1 and 1000")
     return value
+
+
+# --- tasks ----------------------------------------------------------------------------------------------------
+async def tasks(call: ArmCall) -> Response:
+    scope = call.scope()
+    name, action, method = call.match["task"], call.match["action"], call.request.method
+    access: Access = "read" if method == "GET" else "write"
+    if action is not None:
+        operation = "registries/tasks/listDetails/action"
+    else:
+        operation = "registries/tasks/" + ("read" if method == "GET" else "delete" if method == "DELETE" else "write")
+    await call.authorize(scope, access, operation)
+    registry = (await registry_in_scope(call, scope)).registry
+    metadata = call.services.metadata
+    box = _box(call.services.settings)
+    if name is None:
+        if method != "GET":
+            raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a task list")
+        found = await task_resources.list_tasks(metadata, registry)
+        return JSONResponse({"value": [task_resources.task_resource(t, scope, registry) for t in found]})
+    if not task_resources.valid_name(name):
+        raise ArmError(404, "ResourceNotFound", "the task was not found")
+    try:
+        if action is not None:
+            if method != "POST":
+                raise ArmError(405, "MethodNotAllowed", "listDetails takes POST")
+            task = await task_resources.require_task(metadata, registry, name)
+            return JSONResponse(task_resources.task_resource(task, scope, registry, details=box))
+        if method == "GET":
+            task = await task_resources.require_task(metadata, registry, name)
+            return JSONResponse(task_resources.task_resource(task, scope, registry))
+        if method == "DELETE":
+            deleted = await task_resources.delete_task(metadata, registry, name)
+            return Response(status_code=200 if deleted else 204)
+        if method in ("PUT", "PATCH"):
+            body = await call.body(TaskBody)
+            if method == "PUT":
+                task, created = await task_resources.put_task(metadata, box, registry, name, body)
+                return JSONResponse(
+                    task_resources.task_resource(task, scope, registry), status_code=201 if created else 200
+                )
+            task = await task_resources.update_task(metadata, box, registry, name, body)
+            return JSONResponse(task_resources.task_resource(task, scope, registry))
+    except task_resources.TaskInvalid as error:
+        raise ArmError(400, "InvalidRequestContent", str(error)) from error
+    except task_resources.TaskNotFound as error:
+        raise ArmError(404, "ResourceNotFound", f"task {name} was not found") from error
+    raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a task")

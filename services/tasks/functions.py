@@ -1,5 +1,6 @@
 """The tasks' functions (a Blueprint registered in function_app.py).
 
+`fire_task_timers` runs at second 5 of every minute and schedules the runs of the task timers due then.
 `relay_runs` runs every 5 seconds and sends the queue messages of runs written but never dispatched (the
 process died between writing the run and sending its message, or the queue was down). Locally the devhost
 runs it on the same schedule.
@@ -12,6 +13,7 @@ import logging
 
 import azure.functions as func
 
+from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import get_settings
@@ -22,6 +24,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger("tasks")
 
 _clients: tuple[Cosmos, RunQueue] | None = None
+_blobs: BlobStore | None = None
 _opening = asyncio.Lock()
 
 
@@ -39,6 +42,17 @@ async def relay_clients() -> tuple[Cosmos, RunQueue]:
     return _clients
 
 
+async def timer_blobs() -> BlobStore:
+    global _blobs
+    async with _opening:
+        if _blobs is None:
+            blobs = BlobStore(get_settings())
+            await blobs.open()
+            close_on_shutdown(blobs.close)
+            _blobs = blobs
+    return _blobs
+
+
 @bp.timer_trigger(arg_name="timer", schedule="*/5 * * * * *", run_on_startup=False, use_monitor=False)
 async def relay_runs(timer: func.TimerRequest) -> None:
     """Send the messages of queued runs that were never dispatched."""
@@ -46,3 +60,20 @@ async def relay_runs(timer: func.TimerRequest) -> None:
     sent = await relay(metadata, queue, get_settings())
     if sent:
         log.info("relay_runs: %d run(s) dispatched", sent)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="5 * * * * *", run_on_startup=False, use_monitor=False)
+async def fire_task_timers(timer: func.TimerRequest) -> None:
+    """Each minute: the runs of the task timer triggers due this minute (services/tasks/triggers.py)."""
+    from datetime import UTC, datetime
+
+    from services.platform.secrets import secret_box
+    from services.tasks.triggers import fire_timers
+
+    metadata, queue = await relay_clients()
+    settings = get_settings()
+    blobs = await timer_blobs()
+    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+    fired = await fire_timers(metadata, blobs, queue, box, datetime.now(UTC))
+    if fired:
+        log.info("fire_task_timers: %d run(s) scheduled", fired)

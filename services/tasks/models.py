@@ -115,6 +115,105 @@ class FileTaskRunRequest(_Body):
 RunRequest = DockerBuildRequest | EncodedTaskRunRequest | FileTaskRunRequest
 
 
+class TaskRunRequest(_Body):
+    """Run a task now (`az acr task run`): the task's own step, with its context."""
+
+    type: Literal["TaskRunRequest"]
+    taskId: str = Field(min_length=1, max_length=1024)
+    isArchiveEnabled: bool = False
+
+
+# --- tasks ------------------------------------------------------------------------------------------------
+TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"
+_CRON_FIELD = r"[0-9*/,\-]+"
+CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+CONTEXT_PATH = re.compile(r"^(/dev/null|tasks/sources/\d{8}/[0-9a-f]{32}\.tar\.gz)$")
+
+
+class TimerTrigger(_Body):
+    schedule: str = Field(max_length=128)
+    status: Literal["Enabled", "Disabled"] = "Enabled"
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str) -> str:
+        from services.tasks.triggers import CronSchedule
+
+        CronSchedule.parse(schedule)  # ValueError names the problem
+        return schedule
+
+
+class TriggerProperties(_Body):
+    timerTriggers: list[TimerTrigger] = Field(default_factory=list, max_length=10)
+    sourceTriggers: list[dict[str, Any]] | None = None
+    baseImageTrigger: dict[str, Any] | None = None
+
+    @field_validator("sourceTriggers", "baseImageTrigger")
+    @classmethod
+    def _later(cls, value: object) -> object:
+        if value:
+            raise ValueError("source-commit and base-image triggers are not supported yet")
+        return value
+
+    @field_validator("timerTriggers")
+    @classmethod
+    def _unique(cls, triggers: list[TimerTrigger]) -> list[TimerTrigger]:
+        if len({t.name for t in triggers}) != len(triggers):
+            raise ValueError("timer trigger names must differ")
+        return triggers
+
+
+class TaskStep(_Body):
+    """ACR's DockerBuildStep, EncodedTaskStep or FileTaskStep: the fields of the run request it becomes, plus
+    `contextPath` (/dev/null, or the relativePath of an uploaded context)."""
+
+    type: Literal["Docker", "EncodedTask", "FileTask"]
+    contextPath: str = Field(default="/dev/null", pattern=CONTEXT_PATH.pattern)
+    # Docker
+    imageNames: list[str] = Field(default_factory=list, max_length=32)
+    isPushEnabled: bool = True
+    noCache: bool = False
+    dockerFilePath: str | None = Field(default=None, max_length=1024)
+    target: str | None = Field(default=None, max_length=128)
+    arguments: list[Argument] = Field(default_factory=list, max_length=64)
+    # EncodedTask / FileTask
+    encodedTaskContent: str | None = Field(default=None, max_length=400_000)
+    encodedValuesContent: str | None = Field(default=None, max_length=400_000)
+    taskFilePath: str | None = Field(default=None, max_length=1024)
+    valuesFilePath: str | None = Field(default=None, max_length=1024)
+    values: list[SetValue] = Field(default_factory=list, max_length=64)
+
+
+class TaskProperties(_Body):
+    status: Literal["Enabled", "Disabled"] | None = None
+    platform: PlatformProperties | None = None
+    timeout: int | None = Field(default=None, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
+    step: TaskStep | None = None
+    trigger: TriggerProperties | None = None
+
+
+class TaskBody(_Body):
+    location: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = None
+    properties: TaskProperties = Field(default_factory=TaskProperties)
+
+
+class TaskDoc(Document):
+    registry: str
+    type: Literal["task"] = "task"
+    name: str
+    location: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    status: Literal["Enabled", "Disabled"] = "Enabled"
+    platform: dict[str, Any] = Field(default_factory=lambda: {"os": "Linux", "architecture": "amd64"})
+    timeout: int = DEFAULT_TIMEOUT_SECONDS
+    step: dict[str, Any]  # TaskStep, secret values sealed
+    timerTriggers: list[dict[str, Any]] = Field(default_factory=list)
+    hasTimers: bool = False  # what the timer's query reads (set with timerTriggers)
+    creationDate: str = Field(default_factory=utcnow)
+
+
 class RunUpdate(_Body):
     isArchiveEnabled: bool | None = None
 
@@ -147,6 +246,8 @@ class RunDoc(Document):
     logPath: str
     runErrorMessage: str | None = None
     attempts: int = 0
+    task: str | None = None  # the task it ran, when it ran one
+    timerTrigger: dict[str, Any] | None = None  # {name, scheduledTime} when a timer started it
 
 
 class RunMessage(BaseModel):

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
@@ -26,10 +30,12 @@ from services.tasks.models import (
     TERMINAL,
     DockerBuildRequest,
     EncodedTaskRunRequest,
+    FileTaskRunRequest,
     RunDoc,
     RunMessage,
     RunRequest,
     SetValue,
+    TaskDoc,
 )
 from services.tasks.queue import RunQueue
 from services.tasks.store import RunStore, run_doc_id
@@ -100,6 +106,9 @@ async def schedule_run(
     registry: str,
     login_server: str,
     request: RunRequest,
+    *,
+    task: str | None = None,
+    timer: dict[str, str] | None = None,
 ) -> RunDoc:
     """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run."""
     source = request.sourceLocation or ""
@@ -132,10 +141,62 @@ async def schedule_run(
         request=body,
         logPath=log_path(run_id),
         isArchiveEnabled=request.isArchiveEnabled,
+        task=task,
+        timerTrigger=timer,
     )
     await store.create(run)
     await dispatch(store, queue, run)
     return await store.get(registry, run_id) or run
+
+
+def task_secret_context(registry: str, task: str) -> str:
+    return f"task:{registry}:{task.lower()}"
+
+
+def task_run_request(task: TaskDoc, box: SecretBox) -> RunRequest:
+    """The run request a task's step stands for (its secret values opened, to be sealed for the run)."""
+    step = copy.deepcopy(task.step)  # the task's own values stay sealed
+    context = step.pop("contextPath", "/dev/null")
+    kind = step.pop("type")
+    for entry in step.get("arguments", []) + step.get("values", []):
+        if entry.get("isSecret"):
+            entry["value"] = box.open(entry["value"], task_secret_context(task.registry, task.name)).decode()
+    common: dict[str, Any] = {"timeout": task.timeout, "platform": task.platform}
+    if context != "/dev/null":
+        common["sourceLocation"] = context
+    try:
+        if kind == "Docker":
+            return DockerBuildRequest.model_validate(
+                {"type": "DockerBuildRequest", **_fields(step, DockerBuildRequest), **common}
+            )
+        if kind == "EncodedTask":
+            return EncodedTaskRunRequest.model_validate(
+                {"type": "EncodedTaskRunRequest", **_fields(step, EncodedTaskRunRequest), **common}
+            )
+        return FileTaskRunRequest.model_validate(
+            {"type": "FileTaskRunRequest", **_fields(step, FileTaskRunRequest), **common}
+        )
+    except ValidationError as error:
+        raise RunRequestInvalid(f"the task's step cannot run: {error.errors()[0]['msg']}") from error
+
+
+def _fields(step: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    return {k: v for k, v in step.items() if k in model.model_fields and v is not None}
+
+
+async def schedule_task_run(
+    metadata: Cosmos,
+    blobs: BlobStore,
+    queue: RunQueue,
+    box: SecretBox,
+    registry: str,
+    login_server: str,
+    task: TaskDoc,
+    *,
+    timer: dict[str, str] | None = None,
+) -> RunDoc:
+    request = task_run_request(task, box)
+    return await schedule_run(metadata, blobs, queue, box, registry, login_server, request, task=task.name, timer=timer)
 
 
 async def dispatch(store: RunStore, queue: RunQueue, run: RunDoc) -> bool:

@@ -1,6 +1,9 @@
 """The task runs' documents and queries.
 
-    registries [/registry]  runCounter               {type: "runCounter", registry, next}: the next run
+    registries [/registry]  task:<name>              {type: "task", registry, name, status, step, timerTriggers,
+                                                     ...}: a task (services/tasks/models.py)
+                            timerFired:<task>:<trigger>:<minute>  a timer's firing, claimed once (triggers.py)
+                            runCounter               {type: "runCounter", registry, next}: the next run
                                                      number (cb1, cb2, ...), taken under its ETag
                             run:<run id>             {type: "run", registry, runId, status, request,
                                                      dispatched, cancelRequested, outputImages, baseImages,
@@ -17,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, Document
-from services.tasks.models import RunDoc
+from services.tasks.models import RunDoc, TaskDoc
 
 CONTAINER = "registries"
 
@@ -72,11 +75,16 @@ class RunStore:
         operations = [{"op": "set", "path": f"/{key}", "value": value} for key, value in values.items()]
         return await self._cosmos.patch(CONTAINER, run_doc_id(run_id), registry, operations)
 
-    async def list_runs(self, registry: str, limit: int) -> list[RunDoc]:
-        """The registry's runs, newest first."""
-        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'run' ORDER BY c.number DESC"
+    async def list_runs(self, registry: str, limit: int, task: str | None = None) -> list[RunDoc]:
+        """The registry's runs (of one task), newest first."""
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'run'"
+        params: dict[str, Any] = {"@r": registry}
+        if task is not None:
+            sql += " AND c.task = @t"
+            params["@t"] = task
+        sql += " ORDER BY c.number DESC"
         found: list[RunDoc] = []
-        async for item in self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry, page=min(limit, 100)):
+        async for item in self._cosmos.query(CONTAINER, sql, params, registry, page=min(limit, 100)):
             found.append(RunDoc.model_validate(item))
             if len(found) >= limit:
                 break
@@ -94,3 +102,34 @@ class RunStore:
             if len(found) >= limit:
                 break
         return found
+
+
+def task_doc_id(name: str) -> str:
+    return f"task:{name.lower()}"
+
+
+class TaskStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def get(self, registry: str, name: str) -> TaskDoc | None:
+        raw = await self._cosmos.read(CONTAINER, task_doc_id(name), registry)
+        return TaskDoc.model_validate(raw) if raw is not None else None
+
+    async def create(self, task: TaskDoc) -> bool:
+        return await self._cosmos.create(CONTAINER, task) is not None
+
+    async def replace(self, task: TaskDoc) -> TaskDoc:
+        return TaskDoc.model_validate(await self._cosmos.replace(CONTAINER, task))
+
+    async def delete(self, registry: str, name: str) -> bool:
+        return await self._cosmos.delete(CONTAINER, task_doc_id(name), registry)
+
+    async def list_tasks(self, registry: str) -> list[TaskDoc]:
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'task' ORDER BY c.id"
+        return [TaskDoc.model_validate(i) async for i in self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry)]
+
+    async def with_timers(self) -> list[TaskDoc]:
+        """Every task with a timer trigger (cross-partition: the timer's query, once a minute)."""
+        sql = "SELECT * FROM c WHERE c.type = 'task' AND c.hasTimers = true"
+        return [TaskDoc.model_validate(i) async for i in self._cosmos.query_across(CONTAINER, sql)]

@@ -296,3 +296,140 @@ async def test_a_runs_token_pushes_its_images_only_and_only_in_its_registry(
     assert await granted(scene.registry, "repository:other:pull") == []
     assert await granted(scene.registry, "registry:catalog:*") == []
     assert await granted(scene.other, "repository:app:pull,push") == []  # another registry: not its token
+
+
+# --- tasks as resources, and their timers -------------------------------------------------------------------
+TASK_YAML = "version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 echo {{.Values.greeting}}\n"
+
+
+def _task_body(**properties: object) -> dict[str, object]:
+    step = {
+        "type": "EncodedTask",
+        "contextPath": "/dev/null",
+        "encodedTaskContent": base64.b64encode(TASK_YAML.encode()).decode(),
+        "values": [{"name": "greeting", "value": "hi"}, {"name": "token", "value": "s3cr3t", "isSecret": True}],
+    }
+    return {"location": "westeurope", "properties": {"step": step, "platform": {"os": "Linux"}} | properties}
+
+
+async def test_tasks_are_created_read_listed_updated_run_and_deleted(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    tasks = f"{scene.base()}/tasks"
+    timers = {
+        "timerTriggers": [{"name": "nightly", "schedule": "30 2 * * *"}, {"name": "hourly", "schedule": "0 * * * *"}]
+    }
+    created = await _call(devhost, "PUT", f"{tasks}/hello-task", _task_body(trigger=timers), auth)
+    assert created.status_code == 201, created.text
+    shape = created.json()
+    assert (
+        shape["type"] == "Microsoft.ContainerRegistry/registries/tasks" and shape["properties"]["status"] == "Enabled"
+    )
+    secret = next(v for v in shape["properties"]["step"]["values"] if v["name"] == "token")
+    assert secret["value"] is None  # a secret value never comes back...
+    details = (await _call(devhost, "POST", f"{tasks}/hello-task/listDetails", None, auth)).json()
+    assert [v["value"] for v in details["properties"]["step"]["values"]] == ["hi", "s3cr3t"]  # ...but in listDetails
+    raw = await stores.metadata.read("registries", "task:hello-task", scene.registry)
+    assert raw is not None and "s3cr3t" not in str(raw)  # sealed at rest
+    assert [t["name"] for t in shape["properties"]["trigger"]["timerTriggers"]] == ["nightly", "hourly"]
+    listed = (await _call(devhost, "GET", tasks, None, auth)).json()["value"]
+    assert [t["name"] for t in listed] == ["hello-task"]
+    patched = await _call(
+        devhost, "PATCH", f"{tasks}/hello-task", {"properties": {"status": "Disabled", "timeout": 120}}, auth
+    )
+    assert patched.json()["properties"]["status"] == "Disabled" and patched.json()["properties"]["timeout"] == 120
+    task_id = shape["id"]
+    run = await _call(
+        devhost, "POST", f"{scene.base()}/scheduleRun", {"type": "TaskRunRequest", "taskId": task_id}, auth
+    )
+    assert run.status_code == 200, run.text
+    assert run.json()["properties"]["task"] == "hello-task" and run.json()["properties"]["runType"] == "QuickRun"
+    filtered = await _call(devhost, "GET", f"{scene.base()}/runs?$filter=TaskName eq 'hello-task'", None, auth)
+    assert [r["name"] for r in filtered.json()["value"]] == [run.json()["name"]]
+    await _call(devhost, "POST", f"{scene.base()}/runs/{run.json()['name']}/cancel", None, auth)  # no runner here
+    provider = "/subscriptions/x/resourceGroups/y/providers/Microsoft.ContainerRegistry"
+    other = f"{provider}/registries/{scene.other}/tasks/hello-task"
+    refused = await _call(
+        devhost, "POST", f"{scene.base()}/scheduleRun", {"type": "TaskRunRequest", "taskId": other}, auth
+    )
+    assert refused.status_code == 404
+    assert (await _call(devhost, "DELETE", f"{tasks}/hello-task", None, auth)).status_code == 200
+    assert (await _call(devhost, "DELETE", f"{tasks}/hello-task", None, auth)).status_code == 204
+    assert (await _call(devhost, "GET", f"{tasks}/hello-task", None, auth)).status_code == 404
+
+
+async def test_bad_tasks_are_refused_and_strangers_get_nothing(
+    devhost: Devhost, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    tasks = f"{scene.base()}/tasks"
+    bad_yaml = _task_body()
+    bad_yaml["properties"]["step"]["encodedTaskContent"] = base64.b64encode(b"steps:\n  - nope: 1\n").decode()  # type: ignore[index]
+    hostile: list[tuple[str, dict[str, object], str]] = [
+        ("bad-cron", _task_body(trigger={"timerTriggers": [{"name": "t", "schedule": "61 * * * *"}]}), "outside"),
+        ("few-fields", _task_body(trigger={"timerTriggers": [{"name": "t", "schedule": "* * *"}]}), "five fields"),
+        ("same-names", _task_body(trigger={"timerTriggers": [{"name": "t", "schedule": "* * * * *"}] * 2}), "differ"),
+        ("bad-yaml1", bad_yaml, "line 2"),
+        ("commit-trigger", _task_body(trigger={"sourceTriggers": [{"name": "s"}]}), "not supported yet"),
+        ("no-location", {"properties": _task_body()["properties"]}, "location is required"),
+        ("no-step", {"location": "westeurope", "properties": {}}, "step is required"),
+        (
+            "evil-context",
+            _task_body(step={"type": "Docker", "contextPath": "https://evil.example/x.tgz"}),
+            "contextPath",
+        ),
+    ]
+    for name, body, reason in hostile:
+        reply = await _call(devhost, "PUT", f"{tasks}/{name}", body, auth)
+        assert reply.status_code == 400, f"{name}: {reply.status_code} {reply.text}"
+        assert reason in reply.json()["error"]["message"], f"{name}: {reply.text}"
+    assert (await _call(devhost, "GET", f"{tasks}/x", None, auth)).status_code == 404  # not a task name
+    assert (await _call(devhost, "GET", tasks, None, auth)).json() == {"value": []}
+    for principal, expected in ((scene.outsider, 403), (scene.pusher, 403), (scene.reader, 403)):
+        reply = await _call(
+            devhost, "PUT", f"{tasks}/stranger", _task_body(), "Bearer " + entra_issuer.token(principal)
+        )
+        assert reply.status_code == expected, reply.text
+    assert (await _call(devhost, "PUT", f"{tasks}/stranger", _task_body())).status_code == 401
+    assert (await _call(devhost, "GET", tasks, None, "Bearer " + entra_issuer.token(scene.reader))).status_code == 200
+
+
+async def test_a_timer_fires_its_task_once_per_due_minute(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    from services.platform.secrets import secret_box
+    from services.tasks.triggers import fire_timers
+
+    registry = unique_registry_name()
+    await create_registry(stores.metadata, stores.blobs, stores.settings, registry)
+    await assign_role(stores.metadata, registry, scene.owner, "Owner", tenant=entra_issuer.tenant)
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    timers = {
+        "timerTriggers": [{"name": "at-7", "schedule": "7 * * * *"}, {"name": "weekdays", "schedule": "7 3 * * 1-5"}]
+    }
+    reply = await _call(devhost, "PUT", f"{scene.base(registry)}/tasks/timed-task", _task_body(trigger=timers), auth)
+    assert reply.status_code == 201, reply.text
+    settings = Settings(**(stores.settings.model_dump() | {"tasks_queue": "timers-" + uuid.uuid4().hex[:10]}))
+    queue = RunQueue(settings)
+    await queue.open()
+    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+    try:
+        monday_0307 = datetime(2031, 3, 3, 3, 7, 5, tzinfo=UTC)  # both triggers are due
+        assert await fire_timers(stores.metadata, stores.blobs, queue, box, monday_0307) >= 2
+        assert await fire_timers(stores.metadata, stores.blobs, queue, box, monday_0307) == 0  # once per minute
+        await fire_timers(stores.metadata, stores.blobs, queue, box, monday_0307 + timedelta(minutes=1))  # not due
+        runs = await RunStore(stores.metadata).list_runs(registry, 10, "timed-task")
+        assert sorted((r.timerTrigger or {}).get("timerTriggerName", "") for r in runs) == ["at-7", "weekdays"]
+        assert {(r.timerTrigger or {}).get("scheduleOccurrence") for r in runs} == {"2031-03-03T03:07:00Z"}
+        received = await queue.receive(30)
+        assert received is not None and received.message.registry == registry
+        # disabled: nothing fires
+        await _call(
+            devhost, "PATCH", f"{scene.base(registry)}/tasks/timed-task", {"properties": {"status": "Disabled"}}, auth
+        )
+        later = monday_0307 + timedelta(hours=1)
+        await fire_timers(stores.metadata, stores.blobs, queue, box, later)
+        assert len(await RunStore(stores.metadata).list_runs(registry, 10, "timed-task")) == 2
+    finally:
+        await queue.close()

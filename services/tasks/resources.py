@@ -1,0 +1,164 @@
+"""Tasks as resources (`registries/{r}/tasks/{name}`): the rules of create, update, delete and their ARM shape.
+
+A task is its step (a Docker build, an encoded task file, or a task file in its context: the fields of the
+run request it becomes, services/tasks/scheduling.py task_run_request), its platform, timeout, status and
+timer triggers. Secret arguments and values are stored sealed, bound to the task; they show as null except in
+`listDetails`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.management.arm import PROVIDER, registry_id
+from services.management.authorization import ArmScope
+from services.platform.cosmos import ConcurrentUpdate, Cosmos
+from services.platform.secrets import SecretBox
+from services.tasks.models import TASK_NAME, EncodedTaskRunRequest, TaskBody, TaskDoc, TaskStep
+from services.tasks.scheduling import (
+    RunRequestInvalid,
+    check_task_file,
+    decode_text,
+    task_run_request,
+    task_secret_context,
+    values_of,
+)
+from services.tasks.store import TaskStore, task_doc_id
+from services.tasks.variables import RunVariables
+
+MAX_TASKS_PER_REGISTRY = 1000
+_NAME = re.compile(TASK_NAME)
+
+
+class TaskInvalid(ValueError):
+    pass
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
+
+
+async def get_task(metadata: Cosmos, registry: str, name: str) -> TaskDoc | None:
+    return await TaskStore(metadata).get(registry, name) if valid_name(name) else None
+
+
+async def require_task(metadata: Cosmos, registry: str, name: str) -> TaskDoc:
+    task = await get_task(metadata, registry, name)
+    if task is None:
+        raise TaskNotFound(name)
+    return task
+
+
+async def list_tasks(metadata: Cosmos, registry: str) -> list[TaskDoc]:
+    return await TaskStore(metadata).list_tasks(registry)
+
+
+async def delete_task(metadata: Cosmos, registry: str, name: str) -> bool:
+    return await TaskStore(metadata).delete(registry, name)
+
+
+def _sealed_step(step: TaskStep, box: SecretBox, registry: str, name: str) -> dict[str, Any]:
+    body = step.model_dump(mode="json")
+    for entry in body.get("arguments", []) + body.get("values", []):
+        if entry["isSecret"]:
+            entry["value"] = box.seal(entry["value"].encode(), task_secret_context(registry, name))
+    return body
+
+
+def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
+    p = body.properties
+    if body.location is not None:
+        task.location = body.location
+    if body.tags is not None:
+        task.tags = body.tags
+    if p.status is not None:
+        task.status = p.status
+    if p.platform is not None:
+        task.platform = p.platform.model_dump(mode="json", exclude_none=True)
+    if p.timeout is not None:
+        task.timeout = p.timeout
+    if p.step is not None:
+        task.step = _sealed_step(p.step, box, task.registry, task.name)
+    if p.trigger is not None:
+        task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
+        task.hasTimers = bool(task.timerTriggers)
+    try:  # a task that could never run is refused now, not at its first run
+        request = task_run_request(task, box)
+        if isinstance(request, EncodedTaskRunRequest):
+            text = decode_text(request.encodedTaskContent, "encodedTaskContent")
+            encoded = request.encodedValuesContent
+            values = values_of(request.values, decode_text(encoded, "encodedValuesContent") if encoded else None)
+            check_task_file(text, RunVariables("cb0", "registry.invalid", task.registry, values=values))
+    except RunRequestInvalid as error:
+        raise TaskInvalid(str(error)) from error
+
+
+async def put_task(metadata: Cosmos, box: SecretBox, registry: str, name: str, body: TaskBody) -> tuple[TaskDoc, bool]:
+    store = TaskStore(metadata)
+    existing = await store.get(registry, name)
+    if existing is None:
+        if body.location is None:
+            raise TaskInvalid("location is required")
+        if body.properties.step is None:
+            raise TaskInvalid("properties.step is required")
+        if len(await store.list_tasks(registry)) >= MAX_TASKS_PER_REGISTRY:
+            raise TaskInvalid(f"a registry has at most {MAX_TASKS_PER_REGISTRY} tasks")
+        task = TaskDoc(id=task_doc_id(name), registry=registry, name=name, location=body.location, step={})
+        _apply(task, body, box)
+        if await store.create(task):
+            return task, True
+        existing = await store.get(registry, name)
+        if existing is None:
+            raise ConcurrentUpdate(name)
+    _apply(existing, body, box)
+    return await store.replace(existing), False
+
+
+async def update_task(metadata: Cosmos, box: SecretBox, registry: str, name: str, body: TaskBody) -> TaskDoc:
+    store = TaskStore(metadata)
+    task = await store.get(registry, name)
+    if task is None:
+        raise TaskNotFound(name)
+    if body.properties.step is not None and body.properties.step.type != task.step.get("type"):
+        raise TaskInvalid("a task's step type cannot change")
+    _apply(task, body, box)
+    return await store.replace(task)
+
+
+_STEP_TYPES = {"Docker": "Docker", "EncodedTask": "EncodedTask", "FileTask": "FileTask"}
+
+
+def task_resource(task: TaskDoc, scope: ArmScope, registry: str, details: SecretBox | None = None) -> dict[str, Any]:
+    step = dict(task.step)
+    for key in ("arguments", "values"):
+        entries = []
+        for entry in step.get(key, []):
+            shown = dict(entry)
+            if entry.get("isSecret"):
+                context = task_secret_context(task.registry, task.name)
+                shown["value"] = details.open(entry["value"], context).decode() if details is not None else None
+            entries.append(shown)
+        step[key] = entries
+    return {
+        "id": f"{registry_id(scope, registry)}/tasks/{task.name}",
+        "name": task.name,
+        "type": f"{PROVIDER}/registries/tasks",
+        "location": task.location,
+        "tags": task.tags,
+        "properties": {
+            "provisioningState": "Succeeded",
+            "creationDate": task.creationDate,
+            "status": task.status,
+            "platform": task.platform,
+            "agentConfiguration": {"cpu": 2},
+            "timeout": task.timeout,
+            "step": step,
+            "trigger": {"timerTriggers": task.timerTriggers},
+            "isSystemTask": False,
+        },
+    }
