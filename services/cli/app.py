@@ -17,6 +17,7 @@ from services.cli.replication_commands import replication_app
 from services.cli.repository_commands import repository_app
 from services.cli.scan_commands import scan_app
 from services.cli.session import Session
+from services.cli.task_commands import task_app
 from services.cli.token_commands import scope_map_app, token_app
 from services.cli.webhook_commands import webhook_app
 
@@ -65,6 +66,7 @@ app.add_typer(repository_app, name="repository")
 app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(replication_app, name="replication")
+app.add_typer(task_app, name="task")
 app.add_typer(token_app, name="token")
 app.add_typer(scope_map_app, name="scope-map")
 app.add_typer(config_app, name="config")

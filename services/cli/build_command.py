@@ -65,7 +65,7 @@ def build(
     base = arm.registry_path(ref.resource_group, ref.name)
     version = f"?api-version={TASKS_API_VERSION}"
     upload = arm.json("POST", f"{base}/listBuildSourceUploadUrl{version}")
-    _upload(session.http(), source, file, str(upload["uploadUrl"]))
+    upload_context(session.http(), source, file, str(upload["uploadUrl"]))
     arguments = [{"name": k, "value": v, "isSecret": False} for k, v in pairs(build_arg, "--build-arg").items()]
     arguments += [
         {"name": k, "value": v, "isSecret": True} for k, v in pairs(secret_build_arg, "--secret-build-arg").items()
@@ -87,7 +87,7 @@ def build(
         typer.echo(run_id)
         return
     run_path = f"{base}/runs/{run_id}"
-    status = _follow(session.http(), arm, run_path, version, show_log=not no_logs)
+    status = follow_run(session.http(), arm, run_path, version, show_log=not no_logs)
     if status["status"] != "Succeeded":
         reason = status.get("runErrorMessage") or status["status"]
         raise CliError(ExitCode.UNAVAILABLE, f"run {run_id} ended {status['status']}: {reason}", "RunFailed")
@@ -139,7 +139,7 @@ def run_task(
         request["encodedValuesContent"] = base64.b64encode(values.read_bytes()).decode()
     if has_context and source is not None:
         upload = arm.json("POST", f"{base}/listBuildSourceUploadUrl{version}")
-        _upload(session.http(), source, "", str(upload["uploadUrl"]))
+        upload_context(session.http(), source, "", str(upload["uploadUrl"]))
         request["sourceLocation"] = upload["relativePath"]
     run = arm.json("POST", f"{base}/scheduleRun{version}", request)
     run_id = str(run["properties"]["runId"])
@@ -147,7 +147,7 @@ def run_task(
     if no_wait:
         typer.echo(run_id)
         return
-    status = _follow(session.http(), arm, f"{base}/runs/{run_id}", version, show_log=not no_logs)
+    status = follow_run(session.http(), arm, f"{base}/runs/{run_id}", version, show_log=not no_logs)
     if status["status"] != "Succeeded":
         reason = status.get("runErrorMessage") or status["status"]
         raise CliError(ExitCode.UNAVAILABLE, f"run {run_id} ended {status['status']}: {reason}", "RunFailed")
@@ -155,7 +155,7 @@ def run_task(
         typer.echo(f"{output.get('registry')}/{output.get('repository')}:{output.get('tag')}@{output.get('digest')}")
 
 
-def _upload(http: httpx.Client, source: Path, dockerfile: str, url: str) -> None:
+def upload_context(http: httpx.Client, source: Path, dockerfile: str, url: str) -> None:
     with tempfile.TemporaryFile() as archive:
         count = _pack(source, dockerfile, archive)
         size = archive.tell()
@@ -172,7 +172,7 @@ def _pack(source: Path, dockerfile: str, archive: Any) -> int:
     return write_context(source, dockerfile, archive)
 
 
-def _follow(http: httpx.Client, arm: Any, run_path: str, version: str, *, show_log: bool) -> dict[str, Any]:
+def follow_run(http: httpx.Client, arm: Any, run_path: str, version: str, *, show_log: bool) -> dict[str, Any]:
     """Print the run's log as it grows until the run ends; the run's final properties."""
     offset = 0
     link: str | None = None
@@ -182,13 +182,13 @@ def _follow(http: httpx.Client, arm: Any, run_path: str, version: str, *, show_l
         if show_log:
             if link is None:
                 link = str(arm.json("POST", f"{run_path}/listLogSasUrl{version}")["logLink"])
-            offset = _print_from(http, link, offset)
+            offset = print_log(http, link, offset)
         if done:
             return properties
         time.sleep(POLL_SECONDS)
 
 
-def _print_from(http: httpx.Client, link: str, offset: int) -> int:
+def print_log(http: httpx.Client, link: str, offset: int) -> int:
     response = send(http, "GET", link, headers={"Range": f"bytes={offset}-"})
     if response.status_code in (200, 206):
         typer.echo(response.content.decode(errors="replace"), nl=False)

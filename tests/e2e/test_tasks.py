@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import subprocess
 import sys
@@ -450,3 +451,45 @@ def test_a_task_file_error_is_refused_with_its_line_before_anything_runs(tasks_h
     assert done.returncode == 2 and "unknown variable {{.Values.missing}}" in done.stderr
     before = [r.name for r in tasks_host.tasks.runs.list(LOCAL_RESOURCE_GROUP, tasks_host.registry, **CALL)]
     assert len(before) == len(set(before))  # and no run was written for either
+
+
+# --- tasks ----------------------------------------------------------------------------------------------------
+def test_acr_task_create_run_logs_list_runs_update_and_delete(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    context = tmp_path / "task-context"
+    context.mkdir()
+    (context / "message.txt").write_text("from-the-task-context\n")
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(
+        "version: v1.1.0\nsteps:\n"
+        "  - cmd: $Registry/base:1 /bin/busybox sh -c 'cat message.txt; echo \"greeting={{.Values.greeting}} $T\"'\n"
+        "    env: [T={{.Values.token}}]\n"
+    )
+    created = acr(
+        tasks_host, tmp_path, "task", "create", "-n", "greeter", "-f", str(task_file), "-c", str(context),
+        "--schedule", "0 2 * * *", "--schedule", "30 * * * 1-5",
+        "--set", "greeting=hi", "--set-secret", "token=t0ps3cret", "-o", "json",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    timers = json.loads(created.stdout)["properties"]["trigger"]["timerTriggers"]
+    assert [t["schedule"] for t in timers] == ["0 2 * * *", "30 * * * 1-5"]
+    listed = acr(tasks_host, tmp_path, "task", "list", "-o", "tsv", "--query", "[].name")
+    assert listed.stdout.split() == ["greeter"]
+    ran = acr(tasks_host, tmp_path, "task", "run", "-n", "greeter")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    assert "from-the-task-context" in ran.stdout and "greeting=hi ***" in ran.stdout and "t0ps3cret" not in ran.stdout
+    run_id = ran.stderr.split("Queued a run with ID: ")[1].split()[0]
+    runs = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "greeter", "-o", "json")
+    assert [(r["name"], r["properties"]["status"], r["properties"]["task"]) for r in json.loads(runs.stdout)] == [
+        (run_id, "Succeeded", "greeter")
+    ]
+    logs = acr(tasks_host, tmp_path, "task", "logs", "-n", "greeter")
+    assert logs.returncode == 0 and "from-the-task-context" in logs.stdout
+    disabled = acr(
+        tasks_host, tmp_path, "task", "update", "-n", "greeter", "--status", "Disabled", "--no-schedule", "-o", "json"
+    )
+    assert json.loads(disabled.stdout)["properties"]["status"] == "Disabled"
+    assert json.loads(disabled.stdout)["properties"]["trigger"]["timerTriggers"] == []
+    assert acr(tasks_host, tmp_path, "task", "delete", "-n", "greeter", "--yes").returncode == 0
+    assert acr(tasks_host, tmp_path, "task", "show", "-n", "greeter").returncode == 1

@@ -1,0 +1,259 @@
+"""`acr task create|list|show|update|delete|run|logs|list-runs|cancel-run`: a registry's tasks and their runs
+through the management API (`registries/{r}/tasks`, `scheduleRun` with a `TaskRunRequest`, `runs`), as
+`az acr task` has them. A task is a task file (`-f`, sent whole) with an uploaded context or none
+(`/dev/null`), and timer triggers (`--schedule`, five-field cron in UTC, repeatable).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from services.cli.build_command import TASKS_API_VERSION, follow_run, print_log, upload_context
+from services.cli.errors import CliError, ExitCode
+from services.cli.output import OutputOption, QueryOption
+from services.cli.session import RegistryOption, ResourceGroupOption, YesOption, pairs, session_of
+
+task_app = typer.Typer(help="Tasks: task files run on demand or on a schedule.", no_args_is_help=True)
+
+TaskNameOption = Annotated[str, typer.Option("--name", "-n", help="The task's name.")]
+ScheduleOption = Annotated[
+    list[str] | None, typer.Option("--schedule", help="A cron schedule in UTC, e.g. '0 2 * * *' (repeat for more).")
+]
+VERSION = f"?api-version={TASKS_API_VERSION}"
+
+
+class Status(enum.StrEnum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+
+
+def task_view(result: Any) -> list[dict[str, Any]]:
+    items = result if isinstance(result, list) else [result]
+    rows = []
+    for task in items:
+        properties = task.get("properties") or {}
+        timers = (properties.get("trigger") or {}).get("timerTriggers") or []
+        rows.append(
+            {
+                "Name": task.get("name"),
+                "Status": properties.get("status"),
+                "Step": (properties.get("step") or {}).get("type"),
+                "Schedules": ", ".join(str(t.get("schedule")) for t in timers),
+            }
+        )
+    return rows
+
+
+def run_view(result: Any) -> list[dict[str, Any]]:
+    items = result if isinstance(result, list) else [result]
+    return [
+        {
+            "RunId": (r.get("properties") or {}).get("runId"),
+            "Task": (r.get("properties") or {}).get("task", ""),
+            "Status": (r.get("properties") or {}).get("status"),
+            "Trigger": "Timer" if (r.get("properties") or {}).get("timerTrigger") else "Manual",
+            "Started": (r.get("properties") or {}).get("startTime", ""),
+        }
+        for r in items
+    ]
+
+
+def _base(ctx: typer.Context, registry: str, resource_group: str | None) -> tuple[Any, str, Any]:
+    session = session_of(ctx)
+    ref = session.registry(registry, resource_group)
+    return session, session.arm().registry_path(ref.resource_group, ref.name), ref
+
+
+def _timers(schedules: list[str] | None) -> dict[str, Any]:
+    return {"timerTriggers": [{"name": f"t{i + 1}", "schedule": s} for i, s in enumerate(schedules or [])]}
+
+
+@task_app.command("create")
+def create(
+    ctx: typer.Context,
+    name: TaskNameOption,
+    registry: RegistryOption,
+    file: Annotated[Path, typer.Option("--file", "-f", help="The task file (YAML).")],
+    context: Annotated[str, typer.Option("--context", "-c", help="A directory to upload, or /dev/null.")] = "/dev/null",
+    schedule: ScheduleOption = None,
+    set_value: Annotated[list[str] | None, typer.Option("--set", help="A value: NAME=VALUE (repeat).")] = None,
+    set_secret: Annotated[list[str] | None, typer.Option("--set-secret", help="A secret value (repeat).")] = None,
+    timeout: Annotated[int, typer.Option("--timeout", help="Each run's timeout in seconds.")] = 3600,
+    resource_group: ResourceGroupOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """Create a task from a task file, with timer triggers."""
+    if not file.is_file():
+        raise CliError(ExitCode.BAD_INPUT, f"the task file {file} does not exist")
+    session, base, ref = _base(ctx, registry, resource_group)
+    arm = session.arm()
+    context_path = "/dev/null"
+    if context != "/dev/null":
+        directory = Path(context)
+        if not directory.is_dir():
+            raise CliError(ExitCode.BAD_INPUT, f"the context {context} is not a directory")
+        upload = arm.json("POST", f"{base}/listBuildSourceUploadUrl{VERSION}")
+        upload_context(session.http(), directory, "", str(upload["uploadUrl"]))
+        context_path = str(upload["relativePath"])
+    values = [{"name": k, "value": v, "isSecret": False} for k, v in pairs(set_value, "--set").items()]
+    values += [{"name": k, "value": v, "isSecret": True} for k, v in pairs(set_secret, "--set-secret").items()]
+    step = {
+        "type": "EncodedTask",
+        "contextPath": context_path,
+        "encodedTaskContent": base64.b64encode(file.read_bytes()).decode(),
+        "values": values,
+    }
+    body = {
+        "location": ref.location,
+        "properties": {"step": step, "timeout": timeout, "platform": {"os": "Linux"}, "trigger": _timers(schedule)},
+    }
+    session.emit(arm.json("PUT", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
+
+
+@task_app.command("list")
+def list_tasks(
+    ctx: typer.Context,
+    registry: RegistryOption,
+    resource_group: ResourceGroupOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """List a registry's tasks."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    session.emit(session.arm().list(f"{base}/tasks{VERSION}"), output, query, task_view)
+
+
+@task_app.command("show")
+def show(
+    ctx: typer.Context,
+    name: TaskNameOption,
+    registry: RegistryOption,
+    resource_group: ResourceGroupOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """Show a task."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    session.emit(session.arm().json("GET", f"{base}/tasks/{name}{VERSION}"), output, query, task_view)
+
+
+@task_app.command("update")
+def update(
+    ctx: typer.Context,
+    name: TaskNameOption,
+    registry: RegistryOption,
+    status: Annotated[Status | None, typer.Option("--status", help="Enabled or Disabled.")] = None,
+    schedule: ScheduleOption = None,
+    no_schedule: Annotated[bool, typer.Option("--no-schedule", help="Remove every timer trigger.")] = False,
+    timeout: Annotated[int | None, typer.Option("--timeout", help="Each run's timeout in seconds.")] = None,
+    resource_group: ResourceGroupOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """Change a task's status, schedules or timeout."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    properties: dict[str, Any] = {}
+    if status is not None:
+        properties["status"] = status.value
+    if schedule or no_schedule:
+        properties["trigger"] = _timers(schedule)
+    if timeout is not None:
+        properties["timeout"] = timeout
+    body = {"properties": properties}
+    session.emit(session.arm().json("PATCH", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
+
+
+@task_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    name: TaskNameOption,
+    registry: RegistryOption,
+    yes: YesOption = False,
+    resource_group: ResourceGroupOption = None,
+) -> None:
+    """Delete a task (its runs stay)."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    session.confirm(f"Delete task '{name}'?", yes)
+    session.arm().call("DELETE", f"{base}/tasks/{name}{VERSION}")
+
+
+@task_app.command("run")
+def run(
+    ctx: typer.Context,
+    name: TaskNameOption,
+    registry: RegistryOption,
+    no_logs: Annotated[bool, typer.Option("--no-logs", help="Do not print the log; wait for the run.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the run id and return at once.")] = False,
+    resource_group: ResourceGroupOption = None,
+) -> None:
+    """Run a task now, print its log, exit with its outcome (0 Succeeded, 4 otherwise)."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    arm = session.arm()
+    task = arm.json("GET", f"{base}/tasks/{name}{VERSION}")
+    scheduled = arm.json("POST", f"{base}/scheduleRun{VERSION}", {"type": "TaskRunRequest", "taskId": task["id"]})
+    run_id = str(scheduled["properties"]["runId"])
+    typer.echo(f"Queued a run with ID: {run_id}", err=True)
+    if no_wait:
+        typer.echo(run_id)
+        return
+    status = follow_run(session.http(), arm, f"{base}/runs/{run_id}", VERSION, show_log=not no_logs)
+    if status["status"] != "Succeeded":
+        reason = status.get("runErrorMessage") or status["status"]
+        raise CliError(ExitCode.UNAVAILABLE, f"run {run_id} ended {status['status']}: {reason}", "RunFailed")
+
+
+@task_app.command("list-runs")
+def list_runs(
+    ctx: typer.Context,
+    registry: RegistryOption,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Only this task's runs.")] = None,
+    top: Annotated[int, typer.Option("--top", help="At most this many, newest first.")] = 15,
+    resource_group: ResourceGroupOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """List runs, newest first."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    path = f"{base}/runs{VERSION}&$top={top}"
+    if name:
+        path += f"&$filter=TaskName eq '{name}'"
+    session.emit(session.arm().list(path), output, query, run_view)
+
+
+@task_app.command("logs")
+def logs(
+    ctx: typer.Context,
+    registry: RegistryOption,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="The run (default: the task's latest).")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="The task whose latest run to show.")] = None,
+    resource_group: ResourceGroupOption = None,
+) -> None:
+    """Print a run's log."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    arm = session.arm()
+    if run_id is None:
+        path = f"{base}/runs{VERSION}&$top=1" + (f"&$filter=TaskName eq '{name}'" if name else "")
+        latest = arm.json("GET", path).get("value") or []
+        if not latest:
+            raise CliError(ExitCode.NOT_FOUND, "no run found", "ResourceNotFound")
+        run_id = str(latest[0]["name"])
+    link = str(arm.json("POST", f"{base}/runs/{run_id}/listLogSasUrl{VERSION}")["logLink"])
+    print_log(session.http(), link, 0)
+
+
+@task_app.command("cancel-run")
+def cancel_run(
+    ctx: typer.Context,
+    registry: RegistryOption,
+    run_id: Annotated[str, typer.Option("--run-id", help="The run to cancel.")],
+    resource_group: ResourceGroupOption = None,
+) -> None:
+    """Cancel a queued or running run."""
+    session, base, _ = _base(ctx, registry, resource_group)
+    session.arm().call("POST", f"{base}/runs/{run_id}/cancel{VERSION}")
