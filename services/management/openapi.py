@@ -15,7 +15,7 @@ from services.management.arm import API_VERSIONS
 from services.management.registries_api import NameRequest, RegenerateRequest, RegistryCreate, RegistryUpdate
 from services.management.replications_api import ReplicationCreate, ReplicationUpdate
 from services.management.webhooks_api import WebhookParameters
-from services.tasks.models import DockerBuildRequest, RunUpdate
+from services.tasks.models import DockerBuildRequest, RunUpdate, TaskBody
 
 _SUB = "/subscriptions/{subscriptionId}"
 _GROUP = _SUB + "/resourceGroups/{resourceGroupName}"
@@ -33,6 +33,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     "location": {"type": "string", "minLength": 1, "maxLength": 64},
     "operationId": {"type": "string", "minLength": 1, "maxLength": 64},
     "runId": {"type": "string", "pattern": "^[a-z]{2}[0-9]{1,10}$"},
+    "taskName": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"},
 }
 
 # (method, path, request model or None, success statuses)
@@ -80,6 +81,12 @@ _OPERATIONS: list[tuple[str, str, type[BaseModel] | None, tuple[str, ...]]] = [
     ("patch", _REGISTRY + "/runs/{runId}", RunUpdate, ("200",)),
     ("post", _REGISTRY + "/runs/{runId}/cancel", None, ("200",)),
     ("post", _REGISTRY + "/runs/{runId}/listLogSasUrl", None, ("200",)),
+    ("get", _REGISTRY + "/tasks", None, ("200",)),
+    ("get", _REGISTRY + "/tasks/{taskName}", None, ("200",)),
+    ("put", _REGISTRY + "/tasks/{taskName}", TaskBody, ("200", "201")),
+    ("patch", _REGISTRY + "/tasks/{taskName}", TaskBody, ("200",)),
+    ("delete", _REGISTRY + "/tasks/{taskName}", None, ("200", "204")),
+    ("post", _REGISTRY + "/tasks/{taskName}/listDetails", None, ("200",)),
 ]
 
 _ERROR = {

@@ -95,6 +95,13 @@ def test_event_pipeline_functions_are_a_timer_and_a_service_bus_topic_trigger(fu
     assert (worker.topic_name, worker.subscription_name) == ("registry-events", "webhooks")
 
 
+def test_task_functions_are_the_run_relay_and_the_minute_timer(functions) -> None:
+    relay = functions["relay_runs"].get_trigger()
+    assert relay.get_binding_name() == "timerTrigger" and relay.schedule == "*/5 * * * * *"
+    timers = functions["fire_task_timers"].get_trigger()
+    assert timers.get_binding_name() == "timerTrigger" and timers.schedule == "5 * * * * *"  # once a minute
+
+
 @pytest.mark.parametrize(
     ("template", "paths"),
     [

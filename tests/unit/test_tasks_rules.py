@@ -199,3 +199,17 @@ def test_task_file_errors_name_their_line(text: str, line: int, message: str) ->
         parse_task_file(text)
     assert caught.value.line == line, str(caught.value)
     assert message in str(caught.value)
+
+
+def test_cron_schedules() -> None:
+    from services.tasks.triggers import CronSchedule
+
+    at = datetime(2031, 3, 3, 3, 7, tzinfo=UTC)  # a Monday
+    assert CronSchedule.parse("7 3 * * *").matches(at) and not CronSchedule.parse("8 3 * * *").matches(at)
+    assert CronSchedule.parse("*/7 */3 * * 1-5").matches(at) and not CronSchedule.parse("* * * * 0,6").matches(at)
+    assert CronSchedule.parse("* * * * 7").matches(at.replace(day=2))  # Sunday is 0 and 7
+    assert CronSchedule.parse("0-10 3 3 3 *").matches(at)
+    assert CronSchedule.parse("7 3 15 * 1").matches(at)  # both day fields given: either matches
+    for bad in ("* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"):
+        with pytest.raises(ValueError):
+            CronSchedule.parse(bad)
