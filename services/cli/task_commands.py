@@ -56,11 +56,17 @@ def run_view(result: Any) -> list[dict[str, Any]]:
             "RunId": (r.get("properties") or {}).get("runId"),
             "Task": (r.get("properties") or {}).get("task", ""),
             "Status": (r.get("properties") or {}).get("status"),
-            "Trigger": "Timer" if (r.get("properties") or {}).get("timerTrigger") else "Manual",
+            "Trigger": _trigger_of(r.get("properties") or {}),
             "Started": (r.get("properties") or {}).get("startTime", ""),
         }
         for r in items
     ]
+
+
+def _trigger_of(properties: dict[str, Any]) -> str:
+    if properties.get("timerTrigger"):
+        return "Timer"
+    return "Image update" if properties.get("imageUpdateTrigger") else "Manual"
 
 
 def _base(ctx: typer.Context, registry: str, resource_group: str | None) -> tuple[Any, str, Any]:

@@ -97,6 +97,8 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
         properties["task"] = run.task
     if run.timerTrigger:
         properties["timerTrigger"] = run.timerTrigger
+    if run.imageUpdateTrigger:
+        properties["imageUpdateTrigger"] = run.imageUpdateTrigger
     for key in ("startTime", "finishTime", "runErrorMessage"):
         value = getattr(run, key)
         if value is not None:

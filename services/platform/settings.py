@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # identity instead of a connection string (the namespace allows no keys).
     servicebus_namespace: str = ""
     bus_topic: str = "registry-events"
-    bus_subscriptions: list[str] = Field(default_factory=lambda: ["webhooks", "scanning", "replication"])
+    bus_subscriptions: list[str] = Field(default_factory=lambda: ["webhooks", "scanning", "replication", "tasks"])
     bus_max_deliveries: int = 5  # then the message goes to the poison / dead-letter queue
     bus_visibility_timeout_seconds: int = 300  # how long a received queue message stays invisible
     # The outbox relay republishes events committed but still unpublished after this long.

@@ -1,5 +1,7 @@
 """The tasks' functions (a Blueprint registered in function_app.py).
 
+`trigger_base_image_runs` consumes the `tasks` subscription of the `registry-events` topic: a push that moves
+a tag a task's last build started FROM runs that task.
 `fire_task_timers` runs at second 5 of every minute and schedules the runs of the task timers due then.
 `relay_runs` runs every 5 seconds and sends the queue messages of runs written but never dispatched (the
 process died between writing the run and sending its message, or the queue was down). Locally the devhost
@@ -77,3 +79,23 @@ async def fire_task_timers(timer: func.TimerRequest) -> None:
     fired = await fire_timers(metadata, blobs, queue, box, datetime.now(UTC))
     if fired:
         log.info("fire_task_timers: %d run(s) scheduled", fired)
+
+
+@bp.service_bus_topic_trigger(
+    arg_name="message",
+    topic_name="registry-events",
+    subscription_name="tasks",
+    connection="SERVICEBUS_CONNECTION_STRING",
+)
+async def trigger_base_image_runs(message: func.ServiceBusMessage) -> None:
+    """A registry event: run the tasks whose base image it moved (services/tasks/triggers.py)."""
+    from services.events.models import EventMessage
+    from services.platform.secrets import secret_box
+    from services.tasks.triggers import on_image_pushed
+
+    envelope = EventMessage.model_validate_json(message.get_body())
+    metadata, queue = await relay_clients()
+    settings = get_settings()
+    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+    blobs = await timer_blobs()
+    await on_image_pushed(metadata, blobs, queue, box, envelope.registry, envelope.event.payload())

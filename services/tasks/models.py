@@ -144,16 +144,24 @@ class TimerTrigger(_Body):
         return schedule
 
 
+class BaseImageTrigger(_Body):
+    """Run the task when a base image its last run pulled from this registry moves to another digest."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    baseImageTriggerType: Literal["All", "Runtime"] = "Runtime"
+    status: Literal["Enabled", "Disabled"] = "Enabled"
+
+
 class TriggerProperties(_Body):
     timerTriggers: list[TimerTrigger] = Field(default_factory=list, max_length=10)
     sourceTriggers: list[dict[str, Any]] | None = None
-    baseImageTrigger: dict[str, Any] | None = None
+    baseImageTrigger: BaseImageTrigger | None = None
 
-    @field_validator("sourceTriggers", "baseImageTrigger")
+    @field_validator("sourceTriggers")
     @classmethod
     def _later(cls, value: object) -> object:
         if value:
-            raise ValueError("source-commit and base-image triggers are not supported yet")
+            raise ValueError("source-commit triggers are not supported yet")
         return value
 
     @field_validator("timerTriggers")
@@ -211,6 +219,8 @@ class TaskDoc(Document):
     step: dict[str, Any]  # TaskStep, secret values sealed
     timerTriggers: list[dict[str, Any]] = Field(default_factory=list)
     hasTimers: bool = False  # what the timer's query reads (set with timerTriggers)
+    baseImageTrigger: dict[str, Any] | None = None
+    hasBaseTrigger: bool = False  # what the bus consumer's query reads
     creationDate: str = Field(default_factory=utcnow)
 
 
@@ -248,6 +258,7 @@ class RunDoc(Document):
     attempts: int = 0
     task: str | None = None  # the task it ran, when it ran one
     timerTrigger: dict[str, Any] | None = None  # {name, scheduledTime} when a timer started it
+    imageUpdateTrigger: dict[str, Any] | None = None  # {id, timestamp, images} when a base image update did
 
 
 class RunMessage(BaseModel):

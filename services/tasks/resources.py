@@ -87,6 +87,11 @@ def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
     if p.trigger is not None:
         task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
         task.hasTimers = bool(task.timerTriggers)
+        trigger = p.trigger.baseImageTrigger
+        task.baseImageTrigger = trigger.model_dump(mode="json") if trigger is not None else None
+        task.hasBaseTrigger = trigger is not None
+    if task.baseImageTrigger is not None and task.step.get("type") != "Docker":
+        raise TaskInvalid("a base image trigger needs a Docker step (its FROM lines name the base images)")
     try:  # a task that could never run is refused now, not at its first run
         request = task_run_request(task, box)
         if isinstance(request, EncodedTaskRunRequest):
@@ -158,7 +163,7 @@ def task_resource(task: TaskDoc, scope: ArmScope, registry: str, details: Secret
             "agentConfiguration": {"cpu": 2},
             "timeout": task.timeout,
             "step": step,
-            "trigger": {"timerTriggers": task.timerTriggers},
+            "trigger": {"timerTriggers": task.timerTriggers, "baseImageTrigger": task.baseImageTrigger},
             "isSystemTask": False,
         },
     }

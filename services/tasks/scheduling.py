@@ -109,6 +109,7 @@ async def schedule_run(
     *,
     task: str | None = None,
     timer: dict[str, str] | None = None,
+    image_update: dict[str, Any] | None = None,
 ) -> RunDoc:
     """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run."""
     source = request.sourceLocation or ""
@@ -143,6 +144,7 @@ async def schedule_run(
         isArchiveEnabled=request.isArchiveEnabled,
         task=task,
         timerTrigger=timer,
+        imageUpdateTrigger=image_update,
     )
     await store.create(run)
     await dispatch(store, queue, run)
@@ -194,9 +196,13 @@ async def schedule_task_run(
     task: TaskDoc,
     *,
     timer: dict[str, str] | None = None,
+    image_update: dict[str, Any] | None = None,
 ) -> RunDoc:
     request = task_run_request(task, box)
-    return await schedule_run(metadata, blobs, queue, box, registry, login_server, request, task=task.name, timer=timer)
+    return await schedule_run(
+        metadata, blobs, queue, box, registry, login_server, request,
+        task=task.name, timer=timer, image_update=image_update,
+    )  # fmt: skip
 
 
 async def dispatch(store: RunStore, queue: RunQueue, run: RunDoc) -> bool:

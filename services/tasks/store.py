@@ -133,3 +133,9 @@ class TaskStore:
         """Every task with a timer trigger (cross-partition: the timer's query, once a minute)."""
         sql = "SELECT * FROM c WHERE c.type = 'task' AND c.hasTimers = true"
         return [TaskDoc.model_validate(i) async for i in self._cosmos.query_across(CONTAINER, sql)]
+
+    async def with_base_trigger(self, registry: str) -> list[TaskDoc]:
+        """The registry's tasks with a base image trigger (its partition: the bus consumer's query)."""
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'task' AND c.hasBaseTrigger = true"
+        items = self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry)
+        return [TaskDoc.model_validate(i) async for i in items]

@@ -126,3 +126,63 @@ async def fire_timers(metadata: Cosmos, blobs: BlobStore, queue: RunQueue, box: 
                 continue
             fired += 1
     return fired
+
+
+# --- base image updates -------------------------------------------------------------------------------------
+class BaseImageClaimDoc(Document):
+    registry: str
+    type: str = "baseImageFired"
+    ttl: int = 30 * 86400
+
+
+async def on_image_pushed(
+    metadata: Cosmos, blobs: BlobStore, queue: RunQueue, box: SecretBox, registry: str, event: dict[str, object]
+) -> int:
+    """A push to `registry` (an event of the `tasks` bus subscription): run each task whose last run pulled
+    that repository:tag at another digest. Once per (task, new digest), whatever the redeliveries; never for
+    a digest the task itself pushed (a task that pushes its own base does not run itself in a loop).
+    Returns how many runs were scheduled."""
+    from services.management.store import RegistryStore
+    from services.tasks.scheduling import RunRequestInvalid, schedule_task_run
+    from services.tasks.store import RunStore, TaskStore
+
+    target = event.get("target")
+    if event.get("action") != "push" or not isinstance(target, dict) or not target.get("tag"):
+        return 0
+    repository, tag, digest = str(target["repository"]), str(target["tag"]), str(target.get("digest", ""))
+    tasks = [t for t in await TaskStore(metadata).with_base_trigger(registry) if t.status == "Enabled"]
+    scheduled = 0
+    for task in tasks:
+        if (task.baseImageTrigger or {}).get("status", "Enabled") != "Enabled":
+            continue
+        runs = await RunStore(metadata).list_runs(registry, 20, task.name)
+        if any(image.get("digest") == digest for run in runs for image in run.outputImages):
+            continue  # the task pushed this itself
+        last = next((run for run in runs if run.baseImages), None)
+        if last is None:
+            continue  # never built: no base images known yet
+        used = [
+            b
+            for b in last.baseImages
+            if b.get("repository") == repository and b.get("tag") == tag and b.get("digest") not in (None, digest)
+        ]
+        if not used:
+            continue
+        claim = BaseImageClaimDoc(id=f"baseImageFired:{task.name}:{digest}", registry=registry)
+        if await metadata.create("registries", claim) is None:
+            continue  # this update already ran the task
+        doc = await RegistryStore(metadata).get_registry(registry)
+        if doc is None:
+            return scheduled
+        update = {
+            "id": str(event.get("id", "")),
+            "timestamp": str(event.get("timestamp", "")),
+            "images": [{"registry": doc.loginServer, "repository": repository, "tag": tag, "digest": digest}],
+        }
+        try:
+            await schedule_task_run(metadata, blobs, queue, box, registry, doc.loginServer, task, image_update=update)
+        except RunRequestInvalid as error:
+            log.warning("base image update of task %s/%s: %s", registry, task.name, error)
+            continue
+        scheduled += 1
+    return scheduled

@@ -493,3 +493,69 @@ def test_acr_task_create_run_logs_list_runs_update_and_delete(
     assert json.loads(disabled.stdout)["properties"]["trigger"]["timerTriggers"] == []
     assert acr(tasks_host, tmp_path, "task", "delete", "-n", "greeter", "--yes").returncode == 0
     assert acr(tasks_host, tmp_path, "task", "show", "-n", "greeter").returncode == 1
+
+
+# --- base image updates -------------------------------------------------------------------------------------
+def test_a_base_image_update_runs_the_dependent_task_exactly_once(
+    tasks_host: TasksHost, containers: tuple[Buildah, Podman], tmp_path: Path
+) -> None:
+    buildah, _ = containers
+    user, password = tasks_host.admin
+
+    def push_base(repository: str, marker: str) -> str:
+        work = buildah.from_image("scratch")
+        buildah.copy(work, BUSYBOX, "/bin/busybox")
+        (tmp_path / "marker").write_text(marker)
+        buildah.copy(work, tmp_path / "marker", "/marker")
+        buildah.commit(work, f"localhost/{repository}:{marker}")
+        destination = f"docker://{tasks_host.address}/{repository}:1"
+        digest_file = tmp_path / f"digest-{marker}"
+        return buildah.push(
+            f"localhost/{repository}:{marker}", destination, digest_file, "--creds", f"{user}:{password}"
+        )
+
+    first_base = push_base("trig-base", "v1")
+    dockerfile = f'FROM {tasks_host.login_server}/trig-base:1\nRUN ["/bin/busybox", "cp", "/marker", "/seen"]\n'
+    source = upload(tasks_host, context_archive({"Dockerfile": dockerfile}))
+    step = {
+        "type": "Docker",
+        "contextPath": source,
+        "dockerFilePath": "Dockerfile",
+        "imageNames": ["trig-app:{{.Run.ID}}"],
+    }
+    body = {
+        "location": "westeurope",
+        "properties": {"step": step, "platform": {"os": "Linux"}, "trigger": {"baseImageTrigger": {"name": "base"}}},
+    }
+    base = (
+        f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
+        f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
+    )
+    auth = {"Authorization": f"Bearer {tasks_host.token}"}
+    version = {"api-version": "2025-03-01-preview"}
+    created = httpx.put(f"{base}/tasks/rebuilder", json=body, headers=auth, params=version, timeout=30)
+    assert created.status_code == 201, created.text
+    first = httpx.post(
+        f"{base}/scheduleRun", json={"type": "TaskRunRequest", "taskId": created.json()["id"]}, headers=auth,
+        params=version, timeout=30,
+    ).json()  # fmt: skip
+    built = wait_for(tasks_host, first["name"])
+    assert built.properties.status == "Succeeded"
+    assert [b["digest"] for b in built.properties["baseImages"]] == [first_base]
+
+    def task_runs() -> list[dict[str, object]]:
+        params = version | {"$filter": "TaskName eq 'rebuilder'"}
+        return list(httpx.get(f"{base}/runs", headers=auth, params=params, timeout=30).json()["value"])
+
+    push_base("trig-other", "v1")  # an unrelated repository: nothing runs
+    new_base = push_base("trig-base", "v2")
+    deadline = time.monotonic() + 120
+    while not (triggered := [r for r in task_runs() if r["properties"].get("imageUpdateTrigger")]):  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, tasks_host.runner_log.read_text()[-3000:]
+        time.sleep(0.5)
+    rebuilt = wait_for(tasks_host, str(triggered[0]["name"]))
+    assert rebuilt.properties.status == "Succeeded"
+    assert [b["digest"] for b in rebuilt.properties["baseImages"]] == [new_base]  # the rebuild used the new base
+    assert rebuilt.properties["imageUpdateTrigger"]["images"][0]["digest"] == new_base
+    time.sleep(6)  # redeliveries and the relay had their chance: still one run per update
+    assert len(task_runs()) == 2

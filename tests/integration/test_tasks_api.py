@@ -433,3 +433,66 @@ async def test_a_timer_fires_its_task_once_per_due_minute(
         assert len(await RunStore(stores.metadata).list_runs(registry, 10, "timed-task")) == 2
     finally:
         await queue.close()
+
+
+async def test_a_base_image_update_runs_a_task_once_and_never_for_its_own_push(
+    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+) -> None:
+    from services.platform.secrets import secret_box
+    from services.tasks.triggers import on_image_pushed
+
+    registry = unique_registry_name()
+    await create_registry(stores.metadata, stores.blobs, stores.settings, registry)
+    await assign_role(stores.metadata, registry, scene.owner, "Owner", tenant=entra_issuer.tenant)
+    auth = "Bearer " + entra_issuer.token(scene.owner)
+    base = scene.base(registry)
+    source = await _upload(devhost, base, auth)
+    step = {"type": "Docker", "contextPath": source, "dockerFilePath": "Dockerfile", "imageNames": ["app:1"]}
+    body = {"location": "westeurope", "properties": {"step": step, "trigger": {"baseImageTrigger": {"name": "b"}}}}
+    assert (await _call(devhost, "PUT", f"{base}/tasks/self-base", body, auth)).status_code == 201
+    encoded = {"type": "EncodedTask", "encodedTaskContent": base64.b64encode(TASK_YAML.encode()).decode()}
+    refused = await _call(
+        devhost,
+        "PUT",
+        f"{base}/tasks/not-docker",
+        {"location": "westeurope", "properties": {"step": encoded, "trigger": {"baseImageTrigger": {"name": "b"}}}},
+        auth,
+    )
+    assert refused.status_code == 400 and "needs a Docker step" in refused.text
+    # what its last run recorded: it pulled base:1 at digest A, and pushed app:1 at digest P
+    digest = {name: "sha256:" + name * 64 for name in "abp"}
+    run_id = await RunStore(stores.metadata).next_run_id(registry)
+    last = RunDoc(
+        id=run_doc_id(run_id), registry=registry, runId=run_id, number=1, request={}, logPath="x", task="self-base",
+        status="Succeeded", baseImages=[{"repository": "base", "tag": "1", "digest": digest["a"]}],
+        outputImages=[{"repository": "app", "tag": "1", "digest": digest["p"]}],
+    )  # fmt: skip
+    await RunStore(stores.metadata).create(last)
+    settings = Settings(**(stores.settings.model_dump() | {"tasks_queue": "base-" + uuid.uuid4().hex[:10]}))
+    queue = RunQueue(settings)
+    await queue.open()
+    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+
+    def push(repository: str, tag: str | None, value: str, action: str = "push") -> dict[str, object]:
+        target: dict[str, object] = {"mediaType": "x", "repository": repository, "digest": value}
+        if tag:
+            target["tag"] = tag
+        return {"id": str(uuid.uuid4()), "action": action, "target": target}
+
+    async def fire(event: dict[str, object]) -> int:
+        return await on_image_pushed(stores.metadata, stores.blobs, queue, box, registry, event)
+
+    try:
+        assert await fire(push("base", "1", digest["a"])) == 0  # the digest it already built from
+        assert await fire(push("base", "2", digest["b"])) == 0  # another tag
+        assert await fire(push("other", "1", digest["b"])) == 0  # an unrelated repository
+        assert await fire(push("base", "1", digest["b"], action="delete")) == 0
+        assert await fire(push("base", "1", digest["p"])) == 0  # what the task pushed itself: no loop
+        assert await fire(push("base", "1", digest["b"])) == 1  # the base moved
+        assert await fire(push("base", "1", digest["b"])) == 0  # the same update again (a redelivery)
+        runs = await RunStore(stores.metadata).list_runs(registry, 10, "self-base")
+        triggered = [r for r in runs if r.imageUpdateTrigger]
+        assert len(triggered) == 1 and triggered[0].imageUpdateTrigger is not None
+        assert triggered[0].imageUpdateTrigger["images"][0]["digest"] == digest["b"]
+    finally:
+        await queue.close()
