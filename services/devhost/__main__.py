@@ -353,7 +353,11 @@ def run(host: str, port: int) -> None:
             pass
         finally:
             runner.terminate()
-            runner.wait(timeout=30)
+            try:
+                runner.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+                runner.wait()
     print("stopped: registry and emulators.", flush=True)
 
 
