@@ -70,7 +70,10 @@ def tasks_host(
         "DEFAULT_REGISTRY": name,
         "DEFAULT_REGISTRY_AUTH_DISABLED": "false",
         "TASKS_POLL_SECONDS": "0.2",
-        "TASKS_QUEUE": "task-runs-" + uuid.uuid4().hex[:8],  # this module's runner only
+        # this module's queue and event topic: the session's devhost shares the emulators and would take the
+        # base image events (and queue their runs where no runner of this module listens)
+        "TASKS_QUEUE": "task-runs-" + uuid.uuid4().hex[:8],
+        "BUS_TOPIC": "tasks-events-" + uuid.uuid4().hex[:8],
         "AUTH_CACHE_SECONDS": "0",  # the admin user enabled below counts at once
         "TASKS_MAX_CONTEXT_BYTES": str(256 * 1024),
     }
