@@ -14,6 +14,8 @@ param registryDomain string
 param defaultRegistry string = 'default'
 @description('Replica regions for Premium geo-replication: a Blob Storage account each, and Cosmos DB regions.')
 param replicaRegions array = []
+@description('Geo-replication: JSON {"<region>": "<Blob endpoint>"} of the home and every replica region (the app\'s REGION_STORAGE; the REPLICA_BLOB_ENDPOINTS output lists the replica accounts). Empty: one region.')
+param regionStorage string = ''
 @allowed([ 'serverless', 'autoscale' ])
 param cosmosCapacityMode string = 'serverless'
 param cosmosAutoscaleMaxThroughput int = 4000
@@ -141,6 +143,7 @@ module functionApp 'modules/functionapp.bicep' = {
     workspaceId: monitoring.outputs.workspaceId
     registryDomain: registryDomain
     defaultRegistry: defaultRegistry
+    regionStorage: regionStorage
     alwaysReadyHttp: alwaysReadyHttp
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -117,6 +117,7 @@ module "functionapp" {
   workspace_id               = module.monitoring.workspace_id
   registry_domain            = var.registry_domain
   default_registry           = var.default_registry
+  region_storage             = var.region_storage
   always_ready_http          = var.always_ready_http
   maximum_instance_count     = var.maximum_instance_count
   instance_memory_mb         = var.instance_memory_mb

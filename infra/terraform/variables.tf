@@ -33,6 +33,12 @@ variable "replica_regions" {
   default     = []
 }
 
+variable "region_storage" {
+  description = "Geo-replication: JSON {\"<region>\": \"<Blob endpoint>\"} of the home and every replica region (the app's REGION_STORAGE; the replica_blob_endpoints output lists the replica accounts). Empty: one region."
+  type        = string
+  default     = ""
+}
+
 variable "cosmos_capacity_mode" {
   type    = string
   default = "serverless"

@@ -16,6 +16,8 @@ param insightsConnectionString string
 param workspaceId string
 param registryDomain string
 param defaultRegistry string
+@description('Geo-replication: every region\'s Blob endpoint as JSON {"<region>": "<endpoint>"} (REGION_STORAGE); empty: one region.')
+param regionStorage string
 @description('Always-ready instances of the HTTP functions (0: scale from zero).')
 param alwaysReadyHttp int
 param maximumInstanceCount int
@@ -41,6 +43,8 @@ var azureSettings = {
   SECRETS_KEYS: '@Microsoft.KeyVault(${keyVaultReference}secrets-keys)'
   REGISTRY_DOMAIN: registryDomain
   DEFAULT_REGISTRY: defaultRegistry
+  REGION: location
+  REGION_STORAGE: regionStorage
 }
 var settings = union(loadJsonContent('../../app-settings.json'), azureSettings, appSettingsOverrides)
 

@@ -26,6 +26,10 @@ variable "always_ready_http" {
 }
 variable "maximum_instance_count" { type = number }
 variable "instance_memory_mb" { type = number }
+variable "region_storage" {
+  description = "Geo-replication: every region's Blob endpoint as JSON {\"<region>\": \"<endpoint>\"} (REGION_STORAGE); empty: one region."
+  type        = string
+}
 variable "app_settings_overrides" {
   description = "Per-environment values that replace the shared tunables (e.g. RATE_LIMIT_SCALE)."
   type        = map(string)
@@ -49,6 +53,8 @@ locals {
     SECRETS_KEYS                                          = "@Microsoft.KeyVault(${local.key_vault_reference}secrets-keys)"
     REGISTRY_DOMAIN                                       = var.registry_domain
     DEFAULT_REGISTRY                                      = var.default_registry
+    REGION                                                = var.location
+    REGION_STORAGE                                        = var.region_storage
   }
   settings = merge(jsondecode(file("${path.module}/../../../app-settings.json")), local.azure_settings, var.app_settings_overrides)
 }
