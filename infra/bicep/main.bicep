@@ -24,13 +24,12 @@ param alwaysReadyHttp int = 0
 param maximumInstanceCount int = 100
 @allowed([ 512, 2048, 4096 ])
 param instanceMemoryMB int = 2048
-@description('Service Bus queues the app uses (Tasks: task-runs).')
+@description('Extra Service Bus queues (none by default: events use the topic, task runs a Storage queue).')
 param serviceBusQueues array = []
-@description('Storage queues the app uses in the home account.')
+@description('Extra Storage queues in the home account (the task runs queue, TASKS_QUEUE of infra/app-settings.json, is always provisioned).')
 param storageQueues array = []
 @description('The Tasks runner\'s container image; empty: no Container Apps job.')
 param taskRunnerImage string = ''
-param taskRunQueue string = 'task-runs'
 param logRetentionDays int = 30
 @description('Per-environment values that replace the shared tunables of infra/app-settings.json.')
 param appSettingsOverrides object = {}
@@ -64,7 +63,7 @@ module storage 'modules/storage.bicep' = {
     principalId: identity.outputs.principalId
     workspaceId: monitoring.outputs.workspaceId
     containers: [ deploymentContainer, advisoriesContainer ]
-    queues: storageQueues
+    queues: union(storageQueues, [ tunables.TASKS_QUEUE ])
     home: true
   }
 }
@@ -135,6 +134,7 @@ module functionApp 'modules/functionapp.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
     deploymentContainer: deploymentContainer
     cosmosEndpoint: cosmos.outputs.endpoint
     serviceBusNamespace: servicebus.outputs.fullyQualifiedNamespace
@@ -161,12 +161,14 @@ module taskRunner 'modules/taskrunner.bicep' = if (!empty(taskRunnerImage)) {
     identityClientId: identity.outputs.clientId
     workspaceId: monitoring.outputs.workspaceId
     image: taskRunnerImage
-    serviceBusNamespace: servicebus.outputs.name
-    queueName: taskRunQueue
-    replicaTimeoutSeconds: 3600
+    storageAccountName: storage.outputs.name
+    queueName: tunables.TASKS_QUEUE
+    replicaTimeoutSeconds: 29400 // the longest run timeout (8 h, ACR's) and a margin
     maxExecutions: 10
     environmentVariables: {
       BLOB_ACCOUNT_URL: storage.outputs.blobEndpoint
+      QUEUE_ACCOUNT_URL: storage.outputs.queueEndpoint
+      TASKS_QUEUE: tunables.TASKS_QUEUE
       COSMOS_ENDPOINT: cosmos.outputs.endpoint
       COSMOS_AUTH: 'identity'
       COSMOS_DATABASE: tunables.COSMOS_DATABASE

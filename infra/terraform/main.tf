@@ -43,7 +43,7 @@ module "storage" {
   principal_id        = module.identity.principal_id
   workspace_id        = module.monitoring.workspace_id
   containers          = [local.deployment_container, local.advisories_container]
-  queues              = var.storage_queues
+  queues              = distinct(concat(var.storage_queues, [local.tunables.TASKS_QUEUE]))
   home                = true
 }
 
@@ -109,6 +109,7 @@ module "functionapp" {
   identity_client_id         = module.identity.client_id
   storage_account_name       = module.storage.name
   blob_endpoint              = module.storage.blob_endpoint
+  queue_endpoint             = module.storage.queue_endpoint
   deployment_container       = local.deployment_container
   cosmos_endpoint            = module.cosmos.endpoint
   service_bus_namespace      = module.servicebus.fully_qualified_namespace
@@ -135,12 +136,14 @@ module "taskrunner" {
   identity_client_id      = module.identity.client_id
   workspace_id            = module.monitoring.workspace_id
   image                   = var.task_runner_image
-  service_bus_namespace   = module.servicebus.name
-  queue_name              = var.task_run_queue
-  replica_timeout_seconds = 3600
+  storage_account_name    = module.storage.name
+  queue_name              = local.tunables.TASKS_QUEUE
+  replica_timeout_seconds = 29400 # the longest run timeout (8 h, ACR's) and a margin
   max_executions          = 10
   environment_variables = {
     BLOB_ACCOUNT_URL     = module.storage.blob_endpoint
+    QUEUE_ACCOUNT_URL    = module.storage.queue_endpoint
+    TASKS_QUEUE          = local.tunables.TASKS_QUEUE
     COSMOS_ENDPOINT      = module.cosmos.endpoint
     COSMOS_AUTH          = "identity"
     COSMOS_DATABASE      = local.tunables.COSMOS_DATABASE

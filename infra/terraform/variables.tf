@@ -74,13 +74,13 @@ variable "instance_memory_mb" {
 }
 
 variable "service_bus_queues" {
-  description = "Service Bus queues the app uses (Tasks: task-runs)."
+  description = "Extra Service Bus queues (none by default: events use the topic, task runs a Storage queue)."
   type        = list(string)
   default     = []
 }
 
 variable "storage_queues" {
-  description = "Storage queues the app uses in the home account."
+  description = "Extra Storage queues in the home account (the task runs queue, TASKS_QUEUE of infra/app-settings.json, is always provisioned)."
   type        = list(string)
   default     = []
 }
@@ -89,11 +89,6 @@ variable "task_runner_image" {
   description = "The Tasks runner's container image; empty: no Container Apps job."
   type        = string
   default     = ""
-}
-
-variable "task_run_queue" {
-  type    = string
-  default = "task-runs"
 }
 
 variable "log_retention_days" {

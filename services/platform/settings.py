@@ -231,6 +231,9 @@ class Settings(BaseSettings):
     # each registry's /v2/ at its login server over HTTPS, or at TASKS_REGISTRY_ADDRESS (host:port, plain
     # HTTP) when set: the devhost's address, whose default registry the local runner builds for.
     tasks_queue: str = "task-runs"
+    # In Azure: the home account's queue endpoint (https://<account>.queue.core.windows.net), reached with the
+    # managed identity; empty: QUEUE_CONNECTION_STRING (Azurite locally).
+    queue_account_url: str = ""
     tasks_registry_address: str = ""
     tasks_work_dir: str = ""
     tasks_concurrency: int = 2  # runs one runner executes at once

@@ -33,15 +33,29 @@ class RunQueue:
     async def open(self) -> None:
         if self._queue is not None:
             return
-        transport = DependencyTransport(STORAGE, use_env_settings=self._settings.proxy_from_environment)
-        queue = QueueClient.from_connection_string(
-            self._settings.queue_connection_string, self._settings.tasks_queue, transport=transport
-        )
+        queue = self.make_client()
         try:
             await queue.create_queue()
         except ResourceExistsError:
             pass
         self._queue = queue
+
+    def make_client(self) -> QueueClient:
+        """QUEUE_ACCOUNT_URL with the managed identity in Azure (the account allows no keys), else the
+        connection string (Azurite locally)."""
+        transport = DependencyTransport(STORAGE, use_env_settings=self._settings.proxy_from_environment)
+        if self._settings.queue_account_url:
+            from azure.identity.aio import DefaultAzureCredential
+
+            return QueueClient(
+                self._settings.queue_account_url,
+                self._settings.tasks_queue,
+                credential=DefaultAzureCredential(),
+                transport=transport,
+            )
+        return QueueClient.from_connection_string(
+            self._settings.queue_connection_string, self._settings.tasks_queue, transport=transport
+        )
 
     async def close(self) -> None:
         if self._queue is not None:

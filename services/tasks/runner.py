@@ -537,6 +537,21 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def serve_one(settings: Settings) -> bool:
+    """Take one run off the queue and execute it (one execution of the Container Apps job in Azure, so each
+    run has a container of its own); False when the queue had none (another execution took it)."""
+    runner = Runner(settings)
+    await runner.open()
+    try:
+        received = await runner.queue.receive(INVISIBLE_SECONDS)
+        if received is None:
+            return False
+        await runner.handle(received)
+        return True
+    finally:
+        await runner.close()
+
+
 async def run_forever(settings: Settings) -> None:
     runner = Runner(settings)
     await runner.open()

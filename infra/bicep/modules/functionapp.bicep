@@ -8,6 +8,8 @@ param identityId string
 param identityClientId string
 param storageAccountName string
 param blobEndpoint string
+@description('The home account\'s queue endpoint: the task runs queue, reached with the identity.')
+param queueEndpoint string
 param deploymentContainer string
 param cosmosEndpoint string
 param serviceBusNamespace string
@@ -34,6 +36,7 @@ var azureSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: insightsConnectionString
   AZURE_CLIENT_ID: identityClientId
   BLOB_ACCOUNT_URL: blobEndpoint
+  QUEUE_ACCOUNT_URL: queueEndpoint
   COSMOS_ENDPOINT: cosmosEndpoint
   SERVICEBUS_NAMESPACE: serviceBusNamespace
   SERVICEBUS_CONNECTION_STRING__fullyQualifiedNamespace: serviceBusNamespace

@@ -1,6 +1,8 @@
-// The Tasks runner: an event-driven Azure Container Apps job that starts one execution per message on
-// the Service Bus queue of task runs, as the same user-assigned identity (no keys: KEDA authenticates
-// with the identity). Deployed only when a runner image is given.
+// The Tasks runner: an event-driven Azure Container Apps job that starts an execution per message on the
+// Storage queue of task runs (TASKS_QUEUE in the home account), as the same user-assigned identity (no keys:
+// KEDA's azure-queue scaler authenticates with the identity). Each execution runs `python -m services.tasks
+// runner --once`: it takes runs until the queue is empty, then exits. Deployed only when a runner image is
+// given (an image of this repository with buildah installed).
 param namePrefix string
 param location string
 param tags object
@@ -8,7 +10,7 @@ param identityId string
 param identityClientId string
 param workspaceId string
 param image string
-param serviceBusNamespace string
+param storageAccountName string
 param queueName string
 param replicaTimeoutSeconds int
 param maxExecutions int
@@ -60,8 +62,8 @@ resource job 'Microsoft.App/jobs@2024-03-01' = {
           rules: [
             {
               name: 'task-runs'
-              type: 'azure-servicebus'
-              metadata: { queueName: queueName, namespace: serviceBusNamespace, messageCount: '1' }
+              type: 'azure-queue'
+              metadata: { accountName: storageAccountName, queueName: queueName, queueLength: '1' }
               identity: identityId
             }
           ]
@@ -73,6 +75,7 @@ resource job 'Microsoft.App/jobs@2024-03-01' = {
         {
           name: 'runner'
           image: image
+          command: [ 'python', '-m', 'services.tasks', 'runner', '--once' ]
           resources: { cpu: json('1.0'), memory: '2Gi' }
           env: concat([ { name: 'AZURE_CLIENT_ID', value: identityClientId } ], sharedEnvironment)
         }

@@ -9,6 +9,10 @@ variable "identity_id" { type = string }
 variable "identity_client_id" { type = string }
 variable "storage_account_name" { type = string }
 variable "blob_endpoint" { type = string }
+variable "queue_endpoint" {
+  description = "The home account's queue endpoint: the task runs queue, reached with the identity."
+  type        = string
+}
 variable "deployment_container" { type = string }
 variable "cosmos_endpoint" { type = string }
 variable "service_bus_namespace" { type = string }
@@ -44,6 +48,7 @@ locals {
     APPLICATIONINSIGHTS_CONNECTION_STRING                 = var.insights_connection_string
     AZURE_CLIENT_ID                                       = var.identity_client_id
     BLOB_ACCOUNT_URL                                      = var.blob_endpoint
+    QUEUE_ACCOUNT_URL                                     = var.queue_endpoint
     COSMOS_ENDPOINT                                       = var.cosmos_endpoint
     SERVICEBUS_NAMESPACE                                  = var.service_bus_namespace
     SERVICEBUS_CONNECTION_STRING__fullyQualifiedNamespace = var.service_bus_namespace

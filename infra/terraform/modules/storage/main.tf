@@ -136,3 +136,4 @@ resource "azurerm_monitor_diagnostic_setting" "blob" {
 output "id" { value = azurerm_storage_account.account.id }
 output "name" { value = azurerm_storage_account.account.name }
 output "blob_endpoint" { value = azurerm_storage_account.account.primary_blob_endpoint }
+output "queue_endpoint" { value = azurerm_storage_account.account.primary_queue_endpoint }

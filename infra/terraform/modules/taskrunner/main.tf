@@ -1,6 +1,8 @@
-# The Tasks runner: an event-driven Azure Container Apps job that starts one execution per message on
-# the Service Bus queue of task runs, as the same user-assigned identity (no keys: KEDA authenticates
-# with the identity). Deployed only when a runner image is given.
+# The Tasks runner: an event-driven Azure Container Apps job that starts an execution per message on the
+# Storage queue of task runs (TASKS_QUEUE in the home account), as the same user-assigned identity (no keys:
+# KEDA's azure-queue scaler authenticates with the identity). Each execution runs `python -m services.tasks
+# runner --once`: it takes runs until the queue is empty, then exits. Deployed only when a runner image is
+# given (an image of this repository with buildah installed).
 variable "name_prefix" { type = string }
 variable "resource_group_name" { type = string }
 variable "location" { type = string }
@@ -9,7 +11,7 @@ variable "identity_id" { type = string }
 variable "identity_client_id" { type = string }
 variable "workspace_id" { type = string }
 variable "image" { type = string }
-variable "service_bus_namespace" { type = string }
+variable "storage_account_name" { type = string }
 variable "queue_name" { type = string }
 variable "replica_timeout_seconds" { type = number }
 variable "max_executions" { type = number }
@@ -49,11 +51,11 @@ resource "azurerm_container_app_job" "job" {
       polling_interval_in_seconds = 10
       rules {
         name             = "task-runs"
-        custom_rule_type = "azure-servicebus"
+        custom_rule_type = "azure-queue"
         metadata = {
-          queueName    = var.queue_name
-          namespace    = var.service_bus_namespace
-          messageCount = "1"
+          accountName = var.storage_account_name
+          queueName   = var.queue_name
+          queueLength = "1"
         }
         identity = var.identity_id
       }
@@ -62,10 +64,11 @@ resource "azurerm_container_app_job" "job" {
 
   template {
     container {
-      name   = "runner"
-      image  = var.image
-      cpu    = 1.0
-      memory = "2Gi"
+      name    = "runner"
+      image   = var.image
+      command = ["python", "-m", "services.tasks", "runner", "--once"]
+      cpu     = 1.0
+      memory  = "2Gi"
       env {
         name  = "AZURE_CLIENT_ID"
         value = var.identity_client_id
