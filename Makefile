@@ -49,6 +49,7 @@ apt:
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services function_app.py
 
 unit: setup

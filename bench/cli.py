@@ -575,8 +575,6 @@ async def _delete_raw(raw: storage.RawStorage, names: list[str]) -> None:
             await raw.delete(name)
 
 
-
-
 def meta(options: Options) -> dict[str, Any]:
     commit = _command_output(["git", "-C", str(processes.REPO_ROOT), "rev-parse", "--short", "HEAD"])
     dirty = _command_output(["git", "-C", str(processes.REPO_ROOT), "status", "--porcelain", "--untracked-files=no"])

@@ -77,6 +77,7 @@ class Results:
 
 # --- targets (issue 10) ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Target:
     name: str

@@ -318,7 +318,7 @@ def run(host: str, port: int) -> None:
                     f"Credentials        {creds_file}  (registry, loginServer, username, password)",
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
                     f"Management API     http://{address}/subscriptions/...  (token: python -m services.management "
-                    "dev-token; also in the credentials file under \"arm\")",
+                    'dev-token; also in the credentials file under "arm")',
                     *_region_lines(stack.regions),
                     "",
                     "Log in once (the client keeps the credentials):",

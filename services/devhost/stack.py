@@ -124,9 +124,7 @@ def queue_connection_string(queue_port: int, host: str = HOST) -> str:
 class _Child:
     """One emulator process, in a process group of its own, logging to a file."""
 
-    def __init__(
-        self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str], umask: int = -1
-    ) -> None:
+    def __init__(self, name: str, command: Sequence[str], log: Path, env: Mapping[str, str], umask: int = -1) -> None:
         self.name = name
         self.command = list(command)
         self.log = log
@@ -381,9 +379,7 @@ class LocalStack:
         while True:
             code = child.exited()
             if code is not None:
-                raise StackError(
-                    f"{child.name} exited with code {code} while starting; {child.log}:\n{child.tail()}"
-                )
+                raise StackError(f"{child.name} exited with code {code} while starting; {child.log}:\n{child.tail()}")
             if ready():
                 return
             if time.monotonic() > deadline:

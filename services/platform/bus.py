@@ -117,9 +117,7 @@ class StorageQueueBus:
         # Without our transport the SDK's aiohttp session reads ~/.netrc and the proxy variables again on every
         # request (a thread hand-off per receive and publish): only when PROXY_FROM_ENVIRONMENT says so.
         transport = DependencyTransport(STORAGE, use_env_settings=self._settings.proxy_from_environment)
-        service = QueueServiceClient.from_connection_string(
-            self._settings.queue_connection_string, transport=transport
-        )
+        service = QueueServiceClient.from_connection_string(self._settings.queue_connection_string, transport=transport)
         topic = self._settings.bus_topic
         for subscription in self.subscriptions:
             for name in (queue_name(topic, subscription), poison_queue_name(topic, subscription)):

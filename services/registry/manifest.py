@@ -67,9 +67,7 @@ GENERIC_CONTENT_TYPES: Final = frozenset({"", "application/json", "application/o
 # The spec asks registries to take manifests of at least 4 MiB; distribution's limit is the same.
 MAX_MANIFEST_SIZE: Final = 4 * 1024 * 1024
 # The `{}` blob of the empty descriptor (image-spec 1.1, "Guidance for an Empty Descriptor").
-EMPTY_JSON_DIGEST: Final = Digest(
-    "sha256", "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-)
+EMPTY_JSON_DIGEST: Final = Digest("sha256", "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
 
 # RFC 6838 section 4.2: type "/" subtype, each a restricted-name of at most 127 characters.
 _RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
@@ -191,9 +189,7 @@ def _load_json(data: bytes) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise _invalid(
-            f"manifest is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        raise _invalid(f"manifest is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise _invalid("manifest JSON is nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python will convert
@@ -290,9 +286,7 @@ def _decide_media_type(body: dict[str, Any], header: str) -> str:
         raise _invalid(_SCHEMA1_MESSAGE)
     if header not in GENERIC_CONTENT_TYPES:
         if declared is not None and declared != header:
-            raise _invalid(
-                f"Content-Type {header[:200]!r} does not match the manifest's mediaType {declared[:200]!r}"
-            )
+            raise _invalid(f"Content-Type {header[:200]!r} does not match the manifest's mediaType {declared[:200]!r}")
         chosen = header
     elif declared is not None:
         chosen = declared

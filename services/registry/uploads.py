@@ -91,11 +91,7 @@ class UploadService:
         return await self._artifacts.create_upload(doc)
 
     async def get(self, registry: str, name: str, session: str) -> UploadDoc:
-        doc = (
-            await self._artifacts.get_upload(repo_key(registry, name), session)
-            if _is_session(session)
-            else None
-        )
+        doc = await self._artifacts.get_upload(repo_key(registry, name), session) if _is_session(session) else None
         if doc is None:
             raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": session})
         return doc

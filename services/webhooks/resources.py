@@ -105,9 +105,7 @@ async def _store(metadata: Cosmos, doc: WebhookDoc) -> WebhookDoc:
     return opened(await WebhookStore(metadata).put_webhook(sealed(doc, box)), box)
 
 
-async def put_webhook(
-    metadata: Cosmos, registry: str, name: str, changes: WebhookChanges
-) -> tuple[WebhookDoc, bool]:
+async def put_webhook(metadata: Cosmos, registry: str, name: str, changes: WebhookChanges) -> tuple[WebhookDoc, bool]:
     """Create the webhook, or replace the settings given (PUT); returns it and whether it is new."""
     reg = await _registry(metadata, registry)
     rules.check_name(name)

@@ -103,9 +103,7 @@ class WebhookStore:
         delivery.updated = utcnow()
         return DeliveryDoc.model_validate(await self._cosmos.replace("deliveries", delivery))
 
-    async def list_deliveries(
-        self, webhook: str, state: str | None = None, limit: int = 1000
-    ) -> list[DeliveryDoc]:
+    async def list_deliveries(self, webhook: str, state: str | None = None, limit: int = 1000) -> list[DeliveryDoc]:
         """The webhook's deliveries, newest first (optionally only those in one state)."""
         sql = "SELECT * FROM c WHERE c.webhook = @w AND c.type = 'delivery'"
         params: dict[str, Any] = {"@w": webhook}

@@ -124,9 +124,7 @@ class CommandResult:
         return self.stdout.decode()
 
 
-def run_command(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 600.0
-) -> CommandResult:
+def run_command(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 600.0) -> CommandResult:
     """Run a command, capture stdout/stderr as bytes, raise CommandError on failure."""
     started = time.monotonic()
     try:
@@ -512,9 +510,7 @@ class OciLayout:
             else:
                 gz = None
                 inner = outer
-            with tarfile.TarFile(
-                fileobj=inner, mode="w", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
-            ) as tar:
+            with tarfile.TarFile(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER) as tar:
                 info = tarfile.TarInfo(file_name)
                 info.size = size
                 info.mode = 0o644
@@ -566,9 +562,7 @@ class OciLayout:
         )
         return Image(manifest_desc, config_desc, tuple(layers))
 
-    def add_index(
-        self, images: Sequence[Image], *, annotations: Mapping[str, str] | None = None
-    ) -> ImageIndex:
+    def add_index(self, images: Sequence[Image], *, annotations: Mapping[str, str] | None = None) -> ImageIndex:
         index: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
@@ -727,9 +721,7 @@ class RegistryHttp:
         parts = urllib.parse.urlsplit(url)
         query = [*urllib.parse.parse_qsl(parts.query, keep_blank_values=True), ("digest", digest)]
         put_url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-        finished = self.client.put(
-            put_url, content=data, headers={"Content-Type": "application/octet-stream"}
-        )
+        finished = self.client.put(put_url, content=data, headers={"Content-Type": "application/octet-stream"})
         if finished.status_code != 201:
             raise RegistryHttpError("complete upload", finished)
         return Descriptor("application/octet-stream", digest, len(data))

@@ -97,9 +97,7 @@ def test_the_management_sdk_drives_a_registry_from_creation_to_deletion(
     scope_map = arm.scope_maps.begin_create(
         group, name, "cimap", m.ScopeMap(actions=["repositories/samples/content/read"], description="ci"), **HTTP
     ).result()
-    assert scope_map.properties.type == "UserDefined" and scope_map.actions == [
-        "repositories/samples/content/read"
-    ]
+    assert scope_map.properties.type == "UserDefined" and scope_map.actions == ["repositories/samples/content/read"]
     assert {"_repositories_pull", "cimap"} <= {s.name for s in arm.scope_maps.list(group, name, **CALL)}
     token = arm.tokens.begin_create(group, name, "cibot", m.Token(scope_map_id=scope_map.id), **HTTP).result()
     assert token.status == "enabled" and token.scope_map_id == scope_map.id and not token.credentials.passwords

@@ -22,9 +22,7 @@ from tests.e2e.clients import (
 HELM_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
 
-@pytest.mark.parametrize(
-    ("version", "tag"), [("1.2.3", "1.2.3"), ("0.4.0-rc.1+build.7", "0.4.0-rc.1_build.7")]
-)
+@pytest.mark.parametrize(("version", "tag"), [("1.2.3", "1.2.3"), ("0.4.0-rc.1+build.7", "0.4.0-rc.1_build.7")])
 def test_helm_chart_push_and_pull(
     registry_http: RegistryHttp, repo_name: Callable[[str], str], version: str, tag: str
 ) -> None:

@@ -33,9 +33,7 @@ LEGACY_CONFIG_TYPE = "application/vnd.example.attestation.config.v1+json"
 def _write_sbom(directory: Path, name: str = "sbom.spdx.json") -> Path:
     path = directory / name
     path.write_bytes(
-        json.dumps(
-            {"spdxVersion": "SPDX-2.3", "name": "e2e", "nonce": os.urandom(16).hex()}, indent=2
-        ).encode()
+        json.dumps({"spdxVersion": "SPDX-2.3", "name": "e2e", "nonce": os.urandom(16).hex()}, indent=2).encode()
     )
     return path
 
@@ -144,9 +142,7 @@ def test_referrers_lists_artifact_with_artifact_type(
         "org.opencontainers.image.created": "2024-01-01T00:00:00Z",
         "org.example.sbom.format": "spdx",
     }
-    pushed, _, _ = _push_sbom(
-        oras_client, registry_host, repo, "sbom", subject, tmp_path, annotations=annotations
-    )
+    pushed, _, _ = _push_sbom(oras_client, registry_host, repo, "sbom", subject, tmp_path, annotations=annotations)
 
     descriptors = _referrers(registry_http.referrers(repo, subject.digest))
     assert descriptors == [

@@ -166,9 +166,7 @@ def put_manifest(
     )
 
 
-def push_manifest(
-    client: httpx.Client, repo: str, reference: str, manifest: dict[str, Any]
-) -> tuple[str, bytes]:
+def push_manifest(client: httpx.Client, repo: str, reference: str, manifest: dict[str, Any]) -> tuple[str, bytes]:
     body = encode(manifest)
     response = put_manifest(client, repo, reference, body, manifest["mediaType"])
     assert response.status_code == 201, response.text
@@ -323,9 +321,7 @@ def test_streamed_patch_without_content_range(registry: RegistryClient) -> None:
     parts = [os.urandom(10_000) for _ in range(5)]
     data = b"".join(parts)
     location = start_upload(http, "streamed")
-    response = http.patch(
-        path_of(location), content=iter(parts), headers={"Content-Type": "application/octet-stream"}
-    )
+    response = http.patch(path_of(location), content=iter(parts), headers={"Content-Type": "application/octet-stream"})
     assert response.status_code == 202, response.text
     assert response.headers["Range"] == f"0-{len(data) - 1}"
     # Then a PATCH with a Content-Length and no Content-Range: appended where the upload stands.
@@ -440,9 +436,7 @@ def test_unknown_upload_session(registry: RegistryClient) -> None:
     start_upload(http, "repo")  # the repository exists; the sessions below do not
     for session in ("0" * 32, "not-a-session", "x" * 300):
         assert_error(http.get(f"/v2/repo/blobs/uploads/{session}"), 404, "BLOB_UPLOAD_UNKNOWN")
-        assert_error(
-            http.patch(f"/v2/repo/blobs/uploads/{session}", content=b"abc"), 404, "BLOB_UPLOAD_UNKNOWN"
-        )
+        assert_error(http.patch(f"/v2/repo/blobs/uploads/{session}", content=b"abc"), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
 def test_upload_session_belongs_to_its_repository(registry: RegistryClient) -> None:
@@ -558,9 +552,7 @@ async def _blob_names(stores: Stores, registry: str, prefix: str) -> list[str]:
         return [blob.name async for blob in container.list_blobs(name_starts_with=prefix)]
 
 
-async def test_same_blob_uploaded_concurrently(
-    devhost: Devhost, registry: RegistryClient, stores: Stores
-) -> None:
+async def test_same_blob_uploaded_concurrently(devhost: Devhost, registry: RegistryClient, stores: Stores) -> None:
     data = os.urandom(MiB + 17)
     digest = digest_of(data)
     clients = [
@@ -637,9 +629,7 @@ async def test_racing_patches_never_store_wrong_bytes(devhost: Devhost, registry
                 assert stored == winner, f"attempt {attempt}: {digest} is stored with {which}"
 
 
-async def test_concurrent_closing_puts_are_never_a_server_error(
-    devhost: Devhost, registry: RegistryClient
-) -> None:
+async def test_concurrent_closing_puts_are_never_a_server_error(devhost: Devhost, registry: RegistryClient) -> None:
     """A client that retries its closing PUT (a timeout, a proxy) may send it twice at once. One PUT
     completes the upload; the others find it done (201) or the session gone (404), never a 500."""
     async with httpx.AsyncClient(
@@ -650,13 +640,9 @@ async def test_concurrent_closing_puts_are_never_a_server_error(
             digest = digest_of(data)
             started = await client.post("/v2/retry/blobs/uploads/")
             location = path_of(started.headers["Location"])
-            patched = await client.patch(
-                location, content=data, headers={"Content-Range": f"0-{len(data) - 1}"}
-            )
+            patched = await client.patch(location, content=data, headers={"Content-Range": f"0-{len(data) - 1}"})
             assert patched.status_code == 202, patched.text
-            responses = await asyncio.gather(
-                *(client.put(with_query(location, digest=digest)) for _ in range(4))
-            )
+            responses = await asyncio.gather(*(client.put(with_query(location, digest=digest)) for _ in range(4)))
             outcome = [(r.status_code, r.text) for r in responses]
             assert all(status in (201, 404) for status, _ in outcome), (attempt, outcome)
             assert any(status == 201 for status, _ in outcome), (attempt, outcome)
@@ -789,9 +775,7 @@ def test_proxy_ranges(registry: RegistryClient, proxy_client: httpx.Client) -> N
     assert response.headers["Content-Range"] == f"bytes */{size}"
 
 
-def test_proxy_range_across_blocks(
-    registry: RegistryClient, proxy_client: httpx.Client, stores: Stores
-) -> None:
+def test_proxy_range_across_blocks(registry: RegistryClient, proxy_client: httpx.Client, stores: Stores) -> None:
     """Ranges spanning the boundaries of the staged blocks of a chunked upload."""
     block = stores.settings.block_size
     data = os.urandom(2 * block + 5000)
@@ -846,9 +830,7 @@ def test_mount_from_repository_without_the_blob_falls_back_to_upload(registry: R
     ],
     ids=["bad-digest", "bad-from"],
 )
-def test_mount_with_invalid_arguments_falls_back_to_upload(
-    registry: RegistryClient, params: dict[str, str]
-) -> None:
+def test_mount_with_invalid_arguments_falls_back_to_upload(registry: RegistryClient, params: dict[str, str]) -> None:
     """Spec: "If a mount fails due to invalid repository or digest arguments, the registry will fall
     back to the standard upload behavior and return a 202 Accepted with the upload URL"."""
     response = registry.http.post("/v2/target/blobs/uploads/", params=params)
@@ -1019,9 +1001,7 @@ def test_manifest_blobs_must_be_in_the_same_repository(registry: RegistryClient)
 def test_non_distributable_layer_need_not_be_present(registry: RegistryClient) -> None:
     http = registry.http
     manifest = image_manifest(http, "repo")
-    manifest["layers"].append(
-        descriptor(OCI_NONDIST_LAYER, os.urandom(50), urls=["https://example.com/layer.tar.gz"])
-    )
+    manifest["layers"].append(descriptor(OCI_NONDIST_LAYER, os.urandom(50), urls=["https://example.com/layer.tar.gz"]))
     digest, body = push_manifest(http, "repo", "foreign", manifest)
     assert http.get("/v2/repo/manifests/foreign").content == body
     assert digest == digest_of(body)
@@ -1074,9 +1054,7 @@ def test_docker_schema2_manifest_and_list(registry: RegistryClient) -> None:
     manifest_list = {
         "schemaVersion": 2,
         "mediaType": DOCKER_LIST,
-        "manifests": [
-            {**descriptor(DOCKER_MANIFEST, body), "platform": {"architecture": "amd64", "os": "linux"}}
-        ],
+        "manifests": [{**descriptor(DOCKER_MANIFEST, body), "platform": {"architecture": "amd64", "os": "linux"}}],
     }
     list_digest, list_body = push_manifest(http, "docker", "list", manifest_list)
     head = http.head("/v2/docker/manifests/list")

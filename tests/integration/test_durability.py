@@ -66,9 +66,7 @@ def push_image(http: httpx.Client, name: str, tag: str, note: str = "") -> tuple
     push_blob(http, name, config)
     push_blob(http, name, layer)
     manifest = image_manifest(config, [layer], note)
-    response = http.put(
-        f"/v2/{name}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
-    )
+    response = http.put(f"/v2/{name}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST})
     assert response.status_code == 201, response.text
     return response.headers["Docker-Content-Digest"], layer
 
@@ -86,9 +84,7 @@ def test_everything_survives_a_restart_of_the_stack(tmp_path: Path) -> None:
             config = b'{"os":"linux","architecture":"amd64"}'
             push_blob(http, "keep/me", config)
             manifest = image_manifest(config, [layer])
-            put = http.put(
-                "/v2/keep/me/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST}
-            )
+            put = http.put("/v2/keep/me/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST})
             assert put.status_code == 201
         ports = (stack.azurite_blob_port, stack.cosmos_port)
     # A new stack on the same folder (same ports, so the SAS URLs and endpoints are the same).
@@ -138,10 +134,7 @@ def test_a_chunk_cut_off_mid_body_leaves_nothing_visible(registry: RegistryClien
     assert start.status_code == 202
     location = start.headers["Location"]
     first = os.urandom(1024 * 1024)
-    assert (
-        http.patch(location, content=first, headers={"Content-Range": f"0-{len(first) - 1}"}).status_code
-        == 202
-    )
+    assert http.patch(location, content=first, headers={"Content-Range": f"0-{len(first) - 1}"}).status_code == 202
 
     # Announce 8 MiB, send 5 MiB, hang up: the server must not count any of it.
     port = registry.port

@@ -49,9 +49,7 @@ def ssl_config(stack: LocalStack) -> SSLConfiguration:
 
 
 def sync_client(stack: LocalStack, **kwargs: Any) -> CosmosClient:
-    return CosmosClient(
-        stack.cosmos_endpoint, credential=COSMOS_EMULATOR_KEY, ssl_config=ssl_config(stack), **kwargs
-    )
+    return CosmosClient(stack.cosmos_endpoint, credential=COSMOS_EMULATOR_KEY, ssl_config=ssl_config(stack), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +69,7 @@ def client(local_stack: LocalStack) -> Iterator[CosmosClient]:
 def database(client: CosmosClient) -> DatabaseProxy:
     database = client.create_database_if_not_exists("registry")
     for name, path in APP_CONTAINERS.items():
-        database.create_container_if_not_exists(
-            id=name, partition_key=PartitionKey(path=path), default_ttl=-1
-        )
+        database.create_container_if_not_exists(id=name, partition_key=PartitionKey(path=path), default_ttl=-1)
     return database
 
 
@@ -107,9 +103,7 @@ def test_env_points_at_the_stack(local_stack: LocalStack) -> None:
         f"BlobEndpoint=http://127.0.0.1:{local_stack.azurite_blob_port}/devstoreaccount1;"
         in env["BLOB_CONNECTION_STRING"]
     )
-    assert (
-        f"QueueEndpoint=http://127.0.0.1:{local_stack.azurite_queue_port}/" in env["QUEUE_CONNECTION_STRING"]
-    )
+    assert f"QueueEndpoint=http://127.0.0.1:{local_stack.azurite_queue_port}/" in env["QUEUE_CONNECTION_STRING"]
 
 
 def test_certificate_verifies_and_connection_is_kept_alive(local_stack: LocalStack) -> None:
@@ -169,9 +163,7 @@ def test_blob_upload_and_download(local_stack: LocalStack) -> None:
 def test_create_if_not_exists_is_idempotent(client: CosmosClient, database: DatabaseProxy) -> None:
     again = client.create_database_if_not_exists("registry")
     for name, path in APP_CONTAINERS.items():
-        container = again.create_container_if_not_exists(
-            id=name, partition_key=PartitionKey(path=path), default_ttl=-1
-        )
+        container = again.create_container_if_not_exists(id=name, partition_key=PartitionKey(path=path), default_ttl=-1)
         properties = container.read()
         assert properties["partitionKey"]["paths"] == [path]
         assert properties["defaultTtl"] == -1
@@ -187,9 +179,7 @@ def test_missing_item_is_404_for_every_operation(artifacts: ContainerProxy) -> N
     with pytest.raises(cosmos_errors.CosmosResourceNotFoundError):
         artifacts.delete_item("missing", partition_key=repo)
     with pytest.raises(cosmos_errors.CosmosResourceNotFoundError):
-        artifacts.patch_item(
-            "missing", partition_key=repo, patch_operations=[{"op": "add", "path": "/a", "value": 1}]
-        )
+        artifacts.patch_item("missing", partition_key=repo, patch_operations=[{"op": "add", "path": "/a", "value": 1}])
     # an existing id in another partition is not found either
     artifacts.create_item({"id": "here", "repo": repo})
     with pytest.raises(cosmos_errors.CosmosResourceNotFoundError):
@@ -202,9 +192,9 @@ def test_etag_changes_on_every_write(artifacts: ContainerProxy) -> None:
     etags.append(artifacts.replace_item("doc", {"id": "doc", "repo": repo, "v": 1})["_etag"])
     etags.append(artifacts.upsert_item({"id": "doc", "repo": repo, "v": 2})["_etag"])
     etags.append(
-        artifacts.patch_item(
-            "doc", partition_key=repo, patch_operations=[{"op": "incr", "path": "/v", "value": 1}]
-        )["_etag"]
+        artifacts.patch_item("doc", partition_key=repo, patch_operations=[{"op": "incr", "path": "/v", "value": 1}])[
+            "_etag"
+        ]
     )
     assert len(set(etags)) == len(etags)
     current = artifacts.read_item("doc", partition_key=repo)
@@ -306,9 +296,7 @@ def test_batch_stale_etag_rolls_back_everything(artifacts: ContainerProxy) -> No
 def test_batch_missing_item_rolls_back(artifacts: ContainerProxy) -> None:
     repo = new_repo()
     artifacts.create_item({"id": "doc", "repo": repo})
-    _assert_batch_fails(
-        artifacts, repo, [("delete", ("doc",)), ("delete", ("missing",))], index=1, status=404
-    )
+    _assert_batch_fails(artifacts, repo, [("delete", ("doc",)), ("delete", ("missing",))], index=1, status=404)
     _assert_batch_fails(artifacts, repo, [("delete", ("doc",)), ("read", ("missing",))], index=1, status=404)
     assert not absent(artifacts, "doc", repo)
 
@@ -359,9 +347,7 @@ def test_order_by_with_continuation_paging(artifacts: ContainerProxy) -> None:
     assert first == names[:10]
     token = pager.continuation_token  # type: ignore[attr-defined]
     assert token
-    resumed = artifacts.query_items(query, parameters=params, partition_key=repo, max_item_count=10).by_page(
-        token
-    )
+    resumed = artifacts.query_items(query, parameters=params, partition_key=repo, max_item_count=10).by_page(token)
     rest = [[item["name"] for item in page] for page in resumed]
     assert rest == [names[10:20], names[20:]]
     descending = artifacts.query_items(
@@ -415,9 +401,7 @@ def test_ttl_expires_items(database: DatabaseProxy, artifacts: ContainerProxy) -
 
 
 def test_replacing_a_container_keeps_its_items(database: DatabaseProxy) -> None:
-    container = database.create_container_if_not_exists(
-        id="replaced", partition_key=PartitionKey(path="/repo")
-    )
+    container = database.create_container_if_not_exists(id="replaced", partition_key=PartitionKey(path="/repo"))
     container.upsert_item({"id": "doc", "repo": "r"})
     database.replace_container(container, partition_key=PartitionKey(path="/repo"), default_ttl=-1)
     assert container.read()["defaultTtl"] == -1
@@ -468,9 +452,7 @@ def _write_everything(stack: LocalStack) -> dict[str, Any]:
         container = database.create_container_if_not_exists(
             id="artifacts", partition_key=PartitionKey(path="/repo"), default_ttl=-1
         )
-        dropped = database.create_container_if_not_exists(
-            id="dropped", partition_key=PartitionKey(path="/repo")
-        )
+        dropped = database.create_container_if_not_exists(id="dropped", partition_key=PartitionKey(path="/repo"))
         dropped.create_item({"id": "lost", "repo": "r"})
         database.delete_container("dropped")
         container.create_item({"id": "created", "repo": "r", "v": 1})
@@ -479,9 +461,7 @@ def _write_everything(stack: LocalStack) -> dict[str, Any]:
         container.create_item({"id": "replaced", "repo": "r", "v": 1})
         replaced = container.replace_item("replaced", {"id": "replaced", "repo": "r", "v": 2})
         container.upsert_item({"id": "patched", "repo": "r", "n": 1})
-        container.patch_item(
-            "patched", partition_key="r", patch_operations=[{"op": "incr", "path": "/n", "value": 1}]
-        )
+        container.patch_item("patched", partition_key="r", patch_operations=[{"op": "incr", "path": "/n", "value": 1}])
         container.execute_item_batch(
             [("create", ({"id": "batch-1", "repo": "r"},)), ("create", ({"id": "batch-2", "repo": "r"},))],
             partition_key="r",
@@ -616,9 +596,7 @@ def test_acknowledged_writes_survive_kill_9_under_load(tmp_path: Path) -> None:
             container = client.get_database_client("registry").get_container_client("artifacts")
             found = {
                 item["id"]: item["i"]
-                for item in container.query_items(
-                    "SELECT c.id, c.i FROM c", enable_cross_partition_query=True
-                )
+                for item in container.query_items("SELECT c.id, c.i FROM c", enable_cross_partition_query=True)
             }
     finally:
         second.stop()
@@ -628,9 +606,7 @@ def test_acknowledged_writes_survive_kill_9_under_load(tmp_path: Path) -> None:
             assert found[f"pair-{i}"] == i
     in_flight = done[-1] + 1  # written or not, but a batch is never half there
     assert (f"doc-{in_flight}" in found) == (f"pair-{in_flight}" in found) or in_flight % 2
-    assert set(found) <= {f"doc-{i}" for i in range(in_flight + 1)} | {
-        f"pair-{i}" for i in range(in_flight + 1)
-    }
+    assert set(found) <= {f"doc-{i}" for i in range(in_flight + 1)} | {f"pair-{i}" for i in range(in_flight + 1)}
 
 
 def test_paging_without_order_by_sees_every_item_once(artifacts: ContainerProxy) -> None:

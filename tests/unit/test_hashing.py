@@ -17,9 +17,7 @@ from hypothesis import strategies as st
 from services.registry.digest import Digest
 from services.registry.hashing import ResumableHasher
 
-pytestmark = pytest.mark.skipif(
-    not ResumableHasher.available(), reason="libcrypto's legacy SHA API is missing"
-)
+pytestmark = pytest.mark.skipif(not ResumableHasher.available(), reason="libcrypto's legacy SHA API is missing")
 
 ALGORITHMS = ["sha256", "sha512"]
 

@@ -150,9 +150,7 @@ def test_empty_index_and_empty_layers_are_allowed() -> None:
 
 
 def test_content_type_parameters_and_case_are_ignored() -> None:
-    assert (
-        parse(image(), "Application/VND.oci.image.manifest.v1+JSON; charset=utf-8").media_type == OCI_MANIFEST
-    )
+    assert parse(image(), "Application/VND.oci.image.manifest.v1+JSON; charset=utf-8").media_type == OCI_MANIFEST
 
 
 @pytest.mark.parametrize("content_type", [None, "", "application/json", "application/octet-stream"])
@@ -616,9 +614,7 @@ manifest_keys = st.sampled_from(
 
 
 @given(st.dictionaries(manifest_keys, json_values, max_size=8), st.none() | st.text(max_size=60))
-def test_arbitrary_json_objects_raise_only_registry_errors(
-    document: dict[str, Any], content_type: str | None
-) -> None:
+def test_arbitrary_json_objects_raise_only_registry_errors(document: dict[str, Any], content_type: str | None) -> None:
     try:
         parse_manifest(encode(document), content_type)
     except RegistryError as exc:

@@ -102,9 +102,7 @@ def test_long_hostile_name_is_rejected_quickly() -> None:
 # --- tags and references -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "tag", ["latest", "v1.0.0", "_", "A", "0", "a" * 128, "1.2.3-rc.1_build.5", "SHA256"]
-)
+@pytest.mark.parametrize("tag", ["latest", "v1.0.0", "_", "A", "0", "a" * 128, "1.2.3-rc.1_build.5", "SHA256"])
 def test_valid_tags(tag: str) -> None:
     assert is_tag(tag)
     assert Reference.parse(tag) == Reference(tag=tag)
@@ -138,9 +136,7 @@ def test_digest_reference() -> None:
     assert str(reference) == DIGEST
 
 
-@pytest.mark.parametrize(
-    "text", ["sha256:abc", "sha256:" + "A" * 64, "md5:" + "a" * 32, ":", "a:b", "latest:"]
-)
+@pytest.mark.parametrize("text", ["sha256:abc", "sha256:" + "A" * 64, "md5:" + "a" * 32, ":", "a:b", "latest:"])
 def test_bad_digest_references(text: str) -> None:
     with pytest.raises(RegistryError) as info:
         Reference.parse(text)
@@ -267,9 +263,7 @@ def test_generated_names_are_valid(name: str) -> None:
 
 
 @given(name=names, tag=tags, digest=digests, session=session_ids)
-def test_every_valid_name_round_trips_through_every_route(
-    name: str, tag: str, digest: str, session: str
-) -> None:
+def test_every_valid_name_round_trips_through_every_route(name: str, tag: str, digest: str, session: str) -> None:
     cases = [
         (f"/v2/{name}/tags/list", RouteMatch("tags", name)),
         (f"/v2/{name}/manifests/{tag}", RouteMatch("manifest", name, tag)),

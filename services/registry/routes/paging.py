@@ -20,9 +20,7 @@ def page_request(request: Request) -> tuple[int, str]:
     elif raw.isdigit() and len(raw) <= 9:
         n = min(int(raw), MAX_PAGE)
     else:
-        raise RegistryError(
-            ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a non-negative integer, got {raw!r}"
-        )
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a non-negative integer, got {raw!r}")
     return n, request.query_params.get("last", "")
 
 
