@@ -2,8 +2,9 @@
 
 Everything is expressed in the actions of Docker token scopes, which the access tokens carry:
 
-    repository actions   pull, push, delete, metadata_read, metadata_write
+    repository actions   pull, push, delete, metadata_read, metadata_write, deleted_read, deleted_restore
     registry:catalog     *  (list the repositories)
+    registry:deleted_catalog  *  (list the soft-deleted repositories)
 
 ACR's scope-map actions map onto them one to one (`content/read` -> pull, `content/write` -> push,
 `content/delete` -> delete, `metadata/read`, `metadata/write`). A scope-map entry names a repository
@@ -20,7 +21,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE = "pull", "push", "delete", "metadata_read", "metadata_write"
-REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE})
+# Soft delete (services/registry/softdelete.py): list soft-deleted artifacts, restore them. ACR's
+# `registries/deleted/read` and `registries/deleted/restore/action`: Owner, Contributor and Reader (read
+# only) have them, as ACR's `*` and `*/read` role definitions do; no scope-map action names them.
+DELETED_READ, DELETED_RESTORE = "deleted_read", "deleted_restore"
+REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE, METADATA_READ, METADATA_WRITE, DELETED_READ, DELETED_RESTORE})
 # Quarantine (services/scanning/quarantine.py): pulling a quarantined image, and setting its quarantine state.
 # No token request names them: they ride along with pull and metadata_write (`grant_scope`).
 QUARANTINE_READ, QUARANTINE_WRITE = "quarantine_read", "quarantine_write"
@@ -82,6 +87,12 @@ class Permissions:
 
     grants: tuple[Grant, ...] = ()
     catalog: bool = False
+    deleted_catalog: bool = False  # an access token's `registry:deleted_catalog:*`
+
+    @property
+    def lists_deleted(self) -> bool:
+        """May list the soft-deleted repositories: the catalog, and deleted_read everywhere."""
+        return self.deleted_catalog or (self.catalog and self.allows_everywhere(DELETED_READ))
 
     def actions_on(self, repository: str) -> frozenset[str]:
         """The union of the grants of every pattern that matches (wildcards add up)."""
@@ -99,7 +110,9 @@ class Permissions:
         return any(g.pattern.kind == "all" and action in g.actions for g in self.grants)
 
     def __or__(self, other: Permissions) -> Permissions:
-        return Permissions(self.grants + other.grants, self.catalog or other.catalog)
+        return Permissions(
+            self.grants + other.grants, self.catalog or other.catalog, self.deleted_catalog or other.deleted_catalog
+        )
 
 
 NOTHING = Permissions()
@@ -180,7 +193,7 @@ ROLES: dict[str, Role] = {
     for r in (
         Role("Owner", REPOSITORY_ACTIONS, True),
         Role("Contributor", REPOSITORY_ACTIONS, True),
-        Role("Reader", frozenset({PULL, METADATA_READ}), True),
+        Role("Reader", frozenset({PULL, METADATA_READ, DELETED_READ}), True),
         Role("AcrPull", frozenset({PULL, METADATA_READ}), True),
         Role("AcrPush", frozenset({PULL, PUSH, METADATA_READ, METADATA_WRITE}), True),
         Role("AcrDelete", frozenset({DELETE}), False),
@@ -239,7 +252,7 @@ class Need:
     for it, as CNCF distribution's does, so that a token client's next token allows the mount.
     """
 
-    kind: Literal["repository", "catalog", "base"]
+    kind: Literal["repository", "catalog", "deleted_catalog", "base"]
     repository: str = ""
     action: str = ""
     route: str = ""  # the route kind (what the rate limits count it as)
@@ -254,6 +267,8 @@ class Need:
         """
         if self.kind == "catalog":
             return "registry:catalog:*"
+        if self.kind == "deleted_catalog":
+            return "registry:deleted_catalog:*"
         if self.kind == "repository" and self.source:
             target = f"repository:{self.repository}:{PULL},{self.action}"
             return target if self.source == self.repository else f"{target} repository:{self.source}:{PULL}"
@@ -293,6 +308,9 @@ _ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("acr_manifest", "PATCH"): METADATA_WRITE,
     ("acr_manifest", "DELETE"): DELETE,
     ("acr_manifest_scan", "POST"): METADATA_WRITE,  # ours: ask for a rescan (services/scanning)
+    ("acr_deleted_manifests", "GET"): DELETED_READ,
+    ("acr_deleted_tags", "GET"): DELETED_READ,
+    ("acr_deleted_manifest", "POST"): DELETED_RESTORE,
 }
 
 
@@ -308,6 +326,8 @@ def route_need(kind: str, method: str, repository: str, mount_source: str = "") 
         return Need("catalog", route=kind)
     if kind == "acr_catalog":  # /acr/v1/_catalog: the same registry:catalog:* as /v2/_catalog
         return Need("catalog", route=kind)
+    if kind == "acr_deleted_catalog":
+        return Need("deleted_catalog", route=kind)
     method = "GET" if method == "HEAD" and (kind, "HEAD") not in _ROUTE_ACTIONS else method
     source = mount_source if (kind, method) == ("upload", "POST") else ""
     return Need("repository", repository, _ROUTE_ACTIONS.get((kind, method), PUSH), kind, source)
@@ -318,6 +338,8 @@ def satisfies(permissions: Permissions, need: Need) -> bool:
         return True
     if need.kind == "catalog":
         return permissions.catalog
+    if need.kind == "deleted_catalog":
+        return permissions.lists_deleted
     return permissions.allows(need.action, need.repository)
 
 
@@ -325,6 +347,8 @@ def grant_scope(permissions: Permissions, scope_type: str, name: str, actions: I
     """The actions of a requested scope that `permissions` grant (in the order asked; `*` expanded)."""
     asked = list(actions)
     if scope_type == "registry":
+        if name == "deleted_catalog":
+            return ["*"] if permissions.lists_deleted and asked else []
         return ["*"] if name == "catalog" and permissions.catalog and asked else []
     if scope_type != "repository":
         return []
@@ -338,13 +362,15 @@ def grant_scope(permissions: Permissions, scope_type: str, name: str, actions: I
 def permissions_from_access(access: Iterable[dict[str, object]]) -> Permissions:
     """An access token's `access` claim as permissions (exact repository names only)."""
     grants: list[Grant] = []
-    catalog = False
+    catalog = deleted_catalog = False
     for entry in access:
         kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
         if not isinstance(name, str) or not isinstance(actions, list):
             continue
         if kind == "registry" and name == "catalog" and "*" in actions:
             catalog = True
+        elif kind == "registry" and name == "deleted_catalog" and "*" in actions:
+            deleted_catalog = True
         elif kind == "repository":
             grants.append(Grant(RepositoryPattern("exact", name), frozenset(a for a in actions if isinstance(a, str))))
-    return Permissions(tuple(grants), catalog)
+    return Permissions(tuple(grants), catalog, deleted_catalog)

@@ -17,6 +17,7 @@ from services.management.store import RegistryStore
 from services.platform.settings import get_settings
 from services.registry.collector import collect_all
 from services.registry.retention import apply_retention, policy_days
+from services.registry.softdelete import purge_expired
 from services.registry.store import ArtifactStore
 from services.registry.uploads import expire_uploads
 
@@ -92,3 +93,18 @@ async def apply_retention_policies(timer: func.TimerRequest) -> None:
                 await apply_retention(artifacts, doc)
             except Exception:
                 logging.getLogger("management").exception("retention of %s failed; the next run resumes", doc.registry)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="0 45 * * * *", run_on_startup=False, use_monitor=False)
+async def purge_soft_deleted(timer: func.TimerRequest) -> None:
+    """Purge soft-deleted manifests and tags older than their registry's `softDeletePolicy.retentionDays`
+    (services/registry/softdelete.py): their blobs go to the garbage collector, as after a hard delete."""
+    api = management_api()
+    await api.open()
+    for doc in await RegistryStore(api.services.metadata).list_registries():
+        try:
+            await purge_expired(api.services.metadata, doc)
+        except Exception:
+            logging.getLogger("management").exception(
+                "soft-delete purge of %s failed; the next run resumes", doc.registry
+            )

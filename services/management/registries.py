@@ -209,6 +209,13 @@ def ip_rule_count(doc: RegistryDoc) -> int:
     return len((doc.networkRuleSet or {}).get("ipRules") or [])
 
 
+def enabled(doc: RegistryDoc, policy: str) -> bool:
+    return bool((doc.policies.get(policy) or {}).get("status") == "enabled")
+
+
+SOFT_DELETE_GEO_REPLICATION = "the soft delete policy does not support geo-replicated registries (ACR's rule)"
+
+
 def check_tier(doc: RegistryDoc) -> None:
     """What the registry's own settings need of its tier (ACR's table)."""
     sku = doc.sku
@@ -226,6 +233,12 @@ def check_tier(doc: RegistryDoc) -> None:
     for name in PREMIUM_POLICIES:
         if doc.policies.get(name, {}).get("status") == "enabled" and sku != "Premium":
             raise RegistryInvalid(f"{name} needs the Premium tier", f"properties.policies.{name}")
+    if enabled(doc, "softDeletePolicy") and enabled(doc, "retentionPolicy"):
+        # ACR's rule: the retention policy and the soft delete policy cannot both be on.
+        raise RegistryInvalid(
+            "the soft delete policy and the retention policy cannot both be enabled; disable one first",
+            "properties.policies.softDeletePolicy",
+        )
     if doc.policies.get("exportPolicy", {}).get("status") == "disabled" and sku != "Premium":
         raise RegistryInvalid("disabling export needs the Premium tier", "properties.policies.exportPolicy")
 

@@ -41,6 +41,7 @@ from services.management.store import OperationDoc, RegistryDoc, RegistryStore
 from services.platform.cosmos import ConcurrentUpdate, utcnow
 from services.registry.collector import GarbageCollector, recount_storage
 from services.registry.ledger import BlobLedger
+from services.replication.resources import list_replications
 
 log = logging.getLogger("management")
 
@@ -304,6 +305,10 @@ async def _update(call: ArmCall, existing: RegistryDoc, changes: RegistryChanges
         doc = registries.apply_changes(existing, changes)
         if doc.sku != existing.sku:
             await registries.check_usage_fits(metadata, doc)
+        if registries.enabled(doc, "softDeletePolicy") and not registries.enabled(existing, "softDeletePolicy"):
+            replicas = await list_replications(metadata, existing)
+            if any(replica.location != existing.location for replica in replicas):
+                raise RegistryInvalid(registries.SOFT_DELETE_GEO_REPLICATION, "properties.policies.softDeletePolicy")
     except RegistryInvalid as error:
         raise _invalid(error) from error
     turning_admin_off = existing.adminUserEnabled and not doc.adminUserEnabled

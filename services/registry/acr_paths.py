@@ -8,6 +8,10 @@
     GET                /acr/v1/<name>/_manifests             acr_manifests  n, last, orderby
     GET PATCH DELETE   /acr/v1/<name>/_manifests/<digest>    acr_manifest
     POST               /acr/v1/<name>/_manifests/<digest>/_scan  acr_manifest_scan  (ours: a rescan)
+    GET                /acr/v1/_deleted/_catalog             acr_deleted_catalog    (soft delete:
+    GET                /acr/v1/_deleted/<name>/_manifests    acr_deleted_manifests   routes/acr_deleted.py)
+    GET                /acr/v1/_deleted/<name>/_tags         acr_deleted_tags
+    POST               /acr/v1/_deleted/<name>/_manifests/<digest>  acr_deleted_manifest  (restore)
 
 Repository names contain slashes, so a path is matched from its end, as `reference.match_route` does for
 `/v2/`; no component of a valid name starts with `_`, so `_tags`, `_manifests` and `_catalog` cannot be
@@ -40,8 +44,19 @@ from services.registry.errors import ErrorCode, RegistryError
 from services.registry.reference import is_tag
 
 AcrRouteKind = Literal[
-    "acr_catalog", "acr_repository", "acr_tags", "acr_tag", "acr_manifests", "acr_manifest", "acr_manifest_scan"
+    "acr_catalog",
+    "acr_repository",
+    "acr_tags",
+    "acr_tag",
+    "acr_manifests",
+    "acr_manifest",
+    "acr_manifest_scan",
+    "acr_deleted_catalog",
+    "acr_deleted_manifests",
+    "acr_deleted_tags",
+    "acr_deleted_manifest",
 ]
+DELETED: Final = "_deleted/"
 
 PREFIX: Final = "/acr/v1/"
 DEFAULT_PAGE: Final = 100
@@ -67,6 +82,8 @@ def match_acr_route(path: str) -> AcrRoute | None:
     rest = path[len(PREFIX) :]
     if rest == "_catalog":
         return AcrRoute("acr_catalog")
+    if rest.startswith(DELETED):
+        return _match_deleted(rest[len(DELETED) :])
     parts = rest.split("/")
     if not rest or "" in parts:
         return None  # an empty segment: no name can have one
@@ -81,6 +98,22 @@ def match_acr_route(path: str) -> AcrRoute | None:
     if any(part.startswith("_") for part in parts):
         return None  # `_catalog/x`, `a/_tags/b/c` and the like: not an endpoint
     return AcrRoute("acr_repository", rest)
+
+
+def _match_deleted(rest: str) -> AcrRoute | None:
+    """`_catalog`, `<name>/_manifests`, `<name>/_tags`, `<name>/_manifests/<digest>` (after `_deleted/`)."""
+    if rest == "_catalog":
+        return AcrRoute("acr_deleted_catalog")
+    parts = rest.split("/")
+    if "" in parts or len(parts) < 2:
+        return None
+    if parts[-1] == "_manifests":
+        return AcrRoute("acr_deleted_manifests", "/".join(parts[:-1]))
+    if parts[-1] == "_tags":
+        return AcrRoute("acr_deleted_tags", "/".join(parts[:-1]))
+    if len(parts) >= 3 and parts[-2] == "_manifests":
+        return AcrRoute("acr_deleted_manifest", "/".join(parts[:-2]), parts[-1])
+    return None
 
 
 class Order(enum.Enum):

@@ -10,6 +10,11 @@ Each reads what it deletes, checks the locks on what it read, and deletes it onl
 (ETag): a lock set or a tag moved in between makes the delete fail with `ConcurrentUpdate`, and it looks
 again, up to `ATTEMPTS` times, then answers 503 with `Retry-After`.
 
+With the registry's soft delete policy enabled (services/registry/softdelete.py), the manifest and tag
+deletes keep what they delete as soft-deleted records, in the same batch (`soft_delete_manifest`,
+`soft_untag`); a soft-deleted manifest's blobs are not released, and a repository delete keeps its blob
+links, so the manifests can be restored.
+
 A blob delete in a repository is guarded too (`guard_blob_delete`): a locked repository, or a locked
 manifest or tag whose image needs the blob, keeps it.
 """
@@ -28,16 +33,58 @@ from services.events.actions import (
     untag_events,
 )
 from services.events.outbox import outbox_for
-from services.platform.cosmos import ConcurrentUpdate
+from services.events.store import OutboxDoc
+from services.management.store import RegistryDoc
+from services.platform.cosmos import BatchOperation, ConcurrentUpdate, utcnow
 from services.registry import locks
 from services.registry.app import Call, Handler
+from services.registry.deleted_store import DeletedManifestDoc, DeletedStore, DeletedTagDoc, delete_as_read, upsert
 from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ledger import release_of, released
 from services.registry.locks import ChangeableAttributes
-from services.registry.store import ManifestDoc, TagDoc, repo_key
+from services.registry.store import BATCH_LIMIT, ArtifactStore, ManifestDoc, TagDoc, repo_key
 
 ATTEMPTS = 5
+DEFAULT_SOFT_DELETE_DAYS = 7
+
+
+def soft_delete_on(registry: RegistryDoc) -> bool:
+    """Whether deletes are soft now (ACR's `softDeletePolicy` enabled)."""
+    return (registry.policies.get("softDeletePolicy") or {}).get("status") == "enabled"
+
+
+def _outbox(outbox: OutboxDoc | None) -> list[BatchOperation]:
+    return [("create", (outbox.to_item(),))] if outbox is not None else []
+
+
+async def soft_delete_manifest(
+    artifacts: ArtifactStore, deleted: DeletedStore, doc: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None
+) -> bool:
+    """Delete the manifest and its tags (each only as read) and keep them as one record, with the outbox of
+    the delete's events, in one batch (tags beyond what fits go first, in batches of their own; the record
+    names them all). False when the manifest was gone already; `ConcurrentUpdate` when it changed."""
+    previous = await deleted.manifest(doc.repo, doc.digest)
+    names = [tag.name for tag in tags] + (previous.tags if previous is not None else [])
+    record = DeletedManifestDoc.of(doc, names, utcnow())
+    if await artifacts.get_manifest(doc.repo, doc.digest) is None:
+        return False
+    room = BATCH_LIMIT - 3
+    for start in range(room, len(tags), BATCH_LIMIT):
+        await deleted.commit(doc.repo, [delete_as_read(tag) for tag in tags[start : start + BATCH_LIMIT]])
+    operations: list[BatchOperation] = [
+        delete_as_read(doc),
+        *(delete_as_read(tag) for tag in tags[:room]),
+        upsert(record),
+        *_outbox(outbox),
+    ]
+    await deleted.commit(doc.repo, operations)
+    return True
+
+
+async def soft_untag(deleted: DeletedStore, tag: TagDoc, outbox: OutboxDoc | None) -> None:
+    """Delete the tag (only as read) and keep it as a record, with the outbox of its `untag` event."""
+    await deleted.commit(tag.repo, [delete_as_read(tag), upsert(DeletedTagDoc.of(tag, utcnow())), *_outbox(outbox)])
 
 
 def contended(what: str) -> RegistryError:
@@ -70,7 +117,9 @@ async def untag(call: Call, tag: str, missing: Callable[[], RegistryError]) -> N
         facts = ManifestFacts(call.name, doc.digest, doc.mediaType, doc.size)
         outbox = outbox_for(registry, repo, untag_events(facts, tag, request_info(call.request.headers, "DELETE")))
         try:
-            if not await store.delete_tag(repo, tag, outbox, etag=doc.etag):
+            if soft_delete_on(call.registry):
+                await soft_untag(DeletedStore(call.api.metadata), doc, outbox)
+            elif not await store.delete_tag(repo, tag, outbox, etag=doc.etag):
                 raise missing()
         except ConcurrentUpdate:
             continue
@@ -98,7 +147,10 @@ async def delete_manifest(call: Call, digest: str, missing: Callable[[], Registr
         events = delete_events(facts_of(call.name, doc), request_info(call.request.headers, "DELETE"))
         outbox = outbox_for(registry, repo, events)
         try:
-            if not await store.delete_manifest(doc, tags, outbox, released(registry, doc)):
+            if soft_delete_on(call.registry):
+                if not await soft_delete_manifest(store, DeletedStore(call.api.metadata), doc, tags, outbox):
+                    raise missing()
+            elif not await store.delete_manifest(doc, tags, outbox, released(registry, doc)):
                 raise missing()
         except ConcurrentUpdate:
             continue
@@ -116,6 +168,8 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
     deleted_manifests: list[str] = []
     deleted_tags: list[str] = []
     request = request_info(call.request.headers, "DELETE")
+    soft = soft_delete_on(call.registry)
+    deleted = DeletedStore(call.api.metadata)
     for _ in range(ATTEMPTS):
         repository = await store.get_repository(registry, call.name)
         manifests = [ManifestDoc.model_validate(item) for item in await store.all_of(repo, "manifest")]
@@ -137,7 +191,11 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
             for doc in manifests:
                 own = by_digest.pop(doc.digest, [])
                 outbox = outbox_for(registry, repo, delete_events(facts_of(call.name, doc), request))
-                if await store.delete_manifest(doc, own, outbox, released(registry, doc)):
+                if (
+                    await soft_delete_manifest(store, deleted, doc, own, outbox)
+                    if soft
+                    else await store.delete_manifest(doc, own, outbox, released(registry, doc))
+                ):
                     deleted_manifests.append(doc.digest)
                     deleted_tags.extend(tag.name for tag in own)
                     await call.api.events.publish(outbox)
@@ -151,7 +209,9 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
         break
     else:
         raise contended(f"repository {call.name!r}")
-    await store.delete_repository_rest(registry, call.name, lambda digests: release_of(registry, repo, digests))
+    await store.delete_repository_rest(
+        registry, call.name, lambda digests: release_of(registry, repo, digests), keep_links=soft
+    )
     return deleted_manifests, deleted_tags
 
 

@@ -43,6 +43,8 @@ StoredState = Literal["stored", "collecting", "deleting"]
 USAGE_ID = "usage:storage"
 FENCE_ID = "gcfence"
 ATTEMPTS = 16  # optimistic updates of one document before giving up (503 to a client)
+# What references blobs: live manifests, and soft-deleted ones until purged (services/registry/softdelete.py).
+MANIFEST_TYPES = "(c.type = 'manifest' OR c.type = 'deletedManifest')"
 
 
 class StoredBlobDoc(Document):
@@ -161,14 +163,15 @@ class BlobLedger:
 
     async def referenced_among(self, registry: str, digests: list[str]) -> set[str]:
         """Which of `digests` a manifest of the registry needs: as a layer or config, or as its own bytes (a
-        manifest too large to keep inline). Two index lookups, fanned out over partitions."""
+        manifest too large to keep inline); a soft-deleted manifest's record counts as its manifest. Two
+        index lookups, fanned out over partitions."""
         prefix = repo_prefix(registry)
         layers = (
             "SELECT VALUE b FROM c JOIN b IN c.blobs "
-            "WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) AND ARRAY_CONTAINS(@ds, b)"
+            f"WHERE {MANIFEST_TYPES} AND STARTSWITH(c.repo, @p) AND ARRAY_CONTAINS(@ds, b)"
         )
         own = (
-            "SELECT VALUE c.digest FROM c WHERE c.type = 'manifest' AND STARTSWITH(c.repo, @p) "
+            f"SELECT VALUE c.digest FROM c WHERE {MANIFEST_TYPES} AND STARTSWITH(c.repo, @p) "
             "AND ARRAY_CONTAINS(@ds, c.digest) AND NOT IS_DEFINED(c.content)"
         )
         found: set[str] = set()

@@ -581,12 +581,17 @@ class ArtifactStore:
                     return "tag", str(item["name"])
         return None
 
-    async def delete_repository_rest(self, registry: str, name: str, release: Callable[[list[str]], Document]) -> None:
+    async def delete_repository_rest(
+        self, registry: str, name: str, release: Callable[[list[str]], Document], keep_links: bool = False
+    ) -> None:
         """After its manifests and tags: the repository's blob links (released for the collector first) and
         upload sessions, then its document. Its outbox documents stay: they are events still to be
-        published (they expire once published)."""
+        published (they expire once published). `keep_links`: its manifests were soft-deleted
+        (services/registry/softdelete.py), so their links stay for a restore; the collector takes them
+        once the records are purged."""
         repo = repo_key(registry, name)
-        sql = "SELECT c.id, c.type, c.digest FROM c WHERE c.repo = @p AND (c.type = 'blob' OR c.type = 'upload')"
+        kinds = "c.type = 'upload'" if keep_links else "(c.type = 'blob' OR c.type = 'upload')"
+        sql = f"SELECT c.id, c.type, c.digest FROM c WHERE c.repo = @p AND {kinds}"
         with self._writing(repo, registry):
             found = [item async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo)]
             linked = [str(item["digest"]) for item in found if item["type"] == "blob"]

@@ -86,6 +86,11 @@ async def put_replication(
                 "location",
             )
         return await update_replication(metadata, registry, name, changes), False
+    if location != registry.location and (registry.policies.get("softDeletePolicy") or {}).get("status") == "enabled":
+        raise rules.ReplicationInvalid(
+            "the soft delete policy does not support geo-replicated registries (ACR's rule): disable it first",
+            target="location",
+        )
     rules.check_may_replicate(registry.sku, len(existing), rules.REPLICATION_LIMITS[registry.sku])
     same_place = next((doc for doc in existing if doc.location == location), None)
     if same_place is not None:

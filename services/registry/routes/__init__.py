@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.registry.app import Handler
 from services.registry.changes import guard_blob_delete
 from services.registry.routes import (
+    acr_deleted,
     acr_manifests,
     acr_repositories,
     acr_tags,
@@ -48,4 +49,8 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("acr_manifest", "PATCH"): acr_manifests.patch_manifest,
     ("acr_manifest", "DELETE"): acr_manifests.delete_manifest,
     ("acr_manifest_scan", "POST"): acr_manifests.request_scan,
+    ("acr_deleted_catalog", "GET"): acr_deleted.get_catalog,
+    ("acr_deleted_manifests", "GET"): acr_deleted.list_manifests,
+    ("acr_deleted_tags", "GET"): acr_deleted.list_tags,
+    ("acr_deleted_manifest", "POST"): acr_deleted.restore_manifest,
 }
