@@ -133,8 +133,9 @@ class DeletedStore:
 
     async def repositories(self, registry: str) -> list[str]:
         """The repositories of the registry that hold soft-deleted manifests or tags (cross-partition)."""
+        # No DISTINCT: the emulator cannot run it across partitions; one short row per record instead.
         sql = (
-            "SELECT DISTINCT VALUE c.repo FROM c WHERE (c.type = 'deletedManifest' OR c.type = 'deletedTag') "
+            "SELECT VALUE c.repo FROM c WHERE (c.type = 'deletedManifest' OR c.type = 'deletedTag') "
             "AND STARTSWITH(c.repo, @p)"
         )
         prefix = f"{registry}/"

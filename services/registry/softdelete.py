@@ -44,13 +44,14 @@ from services.registry.deleted_store import (
     DeletedStore,
     DeletedTagDoc,
     delete_as_read,
+    deleted_tag_id,
     outbox_operation,
     upsert,
 )
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ledger import released
 from services.registry.locks import ChangeableAttributes
-from services.registry.store import ArtifactStore, TagDoc, repo_key
+from services.registry.store import BATCH_LIMIT, ArtifactStore, TagDoc, repo_key
 
 log = logging.getLogger("registry.softdelete")
 
@@ -168,11 +169,26 @@ async def restore(
         )
         if record is not None:
             operations.append(delete_as_read(record))
+            for left in sorted(set(record.tags) - set(names)):  # still restorable later, each on its own
+                kept: dict[str, str | int] = {
+                    "repo": repo,
+                    "tag": left,
+                    "digest": digest,
+                    "mediaType": manifest.mediaType,
+                }
+                kept |= {"id": deleted_tag_id(left, digest), "size": manifest.size, "deletedAt": record.deletedAt}
+                operations.append(upsert(DeletedTagDoc.model_validate(kept)))
         operations.extend(delete_as_read(r) for r in tag_records.values() if r.tag in names)
         outbox = outbox_for(registry, repo, push_events(facts_of(name, manifest), names, request))
         operations.extend(outbox_operation(outbox))
         if not operations or operations == outbox_operation(outbox):
             return Restored(digest, names), None  # nothing was deleted: nothing to bring back
+        if len(operations) > BATCH_LIMIT:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f"the manifest had {len(record.tags) if record else 0} tags: too many to restore in one request",
+                status=400,
+            )
         await artifacts.ensure_repository(registry, name)
         try:
             await deleted.commit(repo, operations)

@@ -97,6 +97,12 @@ GET    /acr/v1/B/_tags                .  .  Y  .  .  Y  .  .  Y  Y  .  .  .  Y  
 PATCH  /acr/v1/B                      .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  .  .  .
 POST   /acr/v1/B/_manifests/DIGEST/_scan .  .  Y  .  .  Y  .  .  .  Y  .  .  .  Y  Y  Y  .  .  .  .  .
 DELETE /acr/v1/B/_manifests/DIGEST    .  .  Y  .  .  Y  .  .  .  .  Y  .  .  .  Y  Y  .  .  .  .  .
+GET    /acr/v1/_deleted/_catalog      .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  Y  .  .  .  .
+GET    /acr/v1/_deleted/A/_manifests  .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  Y  .  .  Y  .
+GET    /acr/v1/_deleted/A/_tags       .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  Y  .  .  Y  .
+POST   /acr/v1/_deleted/A/_manifests/DIGEST .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  .  .  .  Y  .
+GET    /acr/v1/_deleted/B/_tags       .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  Y  .  .  .  .
+POST   /acr/v1/_deleted/B/_manifests/DIGEST .  .  Y  .  .  .  .  .  .  .  .  .  .  .  Y  Y  .  .  .  .  .
 GET    /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
 POST   /oauth2/token                  .  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
 POST   /oauth2/exchange               .  .  .  .  .  .  .  .  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y  Y
@@ -310,7 +316,7 @@ def test_authorization_matrix(world: World, column: str) -> None:
 
 
 def test_matrix_size() -> None:
-    assert len(ROWS) * len(COLUMNS) == 50 * 21
+    assert len(ROWS) * len(COLUMNS) == 56 * 21
 
 
 # --- the management API (ARM-shaped, /subscriptions/...) --------------------------------------------------
