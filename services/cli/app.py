@@ -12,6 +12,7 @@ from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
 from services.cli.gc_commands import gc_app
 from services.cli.login_command import login
+from services.cli.manifest_commands import manifest_app
 from services.cli.purge_command import purge
 from services.cli.replication_commands import replication_app
 from services.cli.repository_commands import repository_app
@@ -63,6 +64,7 @@ app.command("purge")(purge)
 app.command("build")(build)
 app.command("run")(run_task)
 app.add_typer(repository_app, name="repository")
+app.add_typer(manifest_app, name="manifest")
 app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(replication_app, name="replication")

@@ -151,6 +151,13 @@ def update(
     anonymous_pull_enabled: AnonymousOption = None,
     public_network_enabled: PublicNetworkOption = None,
     tags: TagsOption = None,
+    soft_delete: Annotated[
+        Switch | None,
+        typer.Option("--soft-delete-enabled", case_sensitive=False, help="Soft delete policy: true or false."),
+    ] = None,
+    soft_delete_days: Annotated[
+        int | None, typer.Option("--soft-delete-days", help="Days soft-deleted artifacts are kept (1-90).")
+    ] = None,
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
@@ -158,6 +165,13 @@ def update(
     session = session_of(ctx)
     ref = session.registry(name, resource_group)
     body: dict[str, Any] = {"properties": _properties(admin_enabled, anonymous_pull_enabled, public_network_enabled)}
+    policy: dict[str, Any] = {}
+    if soft_delete is not None:
+        policy["status"] = "enabled" if soft_delete.on else "disabled"
+    if soft_delete_days is not None:
+        policy["retentionDays"] = soft_delete_days
+    if policy:
+        body["properties"]["policies"] = {"softDeletePolicy": policy}
     if sku is not None:
         body["sku"] = {"name": sku}
     if tags is not None:

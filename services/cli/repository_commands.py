@@ -146,6 +146,22 @@ def list_repositories(
     session_of(ctx).emit(names, output, query)
 
 
+@repository_app.command("list-deleted")
+def list_deleted(
+    ctx: typer.Context,
+    name: RegistryNameOption,
+    resource_group: ResourceGroupOption = None,
+    username: UsernameOption = None,
+    password: PasswordOption = None,
+    output: OutputOption = None,
+    query: QueryOption = None,
+) -> None:
+    """List the repositories deleted while soft delete was on (their manifests can be restored)."""
+    client = _client(ctx, name, resource_group, username, password)
+    names = client.pages("/acr/v1/_deleted/_catalog", "registry:deleted_catalog:*", "repositories", {"n": PAGE}, None)
+    session_of(ctx).emit(names, output, query)
+
+
 @repository_app.command("show")
 def show(
     ctx: typer.Context,
