@@ -1,5 +1,8 @@
 """Lifecycle with real clients: skopeo refused past a storage quota with a clear message, and `acr gc run`
-(preview, then the collection) and `acr gc recount` on what a skopeo push and a delete left.
+(preview, then the collection) and `acr gc recount` on what a skopeo push and a delete left; `acr purge`;
+the retention policy deleting what skopeo left untagged (an explicit clock); an upload curl abandoned
+expiring with its staged blocks; `skopeo delete` with soft delete on, `acr manifest list-deleted` and
+`acr manifest restore`, and skopeo pulling the same bytes back.
 
 A devhost of its own serves a fresh registry as its default (so skopeo reaches it by address), reads the
 registry document afresh on every request (the quota applies at once) and has no grace period."""
@@ -12,25 +15,35 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob.aio import BlobServiceClient
 
 from services.management.access import assign_role, update_registry
 from services.management.registries import create_registry
-from services.management.store import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
-from services.platform.blobs import BlobStore
+from services.management.store import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, RegistryDoc, RegistryStore
+from services.platform.blobs import BlobStore, container_name
 from services.platform.cosmos import Cosmos
 from services.registry.ledger import BlobLedger
+from services.registry.retention import apply_retention
+from services.registry.store import ArtifactStore
+from services.registry.uploads import expire_uploads
 from tests.conftest import Devhost, running_devhost
 from tests.e2e.clients import CommandError, Skopeo, build_single_platform_image
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import settings_from_env
 
 ACR = Path(sys.executable).parent / "acr"
+STORAGE_OUT_OF_THE_WAY = 10 * 2**30
+CURL_PATCH = ("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PATCH", "--data-binary")
 
 
 async def _prepare(env: dict[str, str], name: str, owner: str, tenant: str, quota: int) -> None:
@@ -238,3 +251,144 @@ def test_acr_purge_keeps_the_latest_honours_locks_and_previews(
         timeout=60,
     )
     assert bad.returncode == 2 and "--filter" in bad.stderr
+
+
+# --- retention, upload expiry and soft delete with real clients ------------------------------------------
+async def _set_policies(env: dict[str, str], name: str, sku: str, policies: dict[str, Any]) -> RegistryDoc:
+    """The registry's tier and policies (the lifecycle devhost reads its document afresh on every request);
+    the storage quota out of the way of these tests."""
+    cosmos = Cosmos(settings_from_env(env))
+    await cosmos.open()
+    try:
+        await update_registry(cosmos, name, storage_quota=STORAGE_OUT_OF_THE_WAY)
+        registries = RegistryStore(cosmos)
+        doc = await registries.get_registry(name)
+        assert doc is not None
+        doc.sku, doc.policies = sku, policies
+        return await registries.put_registry(doc)
+    finally:
+        await cosmos.close()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def _retention(env: dict[str, str], doc: RegistryDoc, now: datetime) -> list[str]:
+    cosmos = Cosmos(settings_from_env(env))
+    await cosmos.open()
+    try:
+        return (await apply_retention(ArtifactStore(cosmos), doc, now)).deleted
+    finally:
+        await cosmos.close()
+
+
+async def _expire_and_look(env: dict[str, str], name: str, session: str) -> tuple[int, bool]:
+    """Expire idle uploads (idle for more than a second) and say whether the session's blob is still in
+    Azurite."""
+    settings = settings_from_env(env)
+    cosmos, blobs = Cosmos(settings), BlobStore(settings)
+    await cosmos.open()
+    await blobs.open()
+    try:
+        expired = await expire_uploads(ArtifactStore(cosmos), blobs, idle_seconds=1.0)
+    finally:
+        await cosmos.close()
+        await blobs.close()
+    async with BlobServiceClient.from_connection_string(settings.blob_connection_string) as service:
+        blob = service.get_container_client(container_name(name)).get_blob_client(f"uploads/{session}")
+        try:
+            await blob.get_block_list("all")
+        except ResourceNotFoundError:
+            return expired, False
+    return expired, True
+
+
+def test_retention_deletes_what_skopeo_left_untagged_after_the_policy_days(
+    lifecycle_host: tuple[Devhost, str, str], skopeo: Skopeo, tmp_path: Path
+) -> None:
+    host, name, _ = lifecycle_host
+    doc = asyncio.run(_set_policies(host.env, name, "Premium", {"retentionPolicy": {"status": "enabled", "days": 1}}))
+    try:
+        first, _ = build_single_platform_image(tmp_path / "first", [2_000], tag="v1")
+        skopeo.copy(first.reference("v1"), f"docker://{host.host}/kept/app:v1")
+        old = _digest(skopeo.inspect_raw(f"docker://{host.host}/kept/app:v1"))  # as pushed (skopeo compresses)
+        second, _ = build_single_platform_image(tmp_path / "second", [2_000], tag="v1")
+        skopeo.copy(second.reference("v1"), f"docker://{host.host}/kept/app:v1")  # the first is untagged now
+        new = _digest(skopeo.inspect_raw(f"docker://{host.host}/kept/app:v1"))
+        assert skopeo.inspect(f"docker://{host.host}/kept/app@{old}")["Digest"] == old  # still there
+        now = datetime.now(UTC)
+        assert asyncio.run(_retention(host.env, doc, now)) == []  # the clock starts
+        assert asyncio.run(_retention(host.env, doc, now + timedelta(hours=23))) == []
+        assert asyncio.run(_retention(host.env, doc, now + timedelta(days=1, minutes=1))) == [f"kept/app@{old}"]
+        with pytest.raises(CommandError) as gone:
+            skopeo.inspect(f"docker://{host.host}/kept/app@{old}")
+        assert "manifest unknown" in gone.value.stderr.lower()
+        assert skopeo.inspect(f"docker://{host.host}/kept/app:v1")["Digest"] == new
+    finally:
+        asyncio.run(_set_policies(host.env, name, "Standard", {}))
+
+
+def test_an_abandoned_chunked_upload_expires_with_its_staged_blocks(
+    lifecycle_host: tuple[Devhost, str, str], tmp_path: Path
+) -> None:
+    host, name, _ = lifecycle_host
+    chunk = tmp_path / "chunk"
+    chunk.write_bytes(os.urandom(50_000))
+    started = subprocess.run(
+        ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", f"{host.url}/v2/abandoned/blobs/uploads/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    headers = httpx.Headers([tuple(line.split(": ", 1)) for line in started.stdout.splitlines() if ": " in line])
+    location, session = headers["location"].strip(), headers["docker-upload-uuid"].strip()
+    url = location if location.startswith("http") else host.url + location
+    patched = subprocess.run(
+        [*CURL_PATCH, f"@{chunk}", "-H", "Content-Type: application/octet-stream", "-H", "Content-Range: 0-49999", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert patched.stdout == "202"  # then the client goes away
+    time.sleep(2.1)  # Cosmos's `_ts` has whole seconds: idle for more than a second now
+    expired, staged = asyncio.run(_expire_and_look(host.env, name, session))
+    assert expired >= 1 and not staged  # the session's staged blocks are gone from Azurite
+    with httpx.Client(timeout=30) as http:
+        gone = http.get(url)
+    assert gone.status_code == 404 and gone.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+
+
+def test_skopeo_delete_is_soft_and_acr_manifest_restore_brings_the_image_back(
+    lifecycle_host: tuple[Devhost, str, str], skopeo: Skopeo, tmp_path: Path
+) -> None:
+    host, name, token = lifecycle_host
+    asyncio.run(_set_policies(host.env, name, "Standard", {"softDeletePolicy": {"status": "enabled"}}))
+    try:
+        layout, _ = build_single_platform_image(tmp_path / "image", [3_000, 1_500], tag="v1")
+        skopeo.copy(layout.reference("v1"), f"docker://{host.host}/soft/app:v1")
+        pushed = skopeo.inspect_raw(f"docker://{host.host}/soft/app:v1")
+        digest = _digest(pushed)
+        skopeo.delete(f"docker://{host.host}/soft/app:v1")
+        with pytest.raises(CommandError):
+            skopeo.inspect_raw(f"docker://{host.host}/soft/app@{digest}")
+
+        listed = _acr(host, token, tmp_path, "manifest", "list-deleted", "-r", name, "-n", "soft/app")
+        assert isinstance(listed, list) and [(m["digest"], m["tags"]) for m in listed] == [(digest, ["v1"])]
+        tags = _acr(host, token, tmp_path, "manifest", "list-deleted-tags", "-r", name, "-n", "soft/app:v1")
+        assert isinstance(tags, list) and [(t["tag"], t["digest"]) for t in tags] == [("v1", digest)]
+        restored = _acr(host, token, tmp_path, "manifest", "restore", "-r", name, "-n", "soft/app:v1", "--yes")
+        assert restored == {"digest": digest, "tags": ["v1"]}
+
+        assert skopeo.inspect_raw(f"docker://{host.host}/soft/app:v1") == pushed
+        skopeo.copy(f"docker://{host.host}/soft/app:v1", f"oci:{tmp_path / 'pulled'}:v1")
+        manifest = json.loads(pushed)
+        for descriptor in (manifest["config"], *manifest["layers"]):
+            algorithm, hexdigest = descriptor["digest"].split(":")
+            data = (tmp_path / "pulled" / "blobs" / algorithm / hexdigest).read_bytes()
+            assert _digest(data) == descriptor["digest"] and len(data) == descriptor["size"]
+        assert _acr(host, token, tmp_path, "manifest", "list-deleted", "-r", name, "-n", "soft/app") == []
+    finally:
+        asyncio.run(_set_policies(host.env, name, "Standard", {}))
