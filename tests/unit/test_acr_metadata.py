@@ -61,6 +61,10 @@ def off(**names: bool) -> ChangeableAttributes:
         ("/acr/v1/team/app/_manifests", AcrRoute("acr_manifests", "team/app")),
         (f"/acr/v1/team/app/_manifests/{D}", AcrRoute("acr_manifest", "team/app", D)),
         ("/acr/v1/app/_tags?n=1", AcrRoute("acr_tags", "app")),
+        ("/acr/v1/_deleted/_catalog", AcrRoute("acr_deleted_catalog")),
+        ("/acr/v1/_deleted/team/app/_manifests", AcrRoute("acr_deleted_manifests", "team/app")),
+        ("/acr/v1/_deleted/team/app/_tags", AcrRoute("acr_deleted_tags", "team/app")),
+        (f"/acr/v1/_deleted/team/app/_manifests/{D}", AcrRoute("acr_deleted_manifest", "team/app", D)),
         # names may look like endpoints only where they cannot be: `_tags` as the name's last part is not one
         ("/acr/v1/_tags/_tags", AcrRoute("acr_tags", "_tags")),
     ],
@@ -72,7 +76,8 @@ def test_paths_match_from_the_end(path: str, route: AcrRoute) -> None:
 @pytest.mark.parametrize(
     "path",
     ["/acr/v1/", "/acr/v1", "/v2/app/tags/list", "/acr/v1/_tags", "/acr/v1/_catalog/x", "/acr/v1/a//b",
-     "/acr/v1/app/", "/acr/v1/app/_tags/v1/x", "/acr/v2/app", "/acr/v1/app/_blobs/x"],
+     "/acr/v1/app/", "/acr/v1/app/_tags/v1/x", "/acr/v2/app", "/acr/v1/app/_blobs/x", "/acr/v1/_deleted/",
+     "/acr/v1/_deleted/app", "/acr/v1/_deleted/a//b/_tags", "/acr/v1/_deleted/app/_tags/v1", "/acr/v1/_deleted/x/y"],
 )  # fmt: skip
 def test_other_paths_are_no_route(path: str) -> None:
     assert match_acr_route(path) is None
