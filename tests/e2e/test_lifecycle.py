@@ -365,8 +365,11 @@ def test_skopeo_delete_is_soft_and_acr_manifest_restore_brings_the_image_back(
     lifecycle_host: tuple[Devhost, str, str], skopeo: Skopeo, tmp_path: Path
 ) -> None:
     host, name, token = lifecycle_host
-    asyncio.run(_set_policies(host.env, name, "Standard", {"softDeletePolicy": {"status": "enabled"}}))
+    asyncio.run(_set_policies(host.env, name, "Standard", {}))
     try:
+        updated = _acr(host, token, tmp_path, "update", "-n", name, "--soft-delete-enabled", "true")
+        assert isinstance(updated, dict)
+        assert updated["properties"]["policies"]["softDeletePolicy"] == {"status": "enabled", "retentionDays": 7}
         layout, _ = build_single_platform_image(tmp_path / "image", [3_000, 1_500], tag="v1")
         skopeo.copy(layout.reference("v1"), f"docker://{host.host}/soft/app:v1")
         pushed = skopeo.inspect_raw(f"docker://{host.host}/soft/app:v1")
