@@ -182,6 +182,39 @@ def test_token_grants_only_what_the_identity_may(reg: Registry) -> None:
     assert lacking.status_code == 401 and challenge(lacking)["error"] == "insufficient_scope"
 
 
+def test_soft_delete_scopes_are_granted_by_role_and_bound_to_their_registry(reg: Registry, other: Registry) -> None:
+    """`/acr/v1/_deleted/...` (soft delete): the challenge names the scope `az acr` asks for; the admin's
+    token carries it and works here only; a scope-map token gets none of it."""
+    digest = f"sha256:{'0' * 64}"
+    listing = reg.http.get("/acr/v1/_deleted/samples/app/_manifests", headers=reg.headers())
+    assert challenge(listing)["scope"] == "repository:samples/app:deleted_read"
+    restore = reg.http.post(f"/acr/v1/_deleted/samples/app/_manifests/{digest}", headers=reg.headers())
+    assert challenge(restore)["scope"] == "repository:samples/app:deleted_restore"
+    catalog = reg.http.get("/acr/v1/_deleted/_catalog", headers=reg.headers())
+    assert challenge(catalog)["scope"] == "registry:deleted_catalog:*"
+    scopes = ["repository:samples/app:deleted_read,deleted_restore", "registry:deleted_catalog:*"]
+    admin = token_for(reg, scopes, basic(reg.name, reg.admin_password))
+    assert unverified_payload(str(admin["access_token"]))["access"] == [
+        {"type": "repository", "name": "samples/app", "actions": ["deleted_read", "deleted_restore"]},
+        {"type": "registry", "name": "deleted_catalog", "actions": ["*"]},
+    ]
+    bearer = {"Authorization": f"Bearer {admin['access_token']}"}
+    assert reg.http.get("/acr/v1/_deleted/_catalog", headers=reg.headers(bearer)).json() == {"repositories": []}
+    assert reg.http.get("/acr/v1/_deleted/samples/app/_tags", headers=reg.headers(bearer)).status_code == 404
+    assert (
+        reg.http.post(f"/acr/v1/_deleted/samples/app/_manifests/{digest}", headers=reg.headers(bearer)).status_code
+        == 404
+    )
+    # not at another registry, whatever it grants; nor another registry's admin here
+    elsewhere = other.http.get("/acr/v1/_deleted/_catalog", headers=other.headers(bearer))
+    assert elsewhere.status_code == 401
+    stranger = basic(other.name, other.admin_password)
+    assert reg.http.get("/acr/v1/_deleted/samples/app/_tags", headers=reg.headers(stranger)).status_code == 401
+    # a scope map names no soft-delete action: its token carries none
+    reader = token_for(reg, scopes, basic("reader", reg.token_password))
+    assert unverified_payload(str(reader["access_token"]))["access"] == []
+
+
 def test_password_and_refresh_grants(reg: Registry) -> None:
     form = {
         "grant_type": "password",
