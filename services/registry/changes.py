@@ -43,7 +43,7 @@ from services.registry.digest import Digest
 from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ledger import release_of, released
 from services.registry.locks import ChangeableAttributes
-from services.registry.store import BATCH_LIMIT, ArtifactStore, ManifestDoc, TagDoc, repo_key
+from services.registry.store import BATCH_LIMIT, ManifestDoc, TagDoc, repo_key
 
 ATTEMPTS = 5
 DEFAULT_SOFT_DELETE_DAYS = 7
@@ -59,16 +59,15 @@ def _outbox(outbox: OutboxDoc | None) -> list[BatchOperation]:
 
 
 async def soft_delete_manifest(
-    artifacts: ArtifactStore, deleted: DeletedStore, doc: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None
+    deleted: DeletedStore, doc: ManifestDoc, tags: list[TagDoc], outbox: OutboxDoc | None
 ) -> bool:
     """Delete the manifest and its tags (each only as read) and keep them as one record, with the outbox of
     the delete's events, in one batch (tags beyond what fits go first, in batches of their own; the record
-    names them all). False when the manifest was gone already; `ConcurrentUpdate` when it changed."""
+    names them all, and those of an earlier record of the same digest). `ConcurrentUpdate` when anything
+    changed or went since read (the caller reads again, and finds it gone)."""
     previous = await deleted.manifest(doc.repo, doc.digest)
     names = [tag.name for tag in tags] + (previous.tags if previous is not None else [])
     record = DeletedManifestDoc.of(doc, names, utcnow())
-    if await artifacts.get_manifest(doc.repo, doc.digest) is None:
-        return False
     room = BATCH_LIMIT - 3
     for start in range(room, len(tags), BATCH_LIMIT):
         await deleted.commit(doc.repo, [delete_as_read(tag) for tag in tags[start : start + BATCH_LIMIT]])
@@ -148,7 +147,7 @@ async def delete_manifest(call: Call, digest: str, missing: Callable[[], Registr
         outbox = outbox_for(registry, repo, events)
         try:
             if soft_delete_on(call.registry):
-                if not await soft_delete_manifest(store, DeletedStore(call.api.metadata), doc, tags, outbox):
+                if not await soft_delete_manifest(DeletedStore(call.api.metadata), doc, tags, outbox):
                     raise missing()
             elif not await store.delete_manifest(doc, tags, outbox, released(registry, doc)):
                 raise missing()
@@ -192,7 +191,7 @@ async def delete_repository(call: Call) -> tuple[list[str], list[str]]:
                 own = by_digest.pop(doc.digest, [])
                 outbox = outbox_for(registry, repo, delete_events(facts_of(call.name, doc), request))
                 if (
-                    await soft_delete_manifest(store, deleted, doc, own, outbox)
+                    await soft_delete_manifest(deleted, doc, own, outbox)
                     if soft
                     else await store.delete_manifest(doc, own, outbox, released(registry, doc))
                 ):

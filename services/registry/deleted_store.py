@@ -120,11 +120,16 @@ class DeletedStore:
             async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@t": tag}, repo)
         ]
 
-    async def manifests(self, repo: str) -> list[DeletedManifestDoc]:
-        """Every soft-deleted manifest of the repository, without the fields a listing does not need."""
-        sql = "SELECT * FROM c WHERE c.repo = @p AND c.type = 'deletedManifest'"
-        found = [item async for item in self._cosmos.query("artifacts", sql, {"@p": repo}, repo)]
-        return [DeletedManifestDoc.model_validate(item | {"content": None}) for item in found]
+    async def manifests(self, repo: str, after: str = "", limit: int | None = None) -> list[DeletedManifestDoc]:
+        """The soft-deleted manifests of the repository with digests after `after`, in digest order, at most
+        `limit` (all without), without their inline bytes."""
+        sql = "SELECT * FROM c WHERE c.repo = @p AND c.type = 'deletedManifest' AND c.digest > @after ORDER BY c.digest"
+        found: list[DeletedManifestDoc] = []
+        async for item in self._cosmos.query("artifacts", sql, {"@p": repo, "@after": after}, repo, limit):
+            found.append(DeletedManifestDoc.model_validate(item | {"content": None}))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     async def deleted_tags(self, repo: str) -> list[DeletedTagDoc]:
         sql = "SELECT * FROM c WHERE c.repo = @p AND c.type = 'deletedTag'"

@@ -257,12 +257,19 @@ async def test_hostile_input_is_a_clear_4xx(
     assert http.get("/acr/v1/_deleted/app/_manifests").json()["manifests"][0]["digest"] == digest  # untouched
     # paging: n and the Link header
     for tag in ("a", "b", "c"):
-        push_image(http, "paged", tag)
-        assert http.delete(f"/v2/paged/manifests/{tag}").status_code == 202
+        pushed, _, _ = push_image(http, "paged", tag)
+        assert http.delete(f"/v2/paged/manifests/{pushed}").status_code == 202
     first = http.get("/acr/v1/_deleted/paged/_tags", params={"n": "2"})
     assert [t["tag"] for t in first.json()["tags"]] == ["a", "b"] and 'rel="next"' in first.headers["Link"]
     rest = http.get(first.headers["Link"].split(";")[0].strip("<>"))
     assert [t["tag"] for t in rest.json()["tags"]] == ["c"] and "Link" not in rest.headers
+    digests = sorted(m["digest"] for m in http.get("/acr/v1/_deleted/paged/_manifests").json()["manifests"])
+    assert len(digests) == 3
+    first = http.get("/acr/v1/_deleted/paged/_manifests", params={"n": "2"})
+    assert [m["digest"] for m in first.json()["manifests"]] == digests[:2]
+    rest = http.get(first.headers["Link"].split(";")[0].strip("<>"))
+    assert [m["digest"] for m in rest.json()["manifests"]] == digests[2:] and "Link" not in rest.headers
+    assert http.get("/acr/v1/_deleted/paged/_manifests", params={"n": "0"}).json()["manifests"] == []
 
 
 async def test_policy_combinations_acr_refuses_are_arm_400s(arm: Arm) -> None:  # noqa: F811

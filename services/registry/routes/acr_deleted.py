@@ -5,8 +5,10 @@
     GET   /acr/v1/_deleted/<name>/_tags                  its soft-deleted tags (each with its digest)
     POST  /acr/v1/_deleted/<name>/_manifests/<digest>    restore: body {"tag": <tag or null>}, ?force=true
 
-Lists page with `n` and `last` (a `Link` header names the next page), as the other `/acr/v1/` lists;
-tags are ordered by name, then by when they were deleted (oldest first: `az acr manifest restore` takes
+Lists page with `n` and `last` (a `Link` header names the next page), as the other `/acr/v1/` lists:
+manifests by digest (a query of the repository's partition per page); repositories and tags are read whole
+and paged here (the records of one repository, or the names of a registry's deleted repositories). Tags are
+ordered by name, then by when they were deleted (oldest first: `az acr manifest restore` takes
 the last one for a tag as the most recently deleted). Each item has `deletedAt`; `az` adds `expiresAfter`
 from the registry's policy. A restore answers 200 with the digest and tags brought back.
 """
@@ -61,8 +63,8 @@ async def _known(call: Call, has_records: bool) -> None:
 async def list_manifests(call: Call) -> Response:
     query = list_query(call.request.query_params)
     repo = repo_key(call.registry.registry, call.name)
-    records = await _deleted(call).manifests(repo)
-    await _known(call, bool(records))
+    records = await _deleted(call).manifests(repo, query.last, query.n + 1) if query.n else []
+    await _known(call, bool(records) or bool(query.last))
     items = []
     for record in records:
         manifest = record.restored()
@@ -78,7 +80,7 @@ async def list_manifests(call: Call) -> Response:
             "tags": record.tags,
         }
         items.append((record.digest, {key: value for key, value in item.items() if value is not None}))
-    page, more = _page(items, query.last, query.n)
+    page, more = [item for _, item in items[: query.n]], records[query.n - 1].digest if len(records) > query.n else None
     link = next_link(f"/acr/v1/_deleted/{call.name}/_manifests", query, more) if more else {}
     body = {"registry": call.registry.loginServer, "imageName": call.name, "manifests": page}
     return JSONResponse(body, headers=link)
