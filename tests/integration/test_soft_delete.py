@@ -138,6 +138,12 @@ async def test_a_restore_onto_a_moved_tag_is_a_conflict_unless_forced(registry: 
     assert locked.status_code == 200
     refused = http.post(f"/acr/v1/_deleted/app/_manifests/{new}", params={"force": "true"}, json={"tag": "prod"})
     assert refused.status_code == 405 and "writeEnabled" in refused.text  # a locked tag is not moved
+    # a locked manifest is not deleted at all, soft or not
+    kept, _, _ = push_image(http, "app", "kept")
+    assert http.patch(f"/acr/v1/app/_manifests/{kept}", json={"deleteEnabled": False}).status_code == 200
+    assert http.delete(f"/v2/app/manifests/{kept}").status_code == 405
+    assert kept not in {m["digest"] for m in http.get("/acr/v1/_deleted/app/_manifests").json()["manifests"]}
+    assert http.head(f"/v2/app/manifests/{kept}").status_code == 200
 
 
 async def test_the_purge_after_the_policy_days_releases_the_blobs(registry: RegistryClient, stores: Stores) -> None:
