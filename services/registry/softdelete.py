@@ -10,9 +10,10 @@ deleted_store.py), in the same batch as the delete and its events (services/regi
 Soft-deleted records are invisible to `/v2/` (404 MANIFEST_UNKNOWN, not in tag lists, a deleted
 repository not in the catalog) and listed by `/acr/v1/_deleted/...` (routes/acr_deleted.py). A restore
 brings the manifest (and the tag asked for, or every tag it had) back in one batch and raises `push`, as a
-push of it would; a tag that now points at another manifest is a conflict (409) unless forced, and a
-forced restore soft-deletes the tag it overwrites, as ACR's doc says. A referrer is restored only after its
-subject (ACR's rule); an index is restored without its children (ACR's too).
+push of it would (`quarantine` while the quarantine policy still holds the image); a tag that now points at
+another manifest is a conflict (409) unless forced, and a forced restore soft-deletes the tag it overwrites,
+as ACR's doc says. A referrer is restored only after its subject (ACR's rule); an index is restored without
+its children (ACR's too).
 
 The blobs of a soft-deleted manifest stay: its record lists them and the garbage collector counts a
 record's blobs as referenced (services/registry/ledger.py `referenced_among`), so no `release` is written
@@ -52,6 +53,7 @@ from services.registry.errors import ErrorCode, RegistryError
 from services.registry.ledger import released
 from services.registry.locks import ChangeableAttributes
 from services.registry.store import BATCH_LIMIT, ArtifactStore, TagDoc, repo_key
+from services.scanning.quarantine import held, quarantine_enabled, quarantine_events
 
 log = logging.getLogger("registry.softdelete")
 
@@ -89,7 +91,7 @@ def _conflict(tag: str, current: str) -> RegistryError:
 async def restore(
     artifacts: ArtifactStore,
     deleted: DeletedStore,
-    registry: str,
+    registry_doc: RegistryDoc,
     name: str,
     digest: str,
     tag: str | None,
@@ -97,7 +99,9 @@ async def restore(
     request: EventRequest,
     repository_attributes: ChangeableAttributes,
 ) -> tuple[Restored, OutboxDoc | None]:
-    """Bring a soft-deleted manifest back with `tag` (or every tag it had), raising `push`."""
+    """Bring a soft-deleted manifest back with `tag` (or every tag it had), raising `push` (`quarantine` for
+    an image still held by the quarantine policy, as its push would)."""
+    registry = registry_doc.registry
     repo = repo_key(registry, name)
     for _ in range(ATTEMPTS):
         record = await deleted.manifest(repo, digest)
@@ -179,7 +183,9 @@ async def restore(
                 kept |= {"id": deleted_tag_id(left, digest), "size": manifest.size, "deletedAt": record.deletedAt}
                 operations.append(upsert(DeletedTagDoc.model_validate(kept)))
         operations.extend(delete_as_read(r) for r in tag_records.values() if r.tag in names)
-        outbox = outbox_for(registry, repo, push_events(facts_of(name, manifest), names, request))
+        is_held = quarantine_enabled(registry_doc) and held(manifest.quarantineState)
+        events = quarantine_events(push_events(facts_of(name, manifest), names, request), is_held)
+        outbox = outbox_for(registry, repo, events)
         operations.extend(outbox_operation(outbox))
         if not operations or operations == outbox_operation(outbox):
             return Restored(digest, names), None  # nothing was deleted: nothing to bring back

@@ -133,7 +133,7 @@ async def restore_manifest(call: Call) -> Response:
     restored, outbox = await softdelete.restore(
         call.api.artifacts,
         _deleted(call),
-        call.registry.registry,
+        call.registry,
         call.name,
         digest,
         body.tag,
