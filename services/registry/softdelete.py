@@ -141,6 +141,8 @@ async def restore(
                 status=409,
                 detail={"subject": subject},
             )
+        if live is None:
+            await _check_links(artifacts, repo, manifest.blobs)
         now = utcnow()
         operations: list[BatchOperation] = []
         if live is None:
@@ -202,6 +204,20 @@ async def restore(
             continue
         return Restored(digest, names), outbox
     raise contended(f"manifest {digest}")
+
+
+async def _check_links(artifacts: ArtifactStore, repo: str, blobs: list[str]) -> None:
+    """The blobs the manifest needs must still be linked in its repository (a soft delete keeps the links,
+    but `DELETE /v2/<name>/blobs/<digest>` may have removed one since): else the client uploads them again
+    first, as it would for a push (`MANIFEST_BLOB_UNKNOWN`)."""
+    missing = [digest for digest in dict.fromkeys(blobs) if await artifacts.get_blob_link(repo, digest) is None]
+    if missing:
+        raise RegistryError(
+            ErrorCode.MANIFEST_BLOB_UNKNOWN,
+            f"{len(missing)} blob(s) of the manifest were deleted from the repository since; push them again, "
+            "then restore",
+            detail={"digests": missing},
+        )
 
 
 # --- purge --------------------------------------------------------------------------------------------------

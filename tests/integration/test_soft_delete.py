@@ -32,9 +32,12 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_image(http: httpx.Client, repo: str, *tags: str, **extra: Any) -> tuple[str, bytes, list[str]]:
-    """(digest, manifest bytes, blob digests) of a new image pushed with `tags` (by digest when none)."""
-    layer, config = os.urandom(700), os.urandom(100)
+def push_image(
+    http: httpx.Client, repo: str, *tags: str, layer: bytes | None = None, **extra: Any
+) -> tuple[str, bytes, list[str]]:
+    """(digest, manifest bytes, [layer, config] digests) of a new image pushed with `tags` (by digest when
+    none)."""
+    layer, config = layer or os.urandom(700), os.urandom(100)
     for data in (layer, config):
         reply = http.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
         assert reply.status_code == 201, reply.text
@@ -42,7 +45,9 @@ def push_image(http: httpx.Client, repo: str, *tags: str, **extra: Any) -> tuple
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config), "size": 100},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(layer), "size": 700}],
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest_of(layer), "size": len(layer)}
+        ],
     } | extra
     data = json.dumps(body).encode()
     digest = digest_of(data)
@@ -230,6 +235,24 @@ async def test_a_referrer_is_restored_after_its_subject(registry: RegistryClient
     assert http.post(f"/acr/v1/_deleted/app/_manifests/{subject}", json={}).status_code == 200
     assert http.post(f"/acr/v1/_deleted/app/_manifests/{referrer}", json={}).status_code == 200
     assert [m["digest"] for m in http.get(f"/v2/app/referrers/{subject}").json()["manifests"]] == [referrer]
+
+
+async def test_a_restore_needs_the_blobs_still_linked(registry: RegistryClient, stores: Stores) -> None:
+    await enable(stores, registry.name)
+    http = registry.http
+    layer = os.urandom(700)
+    digest, data, blobs = push_image(http, "app", "v1", layer=layer)
+    assert http.delete(f"/v2/app/manifests/{digest}").status_code == 202
+    assert http.delete(f"/v2/app/blobs/{blobs[0]}").status_code == 202  # its layer's link, by hand
+    refused = http.post(f"/acr/v1/_deleted/app/_manifests/{digest}", json={"tag": "v1"})
+    assert refused.status_code == 400 and error_code(refused) == "MANIFEST_BLOB_UNKNOWN", refused.text
+    assert refused.json()["errors"][0]["detail"] == {"digests": [blobs[0]]}
+    assert http.head(f"/v2/app/manifests/{digest}").status_code == 404  # nothing half-restored
+    # the client uploads it again, then the restore goes through
+    assert http.post("/v2/app/blobs/uploads/", params={"digest": blobs[0]}, content=layer).status_code == 201
+    assert http.post(f"/acr/v1/_deleted/app/_manifests/{digest}", json={"tag": "v1"}).status_code == 200
+    assert http.get("/v2/app/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == data
+    assert http.get(f"/v2/app/blobs/{blobs[0]}", follow_redirects=True).content == layer
 
 
 async def test_hostile_input_is_a_clear_4xx(
