@@ -1,6 +1,8 @@
 """The real Azure CLI (PyPI `azure-cli`, pinned) against a devhost over https: `az cloud register` reads our
 cloud metadata document (GET /metadata/endpoints), `az cloud set` makes it current, and the data-plane
-`az acr repository ...` commands run with `--username/--password` (a registry's admin user; no `az login`).
+`az acr repository ...` commands run with `--username/--password` (a registry's admin user; no `az login`);
+so do `az acr repository list-deleted` and `az acr manifest restore` on what the first test deleted (the
+registry has soft delete on; `az acr manifest list-deleted` reads the policy through ARM, so it needs a login).
 
 What az needs and how it gets it here:
 - https only: the devhost serves TLS beside http (API_TLS_PORT) with its own certificate, which names
@@ -40,6 +42,7 @@ import pytest
 from services.devhost.stack import free_port
 from services.management.access import enable_admin_user
 from services.management.registries import create_registry
+from services.management.store import RegistryStore
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
 from tests.conftest import ROOT, Devhost, running_devhost
@@ -155,6 +158,13 @@ async def _prepare(env: dict[str, str], name: str) -> str:
     try:
         await create_registry(metadata, blobs, settings, name, "Premium")
         passwords = await enable_admin_user(metadata, name)
+        # soft delete on from the start (the devhost caches registry documents): the deletes of the first
+        # test are kept, and the last test lists and restores them with az
+        registries = RegistryStore(metadata)
+        doc = await registries.get_registry(name)
+        assert doc is not None
+        doc.policies = {"softDeletePolicy": {"status": "enabled", "retentionDays": 7}}
+        await registries.put_registry(doc)
     finally:
         await metadata.close()
         await blobs.close()
@@ -276,3 +286,18 @@ def test_az_refuses_a_login_server_of_another_cloud_and_a_wrong_password(az: Az,
     )
     assert wrong.returncode != 0
     assert "unauthorized" in wrong.stderr.lower() or "401" in wrong.stderr, wrong.stderr
+
+
+def test_az_lists_soft_deleted_repositories_and_restores_manifests(az: Az, az_registry: AzRegistry) -> None:
+    # Runs after the first test: it untagged team/app:v2 and deleted tools/x, with soft delete on.
+    reg = az_registry
+    assert az.acr("list") == ["team/app"]
+    assert az.acr("list-deleted") == ["tools/x"]
+    creds = ["--registry", reg.name, "--username", reg.name, f"--password={reg.password}", "--output", "json"]
+    for image in ("team/app:v2", "tools/x:latest"):  # the tag's most recently deleted manifest
+        restored = json.loads(az.run("acr", "manifest", "restore", "--name", image, "--yes", *creds).stdout)
+        assert restored["tags"] == [image.split(":")[1]]
+    assert sorted(az.acr("show-tags", "--repository", "team/app")) == ["v1", "v2"]
+    assert az.acr("list") == ["team/app", "tools/x"] and az.acr("list-deleted") == []
+    again = az.run("acr", "manifest", "restore", "--name", "team/app:v2", "--yes", *creds, check=False)
+    assert again.returncode != 0 and "No deleted manifests found for tag: v2" in again.stderr
