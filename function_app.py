@@ -18,11 +18,16 @@ from services.auth.functions import bp as auth_functions
 from services.events.functions import bp as events_functions
 from services.management.functions import bp as management_functions
 from services.platform.health import health_probe
+from services.platform.metrics_endpoint import metrics_response
+from services.platform.settings import get_settings
+from services.platform.telemetry import configure_telemetry
 from services.registry.app import registry_api
 from services.replication.functions import bp as replication_functions
 from services.scanning.functions import bp as scanning_functions
 from services.tasks.functions import bp as tasks_functions
 from services.webhooks.functions import bp as webhooks_functions
+
+configure_telemetry(get_settings())  # traces and metrics, once per process; off unless a setting turns it on
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(events_functions)  # relay_outbox (timer)
@@ -53,3 +58,9 @@ async def registry_acr_v1(req: Request) -> Response:
 async def health(req: Request) -> Response:
     """Probes for load balancers, no credentials: `/health/live`, `/health/ready` (Cosmos DB and Storage)."""
     return await health_probe(req, registry_api().readiness)
+
+
+@app.route(route="metrics", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def metrics(req: Request) -> Response:
+    """Prometheus text (METRICS_ENDPOINT; loopback only, or a bearer token: services/platform/metrics_endpoint.py)."""
+    return metrics_response(req, get_settings())

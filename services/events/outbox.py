@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from services.events.models import EventMessage, RegistryEvent
@@ -23,6 +23,7 @@ from services.events.store import OutboxDoc, OutboxStore
 from services.platform.bus import Bus, OutgoingMessage, open_bus
 from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
+from services.platform.telemetry import telemetry
 
 log = logging.getLogger("events")
 
@@ -36,15 +37,17 @@ def outbox_for(registry: str, repo: str, events: Sequence[RegistryEvent]) -> Out
         repo=repo,
         registry=registry,
         events=[event.payload() for event in events],
+        traceparent=telemetry().traceparent(),
     )
 
 
-def bus_message(registry: str, event: RegistryEvent) -> OutgoingMessage:
+def bus_message(registry: str, event: RegistryEvent, trace: Mapping[str, str] | None = None) -> OutgoingMessage:
+    """The bus message of one event; `trace`: the properties that carry the trace context."""
     envelope = EventMessage(registry=registry, event=event)
     return OutgoingMessage(
         body=envelope.model_dump_json(exclude_none=True).encode(),
         message_id=event.id,
-        properties=envelope.properties(),
+        properties={**envelope.properties(), **(trace or {})},
     )
 
 
@@ -90,9 +93,17 @@ class EventPublisher:
                 published += 1
 
     async def _send(self, outbox: OutboxDoc) -> bool:
+        attributes = {
+            "messaging.system": "servicebus",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": self._settings.bus_topic,
+            "messaging.batch.message_count": len(outbox.events),
+        }
         try:
-            for payload in outbox.events:
-                await self.bus.publish(bus_message(outbox.registry, RegistryEvent.model_validate(payload)))
+            with telemetry().producer_span(outbox.traceparent, attributes) as trace:
+                for payload in outbox.events:
+                    event = RegistryEvent.model_validate(payload)
+                    await self.bus.publish(bus_message(outbox.registry, event, trace))
             await self._outbox.mark_outbox_published(outbox, self._settings.outbox_published_ttl_seconds)
         except Exception:
             log.exception("publishing %s failed; the outbox relay will retry it", outbox.id)

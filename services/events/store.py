@@ -1,7 +1,7 @@
 """The event outbox's documents and queries.
 
     artifacts [/repo]  outbox:<uuid>  {type: "outbox", registry, events: [ACR payloads], outbox: "pending" |
-                                       "published", created, published, ttl}
+                                       "published", created, published, ttl, traceparent?}
 
 The events of one change, written in the same batch as the change (services/registry/store.py), published
 after the commit and marked; the relay republishes what is still pending (services/events/outbox.py).
@@ -27,6 +27,9 @@ class OutboxDoc(Document):
     created: str = Field(default_factory=utcnow)
     published: str | None = None
     ttl: int | None = None
+    # The W3C trace context of the change that raised the events (services/platform/telemetry.py): the
+    # relay publishes them in that trace, however late. None while tracing is off.
+    traceparent: str | None = None
 
 
 class OutboxStore:

@@ -227,6 +227,17 @@ class Settings(BaseSettings):
         empty in a single-region deployment."""
         return parse_region_storage(self.region_storage)
 
+    # Telemetry (services/platform/telemetry.py), off unless one of these is set: Application Insights (in
+    # Azure), else an OTLP collector (`http://host:4318`), else spans and metrics printed to stdout.
+    applicationinsights_connection_string: str = ""
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "acr-serverless"
+    telemetry_console: bool = False
+    # GET /metrics (Prometheus text), for local use: off by default (in Azure metrics go to Azure Monitor).
+    # With METRICS_TOKEN set it answers only `Authorization: Bearer <token>`; without it, only loopback callers.
+    metrics_endpoint: bool = False
+    metrics_token: str = ""
+
     # Tasks (services/tasks): the storage queue of runs to execute, and the runner's limits. A runner reaches
     # each registry's /v2/ at its login server over HTTPS, or at TASKS_REGISTRY_ADDRESS (host:port, plain
     # HTTP) when set: the devhost's address, whose default registry the local runner builds for.

@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from services.auth.permissions import route_need
-from services.auth.service import AuthService, Caller, unknown_registry
+from services.auth.service import AuthService, Caller, UnknownRegistry, unknown_registry
 from services.events.outbox import EventPublisher
 from services.management.registries import REGISTRY_NAME, login_server
 from services.management.store import RegistryDoc, RegistryStore
@@ -34,6 +34,7 @@ from services.platform.settings import Settings, get_settings
 from services.registry.acr_paths import match_acr_route
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.ledger import BlobLedger
+from services.registry.metering import REGISTRY_SCOPE_KEY, observed
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
@@ -140,6 +141,9 @@ class RegistryApi:
         self._opened = False
 
     async def handle(self, request: Request) -> Response:
+        return await observed(request, self._handle)  # traces and metrics (services/registry/metering.py)
+
+    async def _handle(self, request: Request) -> Response:
         try:
             if not self._opened:
                 await self.open()
@@ -194,6 +198,8 @@ class RegistryApi:
         if handler is None:
             raise RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405)
         registry = await self.registry_for(request)
+        if not isinstance(registry, UnknownRegistry):
+            request.scope[REGISTRY_SCOPE_KEY] = registry.registry  # a metric label (metering.py)
         name = validate_repository_name(route.name) if route.name is not None else ""
         # Who is calling, and may they? (services/auth) A 401 challenge or 403 DENIED leaves from here.
         need = route_need(route.kind, request.method, name, mount_source(route.kind, request))

@@ -37,6 +37,7 @@ from pydantic import Field
 
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
 from services.platform.readcache import process_marks
+from services.platform.telemetry import telemetry
 from services.registry.store import BlobLinkDoc, ManifestDoc
 
 StoredState = Literal["stored", "collecting", "deleting"]
@@ -264,6 +265,9 @@ class BlobLedger:
                     await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
                     continue
                 return None  # the storedBlob went meanwhile (delete): whoever deleted it took its size off
+            usage = results[1].get("resourceBody") if len(results) > 1 else None
+            if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
+                telemetry().observe_storage(registry, usage["storageBytes"])  # ACR's StorageUsed
             written = results[0].get("resourceBody") if results else None
             if operation[0] == "create":
                 return StoredBlobDoc.model_validate(written) if written else await self.get(registry, doc.digest)
@@ -272,7 +276,9 @@ class BlobLedger:
 
     async def storage_bytes(self, registry: str) -> int:
         found = await self._cosmos.read("registries", USAGE_ID, registry)
-        return StorageUsageDoc.model_validate(found).storageBytes if found else 0
+        used = StorageUsageDoc.model_validate(found).storageBytes if found else 0
+        telemetry().observe_storage(registry, used)
+        return used
 
     async def set_storage_bytes(self, registry: str, value: int) -> int:
         """Set the usage to a recount; the previous value."""
@@ -288,5 +294,6 @@ class BlobLedger:
                 await self._cosmos.replace("registries", usage)
             except ConcurrentUpdate:
                 continue
+            telemetry().observe_storage(registry, value)
             return previous
         raise ConcurrentUpdate(f"storage usage of {registry}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from services.platform.telemetry import telemetry
 from services.replication.backfill import resume_jobs
 from services.replication.worker import replication_worker
 
@@ -24,7 +25,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 )
 async def replicate_images(message: func.ServiceBusMessage) -> None:
     """Copy a pushed image's blobs into the registry's other regions (or forget a deleted one)."""
-    await replication_worker().handle_message(message.get_body(), message.delivery_count or 1)
+    with telemetry().consumer_span("replication", message.application_properties, message.message_id):
+        await replication_worker().handle_message(message.get_body(), message.delivery_count or 1)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/15 * * * * *", run_on_startup=True, use_monitor=False)

@@ -36,6 +36,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos, utcnow
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.platform.telemetry import telemetry
 from services.registry.store import ArtifactStore, ManifestDoc, repo_key
 from services.replication.regions import RegionalStorage
 from services.replication.resources import list_replications
@@ -141,7 +142,7 @@ class ReplicationWorker:
         digests = await blobs_of(self.artifacts, repo, manifest)
         todo = [r for r in locations if status.regions.get(r, RegionCopy()).state != "copied"]
         results = await asyncio.gather(
-            *(self.copy_into(registry, repo, digests, region, source) for region in todo),
+            *(self._traced_copy(registry, repo, digests, region, source) for region in todo),
             return_exceptions=True,
         )
         if await self.artifacts.get_manifest(repo, digest) is None:
@@ -205,6 +206,10 @@ class ReplicationWorker:
         if await self.metadata.create("artifacts", outbox) is None:
             return  # raised by an earlier run: the relay publishes it if that run could not
         await self.events.publish(outbox)
+
+    async def _traced_copy(self, registry: str, repo: str, digests: list[str], region: str, source: str) -> int:
+        with telemetry().span("replication copy", {"replication.region": region, "replication.blobs": len(digests)}):
+            return await self.copy_into(registry, repo, digests, region, source)
 
     async def copy_into(self, registry: str, repo: str, digests: list[str], region: str, source: str) -> int:
         """Copy the blobs `region` lacks into it; returns how many it copied."""

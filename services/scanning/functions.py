@@ -13,6 +13,7 @@ import logging
 
 import azure.functions as func
 
+from services.platform.telemetry import telemetry
 from services.scanning.worker import image_scanner
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -27,7 +28,8 @@ log = logging.getLogger("scanning")
 )
 async def scan_images(message: func.ServiceBusMessage) -> None:
     """Scan the image a push event names."""
-    await image_scanner().handle_message(message.get_body())
+    with telemetry().consumer_span("scanning", message.application_properties, message.message_id):
+        await image_scanner().handle_message(message.get_body())
 
 
 @bp.timer_trigger(arg_name="timer", schedule="*/10 * * * * *", run_on_startup=False, use_monitor=False)

@@ -39,6 +39,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.platform.telemetry import telemetry
 from services.registry.ledger import BlobLedger
 from services.registry.manifest import EMPTY_JSON_DIGEST, INDEX_TYPES, parse_manifest
 from services.registry.store import ArtifactStore, ManifestDoc, repo_key
@@ -153,7 +154,8 @@ class ImageScanner:
             return None
         if event.region is not None:  # a geo-replicated push's per-region echo: the push itself was scanned
             return None
-        return await self.scan(message.registry, event.target.repository, event.target.digest)
+        with telemetry().span("image scan", {"event.action": event.action}):
+            return await self.scan(message.registry, event.target.repository, event.target.digest)
 
     async def scan(
         self, registry: str, repository: str, digest: str, force: bool = False, depth: int = 0

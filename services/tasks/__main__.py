@@ -19,8 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     from services.platform.settings import get_settings
+    from services.platform.telemetry import configure_telemetry
     from services.tasks.runner import run_forever, serve_one
 
+    configure_telemetry(get_settings())  # RunDuration and the runner's spans, where telemetry is on
     if args.once:
         asyncio.run(serve_one(get_settings()))
     else:

@@ -19,6 +19,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import get_settings
+from services.platform.telemetry import telemetry
 from services.tasks.queue import RunQueue
 from services.tasks.scheduling import relay_runs as relay
 
@@ -93,9 +94,11 @@ async def trigger_base_image_runs(message: func.ServiceBusMessage) -> None:
     from services.platform.secrets import secret_box
     from services.tasks.triggers import on_image_pushed
 
-    envelope = EventMessage.model_validate_json(message.get_body())
-    metadata, queue = await relay_clients()
-    settings = get_settings()
-    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
-    blobs = await timer_blobs()
-    await on_image_pushed(metadata, blobs, queue, box, envelope.registry, envelope.event.payload())
+    with telemetry().consumer_span("tasks", message.application_properties, message.message_id):
+        envelope = EventMessage.model_validate_json(message.get_body())
+        metadata, queue = await relay_clients()
+        settings = get_settings()
+        box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+        blobs = await timer_blobs()
+        with telemetry().span("base image trigger", {"event.action": envelope.event.action}):
+            await on_image_pushed(metadata, blobs, queue, box, envelope.registry, envelope.event.payload())

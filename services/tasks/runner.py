@@ -28,6 +28,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
+from services.platform.telemetry import telemetry
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
 from services.tasks.execution import (
     RegistryAccess,
@@ -255,9 +257,11 @@ class Runner:
             run.outputImages = outcome.get("outputImages", run.outputImages)
             run.baseImages = outcome.get("baseImages", run.baseImages)
             try:
-                return await self.runs.replace(run)
+                finished = await self.runs.replace(run)
             except ConcurrentUpdate:
                 continue  # a cancel request landed meanwhile: read again
+            observe_run_duration(finished)
+            return finished
         return None
 
     def _secret_values(self, run: RunDoc) -> list[str]:
@@ -564,3 +568,11 @@ async def run_forever(settings: Settings) -> None:
         await runner.serve(stop)
     finally:
         await runner.close()
+
+
+def observe_run_duration(run: RunDoc) -> None:
+    """ACR's RunDuration metric: start to finish of a run that started (milliseconds)."""
+    if not run.startTime or not run.finishTime:
+        return
+    started, finished = datetime.fromisoformat(run.startTime), datetime.fromisoformat(run.finishTime)
+    telemetry().observe_run(run.registry, max(0.0, (finished - started).total_seconds() * 1000))

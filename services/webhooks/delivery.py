@@ -36,6 +36,7 @@ from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.readcache import ReadCache, process_marks
 from services.platform.settings import Settings, get_settings
+from services.platform.telemetry import telemetry
 from services.replication.resources import remote_regions
 from services.webhooks import resources, rules
 from services.webhooks.store import DeliveryDoc, WebhookDoc, WebhookStore, webhooks_partition
@@ -132,7 +133,8 @@ class WebhookDispatcher:
                 return doc
             if doc.state == "deadlettered" and not redeliver:
                 return doc
-        return await self._attempts(webhook, doc, redeliver, claimed)
+        with telemetry().span("webhook delivery", {"webhook.name": webhook.name, "event.action": event.action}):
+            return await self._attempts(webhook, doc, redeliver, claimed)
 
     async def _attempts(
         self, webhook: WebhookDoc, doc: DeliveryDoc, redeliver: bool, claimed: bool = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from services.platform.telemetry import telemetry
 from services.webhooks.delivery import webhook_dispatcher
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -23,4 +24,5 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 )
 async def deliver_webhooks(message: func.ServiceBusMessage) -> None:
     """Deliver one registry event to every webhook that wants it."""
-    await webhook_dispatcher().handle_message(message.get_body())
+    with telemetry().consumer_span("webhooks", message.application_properties, message.message_id):
+        await webhook_dispatcher().handle_message(message.get_body())
