@@ -295,6 +295,7 @@ def run(host: str, port: int) -> None:
         (state_dir / "env").write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(env.items())))
         address = f"{host}:{port}"
         os.environ.setdefault("API_TLS_PORT", "5443")  # HTTPS beside HTTP (serve() reads both)
+        os.environ.setdefault("METRICS_ENDPOINT", "true")  # GET /metrics for a local scraper (loopback only)
         # One worker process per core, as a Functions instance runs several (services/devhost/workers.py).
         os.environ.setdefault("FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1)))
         os.environ["STATE_DIR"] = str(state_dir)  # where serve() finds the certificate
