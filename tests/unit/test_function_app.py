@@ -8,25 +8,19 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-import function_app
 from services.devhost.server import http_routes, starlette_paths
+from tests.function_table import function_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def functions() -> dict[str, func.FunctionBuilder]:
-    # get_functions() may only be called once per app (a second call raises a duplicate-name error).
-    return {f.get_function_name(): f for f in _table()}
-
-
-_CACHE: list[object] = []
+    return function_table()  # indexed once per process (tests/function_table.py)
 
 
 def _table() -> list:  # type: ignore[type-arg]
-    if not _CACHE:
-        _CACHE.extend(function_app.app.get_functions())
-    return list(_CACHE)
+    return list(function_table().values())
 
 
 def test_registry_api_is_one_anonymous_catch_all_under_v2(functions) -> None:
@@ -74,6 +68,7 @@ def test_devhost_serves_every_http_function(functions) -> None:
         "/health/{probe}",
         "/openapi/management.json",
         "/metadata/endpoints",
+        "/metrics",
     }
 
 
