@@ -228,12 +228,29 @@ def telemetry() -> Telemetry:
     return _active
 
 
-def install(tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> Telemetry:
-    """Use these providers from now on (configure_telemetry's last step; tests install in-memory ones)."""
+def install(
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+    prometheus: tuple[MetricReader, Any] | None = None,
+) -> Telemetry:
+    """Use these providers from now on (configure_telemetry's last step; tests install in-memory ones).
+    `prometheus`: the reader of `meter_provider` that GET /metrics renders, and its collector registry."""
     global _active
     tracer = tracer_provider.get_tracer(INSTRUMENTATION) if tracer_provider is not None else None
     _active = Telemetry(tracer=tracer, meter_provider=meter_provider)
+    if prometheus is not None:
+        _active.prometheus, _active.prometheus_registry = prometheus
     return _active
+
+
+def prometheus_reader() -> tuple[MetricReader, Any]:
+    """A metric reader for GET /metrics, with a collector registry of its own (prometheus_client's default
+    one would add the process's own collectors: command line, memory, file descriptors)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=True)
+    return PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=registry), registry
 
 
 def configure_telemetry(settings: Settings) -> Telemetry:
@@ -262,15 +279,9 @@ def _configure(settings: Settings, tracing: bool) -> Telemetry:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     readers: list[MetricReader] = []
-    prometheus, prometheus_registry = None, None
-    if settings.metrics_endpoint:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry
-
-        # A registry of our own: prometheus_client's default one would add the process' own collectors.
-        prometheus_registry = CollectorRegistry(auto_describe=True)
-        prometheus = PrometheusMetricReader(disable_target_info=True, registry=prometheus_registry)
-        readers.append(prometheus)
+    prometheus = prometheus_reader() if settings.metrics_endpoint else None
+    if prometheus is not None:
+        readers.append(prometheus[0])
     tracer_provider: Any = None
     meter_provider: Any = None
     if settings.applicationinsights_connection_string:
@@ -304,8 +315,7 @@ def _configure(settings: Settings, tracing: bool) -> Telemetry:
             trace.set_tracer_provider(tracer_provider)  # the Azure SDKs' spans join ours
         meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
         metrics.set_meter_provider(meter_provider)
-    active = install(tracer_provider, meter_provider)
-    active.prometheus, active.prometheus_registry = prometheus, prometheus_registry
+    active = install(tracer_provider, meter_provider, prometheus)
     log.info(
         "telemetry on: traces %s, metrics endpoint %s",
         "on" if tracing else "off",

@@ -41,6 +41,7 @@ from tests.integration.conftest import Stores, unique_registry_name
 A, B = "samples/team/app", "other/repo"
 NO_DIGEST = "sha256:" + "0" * 64
 SESSION = str(uuid.uuid4())
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex  # GET /metrics's own bearer token (services/platform/metrics_endpoint.py)
 
 # Column codes of the table: an anon, ap anonp, ad admin, t1 tpull, t2 tpush, t3 tadmin, tc tcustom,
 # t0 toff, pl acrpull, ps acrpush, dl acrdelete, sg signer, qr qreader, qw qwriter, ow owner,
@@ -178,7 +179,8 @@ def auth_devhost(
     stack: dict[str, str], issuer: TestIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Devhost]:
     """A devhost that trusts the test's Entra issuer."""
-    with running_devhost(stack | {"ENTRA_ISSUERS": issuer.setting()}, tmp_path_factory.mktemp("auth")) as host:
+    env = stack | {"ENTRA_ISSUERS": issuer.setting(), "METRICS_ENDPOINT": "true", "METRICS_TOKEN": METRICS_TOKEN}
+    with running_devhost(env, tmp_path_factory.mktemp("auth")) as host:
         yield host
 
 
@@ -299,6 +301,31 @@ def attempt(http: httpx.Client, who: Identity, row: Row) -> httpx.Response:
     assert params["realm"] == f"http://{who.host}/oauth2/token" and params["service"] == who.login_server
     token = _access_token(http, who, params.get("scope", ""))
     return first if token is None else _send(http, who, row, f"Bearer {token}")
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+def test_metrics_endpoint_admits_no_registry_identity(world: World, column: str) -> None:
+    """GET /metrics is no registry's route: whoever a caller is in a registry (its admin, a token, an Entra
+    role, anonymous; with that registry's Host or another's), only METRICS_TOKEN reads the metrics."""
+    who = world.identities[column]
+    other_host = world.identities["ap"].host if column != "ap" else world.identities["an"].host
+    with httpx.Client(base_url=world.devhost.url, timeout=30) as http:
+        access = _access_token(http, who, f"repository:{A}:pull")
+        credentials = [
+            None,
+            f"Bearer {access}" if access else None,
+            _basic(who.username, who.password) if who.username else None,
+            f"Bearer {who.entra_token}" if who.entra_token else None,
+            f"Bearer {_refresh_token(http, who)}" if who.entra_token else None,
+        ]
+        for host in (who.host, other_host):
+            for authorization in credentials:
+                headers = {"Host": host} | ({"Authorization": authorization} if authorization else {})
+                response = http.get("/metrics", headers=headers)
+                assert response.status_code == 401, (host, authorization, response.text)
+                assert "totalpullcount" not in response.text
+            scraped = http.get("/metrics", headers={"Host": host, "Authorization": f"Bearer {METRICS_TOKEN}"})
+            assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
 
 
 @pytest.mark.parametrize("column", COLUMNS)
