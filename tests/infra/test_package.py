@@ -71,6 +71,7 @@ def test_every_function_is_indexed_with_its_trigger(indexed: list[dict[str, Any]
         "registry_v2",
         "registry_acr_v1",
         "health",
+        "metrics",
         "oauth2_token",
         "oauth2_exchange",
         "management_arm",
@@ -80,6 +81,7 @@ def test_every_function_is_indexed_with_its_trigger(indexed: list[dict[str, Any]
     } <= set(found)
     assert found["registry_v2"]["type"] == "httpTrigger" and found["registry_v2"]["route"] == "v2/{*path}"
     assert found["relay_outbox"]["type"] == "timerTrigger"
+    assert found["metrics"]["type"] == "httpTrigger" and found["metrics"]["route"] == "metrics"
 
 
 def test_bus_triggers_use_provisioned_subscriptions(indexed: list[dict[str, Any]]) -> None:
