@@ -79,6 +79,60 @@ def _push_loop(http: httpx.Client, base: str, body: bytes, pushes: int, label: s
     return statistics.median(times)
 
 
+async def _in_process(env: dict[str, str], requests: int, rounds: int) -> dict[str, list[float]]:
+    """Microseconds per manifest GET through one RegistryApi in this process (no sockets, no load generator):
+    `_handle` (the dispatcher as it was before telemetry) against `handle` with telemetry off, metrics on, and
+    traces + metrics on (spans to an in-memory exporter), alternating in batches."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from starlette.requests import Request
+
+    from services.platform import telemetry
+    from services.registry.app import RegistryApi
+
+    api = RegistryApi(settings_from_env(env))
+    await api.open()
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = telemetry.prometheus_reader()
+    meter_provider = MeterProvider(metric_readers=[reader[0]])
+    headers = [(b"host", f"{REGISTRY}.azurecr.localhost".encode()), (b"accept", OCI_MANIFEST.encode())]
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v2/bench/app/manifests/v1",
+        "headers": headers,
+        "query_string": b"",
+        "client": ("127.0.0.1", 5000),
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+    }
+    cases = {
+        "before telemetry (_handle)": (None, None, True),
+        "telemetry off": (None, None, False),
+        "metrics on": (None, meter_provider, False),
+        "traces + metrics on": (tracer_provider, meter_provider, False),
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for round_index in range(rounds):
+        order = list(cases.items()) if round_index % 2 == 0 else list(reversed(cases.items()))
+        for name, (tracing, metering, bare) in order:
+            telemetry.install(tracing, metering, reader if metering else None)
+            call = api._handle if bare else api.handle
+            started = time.perf_counter()
+            for _ in range(requests):
+                response = await call(Request(dict(scope)))
+                assert response.status_code == 200
+            results[name].append((time.perf_counter() - started) / requests * 1e6)
+            spans.clear()
+    telemetry.install(None, None)
+    await api.close()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.telemetry_overhead")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -86,7 +140,30 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--baseline", type=Path, default=None, help="a checkout of the code before telemetry")
+    parser.add_argument(
+        "--in-process", type=int, default=0, metavar="N", help="only the in-process figures: N GETs a batch"
+    )
     args = parser.parse_args()
+    if args.in_process:
+        with tempfile.TemporaryDirectory() as tmp, LocalStack.on_free_ports(Path(tmp) / "stack") as stack:
+            env = stack.env() | {"DEFAULT_REGISTRY": REGISTRY}
+            asyncio.run(_registry(env))
+            with running_devhost(env, Path(tmp)) as devhost, httpx.Client(timeout=30) as http:
+                body = _manifest(http, devhost.url)
+                reply = http.put(
+                    f"{devhost.url}/v2/bench/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
+                )
+                assert reply.status_code == 201, reply.text
+            figures = asyncio.run(_in_process(env, args.in_process, args.rounds))
+        base = statistics.median(next(iter(figures.values())))
+        print(
+            f"manifest GET by tag in-process, {args.rounds} batches of {args.in_process}: "
+            "us per request, median (min-max)"
+        )
+        for name, values in figures.items():
+            median = statistics.median(values)
+            print(f"  {name:28} {median:8.1f} ({min(values):.1f}-{max(values):.1f})  {median / base:6.1%}")
+        return
     cases: dict[str, dict[str, str]] = {
         "telemetry off": {},
         "metrics on (/metrics)": {"METRICS_ENDPOINT": "true"},

@@ -34,7 +34,7 @@ from services.platform.settings import Settings, get_settings
 from services.registry.acr_paths import match_acr_route
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.ledger import BlobLedger
-from services.registry.metering import REGISTRY_SCOPE_KEY, observed
+from services.registry.metering import REGISTRY_SCOPE_KEY, ROUTE_SCOPE_KEY, observed
 from services.registry.reference import match_route, validate_repository_name
 from services.registry.store import ArtifactStore
 from services.registry.uploads import UploadService
@@ -193,6 +193,7 @@ class RegistryApi:
         route = match_route(request.url.path) or match_acr_route(request.url.path)
         if route is None:
             raise RegistryError(ErrorCode.NAME_UNKNOWN, "no such route", status=404)
+        request.scope[ROUTE_SCOPE_KEY] = route.kind  # the route template of traces and metrics (metering.py)
         method = "GET" if request.method == "HEAD" and (route.kind, "HEAD") not in ROUTES else request.method
         handler = ROUTES.get((route.kind, method))
         if handler is None:

@@ -7,6 +7,8 @@
     push               a manifest PUT (TotalPushCount / SuccessfulPushCount); blob uploads are its parts
     registry           the label only when the Host named a registry that exists (`REGISTRY_SCOPE_KEY`, set by
                        the dispatcher once the registry is resolved), so callers cannot mint label values
+    span name          `GET` when the request arrives, `GET /v2/{name}/manifests/{reference}` once the
+                       dispatcher has matched the route (OpenTelemetry's HTTP conventions allow the update)
 
 Everything here returns at its first line while telemetry is off (services/platform/telemetry.py).
 """
@@ -21,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.platform.telemetry import end_server_span, telemetry
-from services.registry.acr_paths import match_acr_route
-from services.registry.reference import match_route
 
-REGISTRY_SCOPE_KEY: Final = "acr.registry"  # the ASGI scope entry naming the (existing) registry of a request
+# ASGI scope entries the dispatcher (services/registry/app.py) sets: the route kind it matched, and the
+# registry the request is for when that registry exists.
+ROUTE_SCOPE_KEY: Final = "acr.route"
+REGISTRY_SCOPE_KEY: Final = "acr.registry"
 
 ROUTE_TEMPLATES: Final[dict[str, str]] = {
     "base": "/v2/",
@@ -47,35 +50,39 @@ UNMATCHED: Final = "/v2/{unmatched}"  # a path no route serves (answered 404): o
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 
 
-def route_kind(path: str) -> str | None:
-    route = match_route(path) or match_acr_route(path)
-    return route.kind if route is not None else None
-
-
 async def observed(request: Request, handle: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Answer `request` with `handle`, inside the request's span, and count it."""
+    """Answer `request` with `handle`, inside the request's span, and count it. The route kind and the registry
+    come from the dispatcher (`ROUTE_SCOPE_KEY`, `REGISTRY_SCOPE_KEY`): the path is matched once, not twice."""
     active = telemetry()
     if not active.enabled:
         return await handle(request)
     started = time.perf_counter()
-    kind = route_kind(request.url.path)
-    template = ROUTE_TEMPLATES.get(kind, UNMATCHED) if kind is not None else UNMATCHED
-    method = request.method if request.method in METHODS else "_OTHER"
-    attributes = {
-        "http.request.method": method,
-        "http.route": template,
-        "url.path": request.url.path,
-        "url.scheme": request.url.scheme,
-        "server.address": request.headers.get("host", ""),
-        "user_agent.original": request.headers.get("user-agent", ""),
-        "client.address": request.client.host if request.client else "",
-    }
-    with active.server_span(f"{method} {template}", request.headers, attributes) as span:
+    scope = request.scope
+    method = scope["method"] if scope["method"] in METHODS else "_OTHER"
+    if active.tracer is None:
         response = await handle(request)
-        end_server_span(span, response.status_code)
-    registry = request.scope.get(REGISTRY_SCOPE_KEY)
+    else:
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "server.address": request.headers.get("host", ""),
+            "user_agent.original": request.headers.get("user-agent", ""),
+            "client.address": request.client.host if request.client else "",
+        }
+        with active.server_span(method, request.headers, attributes) as span:
+            response = await handle(request)
+            if span is not None:  # the route is known once the dispatcher matched it
+                route = ROUTE_TEMPLATES.get(scope.get(ROUTE_SCOPE_KEY, ""), UNMATCHED)
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            end_server_span(span, response.status_code)
+    kind: str = scope.get(ROUTE_SCOPE_KEY, "")
+    registry: str | None = scope.get(REGISTRY_SCOPE_KEY)
     status = response.status_code
-    active.observe_request(template, method, status, time.perf_counter() - started, registry)
+    active.observe_request(
+        ROUTE_TEMPLATES.get(kind, UNMATCHED), method, status, time.perf_counter() - started, registry
+    )
     if kind == "manifest" and method in ("GET", "PUT"):
         active.count_image_request(method == "GET", registry, 200 <= status < 300)
     return response
