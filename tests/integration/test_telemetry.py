@@ -142,7 +142,8 @@ async def traced(traced_env: dict[str, str]) -> AsyncIterator[Traced]:
     await blobs.open()
     table = function_table()
     runner = TriggerRunner(get_settings(), timers=False)
-    await runner.start([table["deliver_webhooks"], table["scan_images"]])
+    consumers = ("deliver_webhooks", "scan_images", "replicate_images", "trigger_base_image_runs")
+    await runner.start([table[name] for name in consumers])
     try:
         yield Traced(settings, metadata, blobs, spans, metrics, Starlette(routes=http_routes(table.values())))
     finally:
@@ -197,7 +198,7 @@ def child_of(span: ReadableSpan, parent: ReadableSpan) -> bool:
     return span.parent is not None and parent.context is not None and span.parent.span_id == parent.context.span_id
 
 
-async def test_a_push_is_one_trace_from_the_request_through_the_bus_to_the_webhook_and_the_scan(
+async def test_a_push_is_one_trace_from_the_request_through_the_bus_to_every_consumer(
     traced: Traced, receiver: WebhookReceiver
 ) -> None:
     name = await traced.new_registry()
@@ -213,7 +214,7 @@ async def test_a_push_is_one_trace_from_the_request_through_the_bus_to_the_webho
         if not pushes or pushes[-1].context is None:
             return False
         names = {s.name for s in in_trace(spans, pushes[-1].context.trace_id)}
-        return {"webhook delivery", "image scan"} <= names
+        return {"webhook delivery", "image scan", "replication process", "base image trigger"} <= names
 
     spans = await traced.wait_for_spans(complete)
     request = [s for s in spans if s.name == PUSH_SPAN and "team/app" in str((s.attributes or {}).get("url.path"))][-1]
@@ -235,6 +236,10 @@ async def test_a_push_is_one_trace_from_the_request_through_the_bus_to_the_webho
     assert scanning.kind == SpanKind.CONSUMER and child_of(scanning, publish)
     assert child_of(one(trace, "webhook delivery"), webhooks)
     assert child_of(one(trace, "image scan"), scanning)
+    # replication (one region: nothing to copy) and the tasks' base image trigger take it in the same trace
+    replication, tasks = one(trace, "replication process"), one(trace, "tasks process")
+    assert child_of(replication, publish) and child_of(tasks, publish)
+    assert child_of(one(trace, "base image trigger"), tasks)
     # the receiver really got it, and the outbox document in Cosmos carries the push's trace context
     receiver.wait_for(lambda r: len(r.requests) >= 1)
     assert receiver.requests[0].json()["target"]["digest"] == digest
