@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.platform.telemetry import configure_telemetry
     from services.tasks.runner import run_forever, serve_one
 
-    configure_telemetry(get_settings())  # RunDuration and the runner's spans, where telemetry is on
+    configure_telemetry(get_settings())  # RunDuration (ACR's metric of task runs), where telemetry is on
     if args.once:
         asyncio.run(serve_one(get_settings()))
     else:
