@@ -45,6 +45,10 @@ ROUTE_TEMPLATES: Final[dict[str, str]] = {
     "acr_manifests": "/acr/v1/{name}/_manifests",
     "acr_manifest": "/acr/v1/{name}/_manifests/{reference}",
     "acr_manifest_scan": "/acr/v1/{name}/_manifests/{digest}/_scan",
+    "acr_deleted_catalog": "/acr/v1/_deleted/_catalog",
+    "acr_deleted_manifests": "/acr/v1/_deleted/{name}/_manifests",
+    "acr_deleted_tags": "/acr/v1/_deleted/{name}/_tags",
+    "acr_deleted_manifest": "/acr/v1/_deleted/{name}/_manifests/{digest}",
 }
 UNMATCHED: Final = "/v2/{unmatched}"  # a path no route serves (answered 404): one label value for all of them
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
