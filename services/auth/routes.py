@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from services.auth import audit as sign_ins
 from services.auth.entra import EntraTokenInvalid
 from services.auth.scopes import parse_scopes
 from services.auth.service import AuthService, Identity, anonymous_permissions, basic_credentials
@@ -70,54 +71,64 @@ def _anonymous(registry: RegistryDoc) -> Identity:
 
 
 async def _password_identity(
-    auth: AuthService, registry: RegistryDoc, request: Request, username: str, password: str
+    auth: AuthService, registry: RegistryDoc, request: Request, attempt: sign_ins.SignIn, username: str, password: str
 ) -> Identity:
+    attempt.username = username
     if not username and not password:
+        attempt.kind = "anonymous"
         return _anonymous(registry)
+    attempt.kind = "password"
     identity = await auth.authenticate(registry, username, password, auth.client(request))
     if identity is None:
         raise _unauthorized("invalid username or password")
     return identity
 
 
-async def get_token(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+async def get_token(auth: AuthService, registry: RegistryDoc, request: Request, attempt: sign_ins.SignIn) -> Response:
     _check_service(registry, request.query_params.get("service", ""))
     header = request.headers.get("authorization", "")
     credentials = basic_credentials(header) if header else ("", "")
     if credentials is None:
         raise _unauthorized("only Basic credentials are accepted here")
-    identity = await _password_identity(auth, registry, request, *credentials)
+    identity = attempt.identity = await _password_identity(auth, registry, request, attempt, *credentials)
     scopes = parse_scopes(request.query_params.getlist("scope"))
     return JSONResponse(auth.access_token(registry, identity, scopes))
 
 
-async def post_token(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+async def post_token(auth: AuthService, registry: RegistryDoc, request: Request, attempt: sign_ins.SignIn) -> Response:
     form = await _form(request)
     _check_service(registry, _first(form, "service"))
     grant_type = _first(form, "grant_type")
     scopes = parse_scopes(form.get("scope", []))
     offline = False
     if grant_type == "password":
-        identity = await _password_identity(auth, registry, request, _first(form, "username"), _first(form, "password"))
+        identity = await _password_identity(
+            auth, registry, request, attempt, _first(form, "username"), _first(form, "password")
+        )
         offline = _first(form, "access_type") == "offline" and identity.kind != "anonymous"
     elif grant_type == "refresh_token":
+        attempt.kind = "refresh_token"
         refreshed = await auth.from_refresh_token(registry, _first(form, "refresh_token"))
         if refreshed is None:
             raise _unauthorized("the refresh token is invalid, expired, or its identity is no longer allowed")
         identity = refreshed
     else:
         raise _bad_request(f"unsupported grant_type {grant_type!r}: use password or refresh_token")
+    attempt.identity = identity
     body = auth.access_token(registry, identity, scopes)
     if offline:
         body["refresh_token"] = auth.refresh_token(registry, identity)
     return JSONResponse(body)
 
 
-async def post_exchange(auth: AuthService, registry: RegistryDoc, request: Request) -> Response:
+async def post_exchange(
+    auth: AuthService, registry: RegistryDoc, request: Request, attempt: sign_ins.SignIn
+) -> Response:
     form = await _form(request)
     _check_service(registry, _first(form, "service"))
     grant_type = _first(form, "grant_type")
     if grant_type == "access_token":
+        attempt.kind = "entra"
         try:
             principal = await auth.entra.verify(_first(form, "access_token"))
         except EntraTokenInvalid as exc:
@@ -127,32 +138,40 @@ async def post_exchange(auth: AuthService, registry: RegistryDoc, request: Reque
             raise _unauthorized("the access token is from another tenant")
         identity = await auth.resolve(registry, "entra", principal.object_id, principal.tenant_id)
     elif grant_type == "refresh_token":  # ACR also renews a refresh token for a new one
+        attempt.kind = "refresh_token"
         identity = await auth.from_refresh_token(registry, _first(form, "refresh_token"))
     else:
         raise _bad_request(f"unsupported grant_type {grant_type!r}: use access_token")
     if identity is None:
         raise _unauthorized("no access to this registry")
+    attempt.identity = identity
     return JSONResponse({"refresh_token": auth.refresh_token(registry, identity)})
 
 
-Endpoint = Callable[[AuthService, RegistryDoc, Request], Awaitable[Response]]
+Endpoint = Callable[[AuthService, RegistryDoc, Request, sign_ins.SignIn], Awaitable[Response]]
 
 
 async def handle(request: Request, endpoint: Endpoint) -> Response:
     """Run a token endpoint for the registry the request names (by Host), errors as the OCI error body."""
     api = registry_api()
+    attempt = sign_ins.SignIn()
+    registry: RegistryDoc | None = None
     try:
         await api.open()
         registry = await api.registry_for(request)
         api.auth.check_network(request, registry)
         await api.auth.limit(request, registry, "", "oauth")  # per registry only (ACR's table)
-        return await endpoint(api.auth, registry, request)
+        response = await endpoint(api.auth, registry, request, attempt)
     except RegistryError as error:
-        return error_response(error, request.method)
+        response = error_response(error, request.method)
     except Exception as exc:
         outage = classify(exc)  # Cosmos DB or Storage down or throttling: 503 with Retry-After, not 500
         if outage is not None:
             log.warning("%s %s: 503, %s", request.method, request.url.path, outage)
-            return error_response(unavailable_error(outage), request.method)
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error"), request.method)
+            response = error_response(unavailable_error(outage), request.method)
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = error_response(RegistryError(ErrorCode.UNKNOWN, "internal error"), request.method)
+    if registry is not None:  # a Host naming no valid registry signed in to nothing
+        await sign_ins.record(api.auth, request, registry, attempt, response.status_code)
+    return response

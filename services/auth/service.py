@@ -51,6 +51,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from starlette.requests import Request
 
+from services.auth import audit as sign_ins
 from services.auth import permissions as perms
 from services.auth.credentials import credential_version, live_slots, registry_identity
 from services.auth.entra import EntraVerifier, parse_issuers
@@ -320,7 +321,14 @@ class AuthService:
                 return bearer, lacking
             return bearer, None
         credentials = basic_credentials(header)
-        known = await self.authenticate(registry, *credentials, self.client(request)) if credentials else None
+        attempt = sign_ins.SignIn(username=credentials[0] if credentials else "", kind="basic")
+        try:
+            known = await self.authenticate(registry, *credentials, self.client(request)) if credentials else None
+        except RegistryError as error:  # 429: the failed-sign-in budget is used up
+            await sign_ins.record(self, request, registry, attempt, error.status)
+            raise
+        attempt.identity = known
+        await sign_ins.record(self, request, registry, attempt, 200 if known is not None else 401)
         if known is None:
             return None, unauthorized(request, registry, need, "invalid username or password")
         caller = Caller(known, known.permissions)

@@ -299,6 +299,9 @@ def run(host: str, port: int) -> None:
         # One worker process per core, as a Functions instance runs several (services/devhost/workers.py).
         os.environ.setdefault("FUNCTIONS_WORKER_PROCESS_COUNT", str(min(4, os.cpu_count() or 1)))
         os.environ["STATE_DIR"] = str(state_dir)  # where serve() finds the certificate
+        from services.platform import audit
+
+        audit.write_to(state_dir / "audit.log")  # the audit records, besides stderr (services/platform/audit.py)
         tls_address = f"{host}:{os.environ['API_TLS_PORT']}"
         asyncio.run(_prepare_default_registry())
         login = asyncio.run(_first_login(state_dir, address))

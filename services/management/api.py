@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from services.auth.entra import EntraVerifier, parse_issuers
 from services.auth.store import AccessStore
 from services.management import access_api, registries_api, replications_api, tasks_api, webhooks_api
 from services.management.arm import API_VERSIONS, ArmCall, ArmError, Services
+from services.management.audit import record_change
 from services.management.authorization import ManagementAuthorizer, ManagementDenied
 from services.management.store import RegistryStore
 from services.platform.availability import classify
@@ -82,6 +84,12 @@ class ManagementApi:
         self._opened = False
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._answer(request)
+        record_change(request, response, started, self.settings.trusted_proxies)  # who changed what (audit.py)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         try:
             await self.open()
             return await self._dispatch(request)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from services.management.audit import note_authorized
 from services.management.authorization import Access, ArmScope, ManagementAuthorizer, ManagementDenied, Principal
 from services.management.store import RegistryDoc, RegistryStore
 
@@ -110,7 +111,9 @@ class ArmCall:
         if not valid or (scope.registry is not None and not REGISTRY_NAME.fullmatch(scope.registry[:60])):
             await authorizer.authenticate(self.request)
             raise ManagementDenied(403, "AuthorizationFailed", "the scope of the request is invalid")
-        return await authorizer.authorize(self.request, scope, access, f"{PROVIDER}/{operation}")
+        principal = await authorizer.authorize(self.request, scope, access, f"{PROVIDER}/{operation}")
+        note_authorized(self.request, f"{PROVIDER}/{operation}", principal)  # for its audit record (audit.py)
+        return principal
 
     async def body(self, model: type[M]) -> M:
         """The JSON body as `model`; 400 naming the field otherwise."""

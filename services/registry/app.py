@@ -32,6 +32,7 @@ from services.platform.health import Readiness, dependency_readiness
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
 from services.registry.acr_paths import match_acr_route
+from services.registry.audit import RequestTrail
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
 from services.registry.ledger import BlobLedger
 from services.registry.metering import REGISTRY_SCOPE_KEY, ROUTE_SCOPE_KEY, observed
@@ -43,6 +44,7 @@ from services.replication.routing import BlobRouter, split_regional
 log = logging.getLogger("registry")
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+CORRELATION_HEADER = "X-Ms-Correlation-Request-Id"  # as ACR answers; the audit records carry it too
 REGISTRY_CACHE_SECONDS = 30.0
 
 
@@ -144,10 +146,11 @@ class RegistryApi:
         return await observed(request, self._handle)  # traces and metrics (services/registry/metering.py)
 
     async def _handle(self, request: Request) -> Response:
+        trail = RequestTrail.begin(request)  # the audit record (services/registry/audit.py)
         try:
             if not self._opened:
                 await self.open()
-            response = await self._dispatch(request)
+            response = await self._dispatch(request, trail)
         except RegistryError as error:
             response = error_response(error, request.method)
         except ClientDisconnect:
@@ -180,6 +183,9 @@ class RegistryApi:
                 failure = unavailable_error(outage)
             response = error_response(failure, request.method)
         response.headers.update(API_VERSION_HEADER)
+        response.headers[CORRELATION_HEADER] = trail.correlation_id
+        if trail.operation:
+            trail.finish(request, response, str(self.auth.client(request) or ""))
         return response
 
     @cached_property
@@ -187,7 +193,7 @@ class RegistryApi:
         """Whether Cosmos DB and Storage answer this API's own clients (`GET /health/ready`)."""
         return dependency_readiness(self.settings, self.metadata, self.blobs)
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request, trail: RequestTrail) -> Response:
         from services.registry.routes import ROUTES  # the routes import this module's Call
 
         route = match_route(request.url.path) or match_acr_route(request.url.path)
@@ -198,13 +204,17 @@ class RegistryApi:
         handler = ROUTES.get((route.kind, method))
         if handler is None:
             raise RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not supported on this route", status=405)
+        trail.route(route.kind, method, route.reference or "")
         registry = await self.registry_for(request)
         if not isinstance(registry, UnknownRegistry):
             request.scope[REGISTRY_SCOPE_KEY] = registry.registry  # a metric label (metering.py)
+        trail.login_server = registry.loginServer
         name = validate_repository_name(route.name) if route.name is not None else ""
+        trail.repository = name
         # Who is calling, and may they? (services/auth) A 401 challenge or 403 DENIED leaves from here.
         need = route_need(route.kind, request.method, name, mount_source(route.kind, request))
         caller = await self.auth.admit(request, registry, need)
+        trail.identity = caller.identity
         return await handler(Call(self, request, registry, name, route.reference or "", caller))
 
     async def registry_for(self, request: Request) -> RegistryDoc:

@@ -28,11 +28,13 @@ from services.events.models import EventRequest
 from services.events.outbox import outbox_for
 from services.management.store import RegistryDoc
 from services.platform.cosmos import ConcurrentUpdate
+from services.registry.audit import lifecycle_deletion
 from services.registry.changes import facts_of
 from services.registry.ledger import released
 from services.registry.store import ArtifactStore, ManifestDoc, TagDoc, repo_key
 
 log = logging.getLogger("registry.retention")
+RETENTION_JOB = "retention-policy"  # the events' user agent, and the audit records' identity (system:...)
 
 
 @dataclass
@@ -81,7 +83,7 @@ async def apply_retention(
     moment = now or datetime.now(UTC)
     stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     cutoff = (moment - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    request = EventRequest(id=str(uuid.uuid4()), host="", method="DELETE", useragent="retention-policy")
+    request = EventRequest(id=str(uuid.uuid4()), host="", method="DELETE", useragent=RETENTION_JOB)
     for name in await artifacts.all_repositories(registry.registry):
         repo = repo_key(registry.registry, name)
         repository = await artifacts.get_repository(registry.registry, name)
@@ -109,6 +111,7 @@ async def apply_retention(
             try:
                 if await artifacts.delete_manifest(doc, [], outbox, released(registry.registry, doc)):
                     report.deleted.append(f"{name}@{doc.digest}")
+                    lifecycle_deletion(RETENTION_JOB, registry.loginServer, name, doc.digest, doc.mediaType, doc.size)
             except ConcurrentUpdate:
                 continue  # changed since read (tagged again, locked, pushed): the next run looks again
     if report.deleted:
