@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from services.devhost.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.secrets_grep"]  # the secrets grep of the whole run: fails the run on a leaked secret
 
 
 # Azurite serves an account per region of these (the first keeps the default account): the geo-replication
