@@ -71,17 +71,18 @@ async def record(auth: AuthService, request: Request, registry: RegistryDoc, att
         who = identity_name(attempt.identity)
     else:
         who = await named(auth, registry, attempt.username) if status == 401 else ""
-    audit.emit(
-        audit.LOGIN_EVENTS,
-        "Login",
-        Identity=who,
-        IdentityType=attempt.identity.kind if attempt.identity is not None and status < 400 else attempt.kind,
-        LoginServer=registry.loginServer,
-        **audit.result_fields(status),
-        **audit.client_fields(
+    fields: dict[str, str | int] = {
+        "Identity": audit.cut(who),
+        "IdentityType": attempt.identity.kind if attempt.identity is not None and status < 400 else attempt.kind,
+        "LoginServer": registry.loginServer,
+    }
+    fields.update(audit.result_fields(status))
+    fields.update(
+        audit.client_fields(
             str(auth.client(request) or ""),
             request.headers.get("user-agent", ""),
-            audit.correlation_id(request.headers),
+            audit.correlation_id(request.scope["headers"]),
             attempt.started,
-        ),
+        )
     )
+    audit.emit(audit.LOGIN_EVENTS, "Login", fields)

@@ -55,15 +55,19 @@ def record_change(request: Request, response: Response, started: float, trusted_
         request.headers.get("x-forwarded-for"),
         parse_proxies(trusted_proxies),
     )
-    audit.emit(
-        audit.MANAGEMENT_EVENTS,
-        operation,
-        Identity=principal.object_id if principal is not None else "",
-        UserTenantId=principal.tenant_id if principal is not None else "",
-        ResourceId=request.url.path,
-        HttpMethod=request.method,
-        **audit.result_fields(response.status_code),
-        **audit.client_fields(
-            str(address or ""), request.headers.get("user-agent", ""), audit.correlation_id(request.headers), started
-        ),
+    fields: dict[str, str | int] = {
+        "Identity": principal.object_id if principal is not None else "",
+        "UserTenantId": principal.tenant_id if principal is not None else "",
+        "ResourceId": audit.cut(request.url.path),
+        "HttpMethod": request.method,
+    }
+    fields.update(audit.result_fields(response.status_code))
+    fields.update(
+        audit.client_fields(
+            str(address or ""),
+            request.headers.get("user-agent", ""),
+            audit.correlation_id(request.scope["headers"]),
+            started,
+        )
     )
+    audit.emit(audit.MANAGEMENT_EVENTS, audit.cut(operation), fields)

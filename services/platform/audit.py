@@ -32,9 +32,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 log = logging.getLogger("audit")
 log.setLevel(logging.INFO)  # audit records are kept whatever level the rest of the app logs at
@@ -47,7 +48,7 @@ MAX_USER_AGENT = 512
 MAX_FIELD = 1024
 # A correlation id a client sends is kept only when it looks like one (a UUID or a short token).
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-CORRELATION_HEADERS = ("x-ms-correlation-request-id", "x-ms-client-request-id")
+CORRELATION_HEADERS = frozenset({b"x-ms-correlation-request-id", b"x-ms-client-request-id"})
 
 
 def system_identity(job: str) -> str:
@@ -55,12 +56,14 @@ def system_identity(job: str) -> str:
     return f"system:{job}"
 
 
-def correlation_id(headers: Any) -> str:
-    """The client's correlation id when it sent a well-formed one, else a new one (a UUID)."""
-    for name in CORRELATION_HEADERS:
-        value = headers.get(name)
-        if value and _CORRELATION_ID.fullmatch(value):
-            return str(value)
+def correlation_id(raw_headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's correlation id when it sent a well-formed one, else a new one (a UUID). `raw_headers`
+    as ASGI has them (lower-case names): one pass, nothing decoded but the one wanted."""
+    for name, value in raw_headers:
+        if name in CORRELATION_HEADERS:
+            text = value.decode("latin-1")
+            if _CORRELATION_ID.fullmatch(text):
+                return text
     return str(uuid.uuid4())
 
 
@@ -73,17 +76,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _cut(value: str, limit: int = MAX_FIELD) -> str:
+def cut(value: str, limit: int = MAX_FIELD) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
-def emit(category: str, operation: str, **fields: str | int) -> None:
-    """Write one record: `Category`, `OperationName`, `TimeGenerated`, then `fields` as given."""
+def emit(category: str, operation: str, fields: dict[str, str | int]) -> None:
+    """Write one record: `TimeGenerated`, `Category`, `OperationName`, then `fields` as given (callers pass
+    validated or bounded values: `client_fields` bounds what the client chose)."""
     if not log.isEnabledFor(logging.INFO):
         return
     record: dict[str, str | int] = {"TimeGenerated": _now(), "Category": category, "OperationName": operation}
-    for name, value in fields.items():
-        record[name] = _cut(value) if isinstance(value, str) else value
+    record.update(fields)
     # ensure_ascii: CR, LF, U+2028 and every other control or non-ASCII character is written as an escape.
     log.info("%s", json.dumps(record, ensure_ascii=True, separators=(",", ":")))
 
@@ -96,7 +99,7 @@ def client_fields(caller_ip: str, user_agent: str, correlation: str, started: fl
     """The fields every record of a request has."""
     return {
         "CallerIpAddress": caller_ip,
-        "UserAgent": _cut(user_agent, MAX_USER_AGENT),
+        "UserAgent": cut(user_agent, MAX_USER_AGENT),
         "CorrelationId": correlation,
         "DurationMs": duration_ms(started),
     }

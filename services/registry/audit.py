@@ -59,7 +59,7 @@ class RequestTrail:
 
     @classmethod
     def begin(cls, request: Request) -> RequestTrail:
-        return cls(time.perf_counter(), audit.correlation_id(request.headers))
+        return cls(time.perf_counter(), audit.correlation_id(request.scope["headers"]))
 
     def route(self, kind: str, method: str, reference: str) -> None:
         """The matched route (before anything is validated): is it audited, and by what name?"""
@@ -72,73 +72,71 @@ class RequestTrail:
         self.reference = reference
 
     def finish(self, request: Request, response: Response, caller_ip: str) -> None:
-        """Write the record, if the route is audited (one log call)."""
+        """Write the record, if the route is audited (one log call; the headers are read in one pass each)."""
         if not self.operation:
             return
         status = response.status_code
         ok = status < 400
         reference = self.reference
+        sent = _headers(request.scope["headers"])
+        answered = _headers(response.raw_headers)
         # A tag is the client's text until something answered for it: a failure names it only when the
         # caller was authenticated and refused (403) or the tag is there and locked (409), never an unknown one
         # (a secret mistyped into the reference would otherwise be written).
         tag = reference if (ok or status in (403, 409)) and _TAG.fullmatch(reference) else ""
-        digest = response.headers.get("docker-content-digest", "") or (
-            reference if _DIGEST.fullmatch(reference) else ""
-        )
+        digest = answered.get(b"docker-content-digest", "") or reference
         media_type, size = "", 0
-        if ok and self.operation == "Pull":
-            media_type = response.headers.get("content-type", "")
-            size = _int(response.headers.get("content-length", ""))
-        elif ok and self.operation == "Push":
-            media_type = request.headers.get("content-type", "")
-            size = _int(request.headers.get("content-length", ""))
-        if not _MEDIA_TYPE.fullmatch(media_type.split(";", 1)[0].strip()):
-            media_type = ""
+        if ok and self.operation in ("Pull", "Push"):
+            facts = answered if self.operation == "Pull" else sent
+            media_type = facts.get(b"content-type", "").split(";", 1)[0].strip()
+            size = _int(facts.get(b"content-length", ""))
+            media_type = media_type if _MEDIA_TYPE.fullmatch(media_type) else ""
         if self.operation == "Delete" and not reference:  # a repository: no tag, no digest
             tag = digest = ""
-        audit.emit(
-            audit.REPOSITORY_EVENTS,
-            self.operation,
-            Identity=identity_name(self.identity) if self.identity is not None else "",
-            LoginServer=self.login_server,
-            Repository=self.repository,
-            Tag=tag,
-            Digest=_valid_digest(digest),
-            MediaType=media_type,
-            Size=size,
-            **audit.result_fields(status),
-            **audit.client_fields(
-                caller_ip,
-                request.headers.get("user-agent", ""),
-                self.correlation_id,
-                self.started,
-            ),
-        )
+        fields: dict[str, str | int] = {
+            "Identity": identity_name(self.identity) if self.identity is not None else "",
+            "LoginServer": self.login_server,
+            "Repository": self.repository,
+            "Tag": tag,
+            "Digest": digest if len(digest) < 200 and _DIGEST.fullmatch(digest) else "",
+            "MediaType": media_type,
+            "Size": size,
+            "ResultType": "HttpStatusCode",
+            "ResultDescription": str(status),
+            "CallerIpAddress": caller_ip,
+            "UserAgent": audit.cut(sent.get(b"user-agent", ""), audit.MAX_USER_AGENT),
+            "CorrelationId": self.correlation_id,
+            "DurationMs": audit.duration_ms(self.started),
+        }
+        audit.emit(audit.REPOSITORY_EVENTS, self.operation, fields)
+
+
+_WANTED = frozenset({b"user-agent", b"content-type", b"content-length", b"docker-content-digest"})
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The few headers a record needs, from a raw header list (names are lower case in ASGI and Starlette)."""
+    return {name: value.decode("latin-1") for name, value in raw if name in _WANTED}
 
 
 def _int(value: str) -> int:
     return int(value) if value.isdigit() and len(value) < 19 else 0
 
 
-def _valid_digest(value: str) -> str:
-    return value if _DIGEST.fullmatch(value) else ""
-
-
 def lifecycle_deletion(job: str, login_server: str, repository: str, digest: str, media_type: str, size: int) -> None:
     """The record of a manifest a timer deleted (retention): the system is its identity."""
-    audit.emit(
-        audit.REPOSITORY_EVENTS,
-        "Delete",
-        Identity=audit.system_identity(job),
-        LoginServer=login_server,
-        Repository=repository,
-        Tag="",
-        Digest=digest,
-        MediaType=media_type,
-        Size=size,
-        **audit.result_fields(200),
-        CallerIpAddress="",
-        UserAgent=job,
-        CorrelationId=audit.correlation_id({}),
-        DurationMs=0,
-    )
+    fields: dict[str, str | int] = {
+        "Identity": audit.system_identity(job),
+        "LoginServer": login_server,
+        "Repository": repository,
+        "Tag": "",
+        "Digest": digest,
+        "MediaType": media_type,
+        "Size": size,
+        "CallerIpAddress": "",
+        "UserAgent": job,
+        "CorrelationId": audit.correlation_id(()),
+        "DurationMs": 0,
+    }
+    fields.update(audit.result_fields(200))
+    audit.emit(audit.REPOSITORY_EVENTS, "Delete", fields)

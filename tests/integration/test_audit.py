@@ -298,7 +298,8 @@ def test_hostile_input_cannot_split_forge_or_leak_into_a_record(
 
 def test_a_record_is_one_line_whatever_its_values(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="audit"):
-        audit.emit(audit.LOGIN_EVENTS, "Login", UserAgent="a\r\nb\u2028c\x00d", Identity='x"}, "Identity": "admin')
+        fields: dict[str, str | int] = {"UserAgent": "a\r\nb\u2028c\x00d", "Identity": 'x"}, "Identity": "admin'}
+        audit.emit(audit.LOGIN_EVENTS, "Login", fields)
     (record,) = [r.getMessage() for r in caplog.records if r.name == "audit"]
     assert len(record.splitlines()) == 1 and record.isascii()
     parsed = json.loads(record)
