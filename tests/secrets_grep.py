@@ -13,8 +13,9 @@ use) and a few in-process makers, so that no test has to remember it:
 - in-process: every password `generate_password` makes, every token a `KeyRing` signs, every Entra token
   the test issuer makes; and whatever a test passes to `register_secret`.
 
-Values shorter than `MIN_LENGTH` are not registered (a test's `"x"` would be found everywhere), nor are the
-public emulator keys, which are secret to nobody.
+Values the hooks see that are shorter than `MIN_LENGTH` (12) are not registered: they are the tests' dummies
+(`"x"`, `"password"`, which is also a word of the logs' messages); `register_secret` takes 6 and more. Nor
+are the public emulator keys, which are secret to nobody.
 
 Logs searched: every `*.log` file under the session's temporary folder (each devhost's stdout and stderr,
 the task runner's, the emulators' logs) and every record the test process's own loggers emit (root at
@@ -38,7 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-MIN_LENGTH = 8
+MIN_LENGTH = 12  # shorter values the tests send are dummies ("password", "not-a-jwt"), and words of the logs
+EXPLICIT_MIN_LENGTH = 6  # what a test registers by name is meant as a secret
 # Azurite's and the Cosmos DB emulator's well-known keys: printed in their documentation, secret to nobody.
 PUBLIC_KEYS = frozenset(
     {
@@ -82,8 +84,8 @@ class SecretRegistry:
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
 
-    def register(self, value: object, origin: str = "test") -> None:
-        if not isinstance(value, str) or len(value) < MIN_LENGTH or value in PUBLIC_KEYS:
+    def register(self, value: object, origin: str = "test", min_length: int = MIN_LENGTH) -> None:
+        if not isinstance(value, str) or len(value) < min_length or value in PUBLIC_KEYS:
             return
         self.secrets.setdefault(value, origin)
 
@@ -170,7 +172,7 @@ def scan(paths: Iterable[Path], registry: SecretRegistry) -> list[Finding]:
     wanted: dict[bytes, tuple[str, str]] = {}  # form -> (secret, "as is" | "base64")
     for secret in registry.secrets:
         for form in forms(secret):
-            if len(form) >= MIN_LENGTH:
+            if len(form) >= EXPLICIT_MIN_LENGTH:
                 wanted.setdefault(form.encode(), (secret, "as is" if form == secret else "in base64"))
     odd = {form: what for form, what in wanted.items() if not any(a.fullmatch(form) for a in _ALPHABETS)}
     findings: list[Finding] = []
@@ -200,7 +202,7 @@ SECRETS = SecretRegistry()
 
 def register_secret(value: str, origin: str = "test") -> None:
     """Register a secret the hooks cannot see (one a test hands to a subprocess, say)."""
-    SECRETS.register(value, origin)
+    SECRETS.register(value, origin, EXPLICIT_MIN_LENGTH)
 
 
 def _wrap_httpx() -> None:

@@ -201,6 +201,27 @@ def test_push_pull_untag_delete_each_give_one_repository_record(reg: Reg, audit_
     assert len({r["CorrelationId"] for r in records}) == len(records)
 
 
+def test_acr_v1_deletes_are_untag_and_delete(reg: Reg, audit_log: AuditLog) -> None:
+    auth = bearer(reg, "pusher", reg.token_password, "repository:team/old:pull,push,delete")
+    body = image(reg, auth, "team/old")
+    digest = sha256(body)
+    headers = reg.headers(auth | {"Content-Type": OCI_MANIFEST})
+    assert (
+        reg.http.put(f"/v2/team/old/manifests/{digest}?tag=a1&tag=a2", content=body, headers=headers).status_code == 201
+    )
+    assert reg.http.delete("/acr/v1/team/old/_tags/a1", headers=reg.headers(auth)).status_code == 202
+    assert reg.http.delete(f"/acr/v1/team/old/_manifests/{digest}", headers=reg.headers(auth)).status_code == 202
+    assert reg.http.delete("/acr/v1/team/old", headers=reg.headers(auth)).status_code == 202
+    events = [r for r in audit_log.records(reg.login_server) if r["Category"] == "ContainerRegistryRepositoryEvents"]
+    assert [(r["OperationName"], r["Repository"], r["Tag"], r["Digest"]) for r in events] == [
+        ("Push", "team/old", "", digest),  # by digest: its tags are the ?tag= parameters
+        ("Untag", "team/old", "a1", ""),
+        ("Delete", "team/old", "", digest),
+        ("Delete", "team/old", "", ""),  # the repository
+    ]
+    assert all(r["Identity"] == "pusher" and r["ResultDescription"] in ("201", "202") for r in events)
+
+
 def test_sign_ins_that_fail_are_recorded_without_the_secret(reg: Reg, audit_log: AuditLog) -> None:
     port = reg.host.rsplit(":", 1)[1]
     params = {"service": reg.login_server, "scope": "repository:team/app:pull"}

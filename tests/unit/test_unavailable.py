@@ -303,7 +303,7 @@ async def test_a_write_that_keeps_losing_its_etag_race_is_a_503_not_a_500() -> N
     api = RegistryApi(Settings())
     api._opened = True  # nothing here reaches a database: the dispatch below raises at once
 
-    async def contended(request: Request) -> None:
+    async def contended(request: Request, trail: object) -> None:
         raise ConcurrentUpdate("usage:storage")
 
     api._dispatch = contended  # type: ignore[method-assign,assignment]
