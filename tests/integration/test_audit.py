@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -396,3 +397,17 @@ async def test_management_changes_name_their_caller_never_their_secrets(
     assert records[0]["ResourceId"].endswith(f"/registries/{registry}/webhooks/audithook")
     text = audit_log.text()
     assert secret not in text and "hook-secret" not in text
+
+
+def test_make_run_also_appends_the_records_to_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "audit.log"
+    audit.write_to(path)
+    try:
+        audit.emit(audit.REPOSITORY_EVENTS, "Pull", {"Repository": "team/app", "Size": 3})
+    finally:
+        for handler in [h for h in audit.log.handlers if isinstance(h, logging.FileHandler)]:
+            audit.log.removeHandler(handler)
+            handler.close()
+    (line,) = path.read_text().splitlines()
+    record = json.loads(line)  # the line is the record alone: no level, no logger name
+    assert (record["OperationName"], record["Repository"], record["Size"]) == ("Pull", "team/app", 3)
