@@ -9,6 +9,10 @@ requests are Push, Pull, Delete and Untag, and what their record says.
     DELETE /acr/v1/<name>/_tags/<tag>       Untag
     DELETE /acr/v1/<name>/_manifests/<d>    Delete
     DELETE /acr/v1/<name>                   Delete (the repository: no tag, no digest)
+    POST   /acr/v1/_deleted/<name>/_manifests/<d>  Restore (soft delete)
+
+A deletion a timer makes (retention, the soft-delete purge) is `lifecycle_deletion`'s `Delete`, with the
+system as its identity.
 
 `RegistryApi.handle` opens a `RequestTrail` per request, `_dispatch` notes on it what it resolved (the
 validated repository name, the caller), and once the response is known `RequestTrail.finish` writes one
@@ -39,6 +43,7 @@ _OPERATIONS: dict[tuple[str, str], str] = {
     ("acr_tag", "DELETE"): "Untag",
     ("acr_manifest", "DELETE"): "Delete",
     ("acr_repository", "DELETE"): "Delete",
+    ("acr_deleted_manifest", "POST"): "Restore",  # soft delete (services/registry/softdelete.py)
 }
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")

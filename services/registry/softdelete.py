@@ -39,6 +39,7 @@ from services.events.store import OutboxDoc
 from services.management.store import RegistryDoc
 from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, utcnow
 from services.registry import locks
+from services.registry.audit import lifecycle_deletion
 from services.registry.changes import ATTEMPTS, DEFAULT_SOFT_DELETE_DAYS, contended, facts_of
 from services.registry.deleted_store import (
     DeletedManifestDoc,
@@ -59,6 +60,7 @@ log = logging.getLogger("registry.softdelete")
 
 MAX_RESTORED_TAGS = 30  # tags one restore brings back (each is two operations of its one batch)
 PURGE_PAGE = 200
+PURGE_JOB = "soft-delete-purge"  # the events' user agent, and the audit records' identity (system:...)
 
 
 def purge_days(registry: RegistryDoc) -> int:
@@ -235,7 +237,7 @@ async def purge_expired(metadata: Cosmos, registry: RegistryDoc, now: datetime |
     moment = now or datetime.now(UTC)
     cutoff = _stamp(moment - timedelta(days=purge_days(registry)))
     deleted, artifacts = DeletedStore(metadata), ArtifactStore(metadata)
-    request = EventRequest(id=str(uuid.uuid4()), host="", method="DELETE", useragent="soft-delete-purge")
+    request = EventRequest(id=str(uuid.uuid4()), host="", method="DELETE", useragent=PURGE_JOB)
     prefix = f"{registry.registry}/"
     while True:
         items = await deleted.expired(registry.registry, cutoff, PURGE_PAGE)
@@ -262,6 +264,9 @@ async def purge_expired(metadata: Cosmos, registry: RegistryDoc, now: datetime |
             except ConcurrentUpdate:
                 continue
             report.manifests.append(f"{repo[len(prefix) :]}@{record.digest}")
+            lifecycle_deletion(
+                PURGE_JOB, registry.loginServer, repo[len(prefix) :], record.digest, manifest.mediaType, manifest.size
+            )
             report.tags += len(record.tags)
             done += 1
         if len(items) < PURGE_PAGE or done == 0:

@@ -27,10 +27,12 @@ from services.management.registries import create_registry
 from services.management.store import RegistryStore
 from services.platform import audit
 from services.registry.retention import apply_retention
+from services.registry.softdelete import purge_expired
 from services.registry.store import ArtifactStore
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import RegistryClient, Stores, unique_registry_name
+from tests.integration.test_soft_delete import enable, push_image
 
 pytestmark = pytest.mark.integration
 
@@ -411,3 +413,31 @@ def test_make_run_also_appends_the_records_to_a_file(tmp_path: Path) -> None:
     (line,) = path.read_text().splitlines()
     record = json.loads(line)  # the line is the record alone: no level, no logger name
     assert (record["OperationName"], record["Repository"], record["Size"]) == ("Pull", "team/app", 3)
+
+
+async def test_a_restore_and_the_soft_delete_purge_are_recorded(
+    registry: RegistryClient, stores: Stores, caplog: pytest.LogCaptureFixture, audit_log: AuditLog
+) -> None:
+    doc = await enable(stores, registry.name, days=1)
+    digest, _, _ = push_image(registry.http, "app", "v1")
+    assert registry.http.delete(f"/v2/app/manifests/{digest}").status_code == 202
+    assert registry.http.post(f"/acr/v1/_deleted/app/_manifests/{digest}", json={"tag": "v1"}).status_code == 200
+    assert registry.http.delete(f"/v2/app/manifests/{digest}").status_code == 202
+    login_server = f"{registry.name}.azurecr.localhost"
+    events = [r for r in audit_log.records(login_server) if r["Category"] == "ContainerRegistryRepositoryEvents"]
+    assert [(r["OperationName"], r["Digest"], r["ResultDescription"]) for r in events] == [
+        ("Push", digest, "201"),
+        ("Delete", digest, "202"),
+        ("Restore", digest, "200"),
+        ("Delete", digest, "202"),
+    ]
+    with caplog.at_level(logging.INFO, logger="audit"):
+        purged = await purge_expired(stores.metadata, doc, datetime.now(UTC) + timedelta(days=1, minutes=1))
+    assert purged.manifests == [f"app@{digest}"]
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audit"]
+    assert (record["OperationName"], record["Identity"], record["Repository"], record["Digest"]) == (
+        "Delete",
+        "system:soft-delete-purge",
+        "app",
+        digest,
+    )
