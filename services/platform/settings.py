@@ -233,6 +233,9 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = ""
     otel_service_name: str = "acr-serverless"
     telemetry_console: bool = False
+    # The share of traces kept (0..1), decided once per trace at its root (a push's request) and followed by
+    # every span of it downstream, so a trace is whole or absent. Metrics always count every request.
+    telemetry_sampling_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # GET /metrics (Prometheus text), for local use: off by default (in Azure metrics go to Azure Monitor).
     # With METRICS_TOKEN set it answers only `Authorization: Bearer <token>`; without it, only loopback callers.
     metrics_endpoint: bool = False

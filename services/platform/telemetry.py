@@ -5,6 +5,8 @@
                     else OTEL_EXPORTER_OTLP_ENDPOINT set        OTLP over HTTP (/v1/traces, /v1/metrics)
                     else TELEMETRY_CONSOLE=true                 spans and metrics printed to stdout
                     METRICS_ENDPOINT=true (any of the above)    Prometheus text at GET /metrics
+                    TELEMETRY_SAMPLING_RATIO                    share of traces kept, decided at the root
+                                                                and followed downstream (whole or absent)
                     none of them                                off: no provider, no SDK imported, every hook
                                                                 below returns at its first line
 
@@ -277,6 +279,7 @@ def _configure(settings: Settings, tracing: bool) -> Telemetry:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     readers: list[MetricReader] = []
     prometheus = prometheus_reader() if settings.metrics_endpoint else None
@@ -290,6 +293,7 @@ def _configure(settings: Settings, tracing: bool) -> Telemetry:
         configure_azure_monitor(
             connection_string=settings.applicationinsights_connection_string,
             metric_readers=readers,
+            sampling_ratio=settings.telemetry_sampling_ratio,  # Application Insights' trace-id sampler
             # The HTTP spans are ours (route templates, no repository names): no second server span.
             instrumentation_options={name: {"enabled": False} for name in ("fastapi", "flask", "django", "psycopg2")},
         )
@@ -310,7 +314,8 @@ def _configure(settings: Settings, tracing: bool) -> Telemetry:
             span_exporter = ConsoleSpanExporter()
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000))
         if tracing:
-            tracer_provider = SdkTracerProvider(resource=resource)
+            sampler = ParentBased(TraceIdRatioBased(settings.telemetry_sampling_ratio))
+            tracer_provider = SdkTracerProvider(resource=resource, sampler=sampler)
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
             trace.set_tracer_provider(tracer_provider)  # the Azure SDKs' spans join ours
         meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)

@@ -35,6 +35,7 @@ SETTINGS = (
     "TELEMETRY_CONSOLE",
     "METRICS_ENDPOINT",
     "METRICS_TOKEN",
+    "TELEMETRY_SAMPLING_RATIO",
 )
 
 
@@ -87,3 +88,21 @@ def test_each_exporter_turns_traces_and_metrics_on(settings: dict[str, str]) -> 
     assert found["tracing"] is True and found["metrics"] is True and found["prometheus"] is False
     assert isinstance(found["traceparent"], str) and found["traceparent"].startswith("00-")
     assert found["azure_monitor_loaded"] is ("APPLICATIONINSIGHTS_CONNECTION_STRING" in settings)
+
+
+def sampled(traceparent: object) -> bool:
+    """The W3C trace-flags' sampled bit (other bits, e.g. random trace id, may be set too)."""
+    return bool(int(str(traceparent).rsplit("-", 1)[1], 16) & 1)
+
+
+@pytest.mark.parametrize("exporter", ["TELEMETRY_CONSOLE", "APPLICATIONINSIGHTS_CONNECTION_STRING"])
+def test_the_sampling_ratio_decides_at_the_root_and_the_decision_travels(exporter: str) -> None:
+    value = (
+        "true"
+        if exporter == "TELEMETRY_CONSOLE"
+        else ("InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/")
+    )
+    kept, dropped = probe(**{exporter: value}), probe(**{exporter: value, "TELEMETRY_SAMPLING_RATIO": "0"})
+    assert sampled(kept["traceparent"])  # the consumers record their spans too
+    assert dropped["tracing"] is True and dropped["metrics"] is True  # metrics count every request anyway
+    assert not sampled(dropped["traceparent"])  # downstream spans are not recorded either
