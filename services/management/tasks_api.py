@@ -247,7 +247,9 @@ async def tasks(call: ArmCall) -> Response:
         if method != "GET":
             raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on a task list")
         found = await task_resources.list_tasks(metadata, registry)
-        return JSONResponse({"value": [task_resources.task_resource(t, scope, registry) for t in found]})
+        return JSONResponse(
+            {"value": [task_resources.task_resource(t, scope, registry, base_url=call.base_url()) for t in found]}
+        )
     if not task_resources.valid_name(name):
         raise ArmError(404, "ResourceNotFound", "the task was not found")
     try:
@@ -255,10 +257,12 @@ async def tasks(call: ArmCall) -> Response:
             if method != "POST":
                 raise ArmError(405, "MethodNotAllowed", "listDetails takes POST")
             task = await task_resources.require_task(metadata, registry, name)
-            return JSONResponse(task_resources.task_resource(task, scope, registry, details=box))
+            return JSONResponse(
+                task_resources.task_resource(task, scope, registry, details=box, base_url=call.base_url())
+            )
         if method == "GET":
             task = await task_resources.require_task(metadata, registry, name)
-            return JSONResponse(task_resources.task_resource(task, scope, registry))
+            return JSONResponse(task_resources.task_resource(task, scope, registry, base_url=call.base_url()))
         if method == "DELETE":
             deleted = await task_resources.delete_task(metadata, registry, name)
             return Response(status_code=200 if deleted else 204)
@@ -267,10 +271,11 @@ async def tasks(call: ArmCall) -> Response:
             if method == "PUT":
                 task, created = await task_resources.put_task(metadata, box, registry, name, body)
                 return JSONResponse(
-                    task_resources.task_resource(task, scope, registry), status_code=201 if created else 200
+                    task_resources.task_resource(task, scope, registry, base_url=call.base_url()),
+                    status_code=201 if created else 200,
                 )
             task = await task_resources.update_task(metadata, box, registry, name, body)
-            return JSONResponse(task_resources.task_resource(task, scope, registry))
+            return JSONResponse(task_resources.task_resource(task, scope, registry, base_url=call.base_url()))
     except task_resources.TaskInvalid as error:
         raise ArmError(400, "InvalidRequestContent", str(error)) from error
     except task_resources.TaskNotFound as error:

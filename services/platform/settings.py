@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     tasks_log_days: int = 30
     tasks_relay_after_seconds: float = 5.0
     tasks_poll_seconds: float = 1.0  # how often a running run's cancel flag is read
+    # Git contexts (services/tasks/gitsource.py): how long a fetch may take, and whether the repository may
+    # be at a private, loopback or link-local address (local runs; refused by default, as webhook targets).
+    tasks_git_timeout_seconds: float = 300.0
+    tasks_allow_private_sources: bool = False
 
 
 def parse_region_storage(value: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
@@ -102,3 +103,29 @@ async def trigger_base_image_runs(message: func.ServiceBusMessage) -> None:
         blobs = await timer_blobs()
         with telemetry().span("base image trigger", {"event.action": envelope.event.action}):
             await on_image_pushed(metadata, blobs, queue, box, envelope.registry, envelope.event.payload())
+
+
+@bp.route(route="tasks/hooks/{registry}/{task}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def task_source_hook(req: Request) -> Response:
+    """A GitHub or Gitea push event for a task's source trigger, authenticated by its HMAC alone
+    (services/tasks/hooks.py)."""
+    from services.platform.secrets import secret_box
+    from services.tasks.hooks import MAX_BODY_BYTES, handle_push
+
+    too_large = JSONResponse({"error": f"the event is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+    declared = req.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        return too_large
+    body = bytearray()
+    async for chunk in req.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return too_large
+    metadata, queue = await relay_clients()
+    settings = get_settings()
+    box = secret_box(settings.secrets_keys, settings.secrets_keys_file)
+    blobs = await timer_blobs()
+    # the route's two last segments (read from the path: the same under the Functions host and the devhost)
+    registry, _, task = req.url.path.rstrip("/").rpartition("/tasks/hooks/")[2].partition("/")
+    answer = await handle_push(metadata, blobs, queue, box, registry, task, dict(req.headers), bytes(body))
+    return JSONResponse(answer.body, status_code=answer.status)

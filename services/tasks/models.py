@@ -53,6 +53,11 @@ class DockerBuildRequest(_Body):
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
 
+    @field_validator("sourceLocation")
+    @classmethod
+    def _source(cls, source: str | None) -> str | None:
+        return _source_location(source)
+
     @field_validator("imageNames")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
@@ -75,6 +80,15 @@ class SetValue(_Body):
     isSecret: bool = False
 
 
+def _source_location(source: str | None) -> str | None:
+    """An uploaded context's relativePath, or a git URL (`https://host/org/repo.git#branch:dir`)."""
+    from services.tasks.gitsource import is_git_url, parse_git_url
+
+    if source is not None and is_git_url(source):
+        parse_git_url(source)
+    return source
+
+
 def _inside_context(path: str) -> str:
     if path.startswith("/") or ".." in path.split("/") or "\\" in path or "\0" in path:
         raise ValueError("must be a path inside the context")
@@ -93,6 +107,11 @@ class EncodedTaskRunRequest(_Body):
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
 
+    @field_validator("sourceLocation")
+    @classmethod
+    def _source(cls, source: str | None) -> str | None:
+        return _source_location(source)
+
 
 class FileTaskRunRequest(_Body):
     """A multi-step task file read from the uploaded context."""
@@ -105,6 +124,11 @@ class FileTaskRunRequest(_Body):
     platform: PlatformProperties = Field(default_factory=PlatformProperties)
     sourceLocation: str = Field(max_length=1024)
     isArchiveEnabled: bool = False
+
+    @field_validator("sourceLocation")
+    @classmethod
+    def _source(cls, source: str) -> str:
+        return _source_location(source) or source
 
     @field_validator("taskFilePath", "valuesFilePath")
     @classmethod
@@ -127,7 +151,7 @@ class TaskRunRequest(_Body):
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"
 _CRON_FIELD = r"[0-9*/,\-]+"
 CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
-CONTEXT_PATH = re.compile(r"^(/dev/null|tasks/sources/\d{8}/[0-9a-f]{32}\.tar\.gz)$")
+CONTEXT_PATH = re.compile(r"^(/dev/null|tasks/sources/\d{8}/[0-9a-f]{32}\.tar\.gz|https?://\S+)$")
 
 
 class TimerTrigger(_Body):
@@ -152,17 +176,56 @@ class BaseImageTrigger(_Body):
     status: Literal["Enabled", "Disabled"] = "Enabled"
 
 
+class AuthInfo(_Body):
+    """How the runner authenticates to the repository (a PAT sent as HTTP basic auth `x-access-token`)."""
+
+    tokenType: Literal["PAT", "OAuth"] = "PAT"
+    token: str = Field(min_length=1, max_length=4096)
+    refreshToken: str | None = Field(default=None, max_length=4096)
+    scope: str | None = Field(default=None, max_length=256)
+    expiresIn: int | None = None
+
+
+class SourceProperties(_Body):
+    sourceControlType: Literal["Github", "VisualStudioTeamService"]
+    repositoryUrl: str = Field(min_length=1, max_length=1024)
+    branch: str | None = Field(default=None, max_length=200)
+    sourceControlAuthProperties: AuthInfo | None = None
+
+    @field_validator("repositoryUrl")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        from services.tasks.gitsource import parse_git_url
+
+        if "#" in url:
+            raise ValueError("repositoryUrl is the repository alone (the branch goes in branch)")
+        parse_git_url(url)  # GitSourceInvalid (a ValueError) names the problem
+        return url
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, branch: str | None) -> str | None:
+        from services.tasks.gitsource import valid_branch
+
+        if branch is not None and not valid_branch(branch):
+            raise ValueError(f"not a branch name: {branch[:100]!r}")
+        return branch
+
+
+class SourceTrigger(_Body):
+    """Run the task when a commit is pushed to the repository's branch (a GitHub or Gitea push webhook)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    sourceRepository: SourceProperties
+    sourceTriggerEvents: list[Literal["commit", "pullrequest"]] = Field(min_length=1, max_length=2)
+    status: Literal["Enabled", "Disabled"] = "Enabled"
+
+
 class TriggerProperties(_Body):
     timerTriggers: list[TimerTrigger] = Field(default_factory=list, max_length=10)
-    sourceTriggers: list[dict[str, Any]] | None = None
+    # one per task: the task's hook URL and secret belong to it (ACR's CLI makes one too)
+    sourceTriggers: list[SourceTrigger] = Field(default_factory=list, max_length=1)
     baseImageTrigger: BaseImageTrigger | None = None
-
-    @field_validator("sourceTriggers")
-    @classmethod
-    def _later(cls, value: object) -> object:
-        if value:
-            raise ValueError("source-commit triggers are not supported yet")
-        return value
 
     @field_validator("timerTriggers")
     @classmethod
@@ -174,10 +237,11 @@ class TriggerProperties(_Body):
 
 class TaskStep(_Body):
     """ACR's DockerBuildStep, EncodedTaskStep or FileTaskStep: the fields of the run request it becomes, plus
-    `contextPath` (/dev/null, or the relativePath of an uploaded context)."""
+    `contextPath` (/dev/null, the relativePath of an uploaded context, or a git URL
+    `https://host/org/repo.git#branch:dir`)."""
 
     type: Literal["Docker", "EncodedTask", "FileTask"]
-    contextPath: str = Field(default="/dev/null", pattern=CONTEXT_PATH.pattern)
+    contextPath: str = Field(default="/dev/null", max_length=1024, pattern=CONTEXT_PATH.pattern)
     # Docker
     imageNames: list[str] = Field(default_factory=list, max_length=32)
     isPushEnabled: bool = True
@@ -185,6 +249,16 @@ class TaskStep(_Body):
     dockerFilePath: str | None = Field(default=None, max_length=1024)
     target: str | None = Field(default=None, max_length=128)
     arguments: list[Argument] = Field(default_factory=list, max_length=64)
+
+    @field_validator("contextPath")
+    @classmethod
+    def _git(cls, path: str) -> str:
+        from services.tasks.gitsource import is_git_url, parse_git_url
+
+        if is_git_url(path):
+            parse_git_url(path)
+        return path
+
     # EncodedTask / FileTask
     encodedTaskContent: str | None = Field(default=None, max_length=400_000)
     encodedValuesContent: str | None = Field(default=None, max_length=400_000)
@@ -221,6 +295,8 @@ class TaskDoc(Document):
     hasTimers: bool = False  # what the timer's query reads (set with timerTriggers)
     baseImageTrigger: dict[str, Any] | None = None
     hasBaseTrigger: bool = False  # what the bus consumer's query reads
+    # SourceTrigger, with `webhookSecret` (ours: the push hook's HMAC key) and the token sealed
+    sourceTriggers: list[dict[str, Any]] = Field(default_factory=list)
     creationDate: str = Field(default_factory=utcnow)
 
 
@@ -252,7 +328,9 @@ class RunDoc(Document):
     isArchiveEnabled: bool = False
     outputImages: list[dict[str, Any]] = Field(default_factory=list)
     baseImages: list[dict[str, Any]] = Field(default_factory=list)  # ours: the FROM images, with digests
-    sourceCommit: str | None = None
+    sourceCommit: str | None = None  # the commit a git context was fetched at
+    sourceTrigger: dict[str, Any] | None = None  # ACR's SourceTriggerDescriptor, when a push started it
+    sourceToken: str | None = None  # the git repository's token, sealed to the run
     logPath: str
     runErrorMessage: str | None = None
     attempts: int = 0

@@ -8,14 +8,17 @@ timer triggers. Secret arguments and values are stored sealed, bound to the task
 
 from __future__ import annotations
 
+import copy
 import re
+import secrets
 from typing import Any
 
 from services.management.arm import PROVIDER, registry_id
 from services.management.authorization import ArmScope
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.secrets import SecretBox
-from services.tasks.models import TASK_NAME, EncodedTaskRunRequest, TaskBody, TaskDoc, TaskStep
+from services.tasks.gitsource import is_git_url, normal_repository
+from services.tasks.models import TASK_NAME, EncodedTaskRunRequest, SourceTrigger, TaskBody, TaskDoc, TaskStep
 from services.tasks.scheduling import (
     RunRequestInvalid,
     check_task_file,
@@ -70,6 +73,36 @@ def _sealed_step(step: TaskStep, box: SecretBox, registry: str, name: str) -> di
     return body
 
 
+def _sealed_source_triggers(task: TaskDoc, triggers: list[SourceTrigger], box: SecretBox) -> list[dict[str, Any]]:
+    """The triggers as stored: each with its push hook's secret (made once, kept while the trigger keeps its
+    name) and the repository token, both sealed to the task. A token left out keeps the one stored."""
+    context = task_secret_context(task.registry, task.name)
+    before = {t["name"]: t for t in task.sourceTriggers}
+    sealed: list[dict[str, Any]] = []
+    for trigger in triggers:
+        body = trigger.model_dump(mode="json")
+        old = before.get(trigger.name)
+        auth = body["sourceRepository"].get("sourceControlAuthProperties")
+        if auth is not None:
+            auth["token"] = box.seal(auth["token"].encode(), context)
+            if auth.get("refreshToken"):
+                auth["refreshToken"] = box.seal(auth["refreshToken"].encode(), context)
+        elif old is not None:
+            body["sourceRepository"]["sourceControlAuthProperties"] = old["sourceRepository"].get(
+                "sourceControlAuthProperties"
+            )
+        body["webhookSecret"] = (
+            old["webhookSecret"] if old is not None else box.seal(secrets.token_hex(32).encode(), context)
+        )
+        sealed.append(body)
+    return sealed
+
+
+def hook_path(registry: str, task: str) -> str:
+    """The task's push hook (services/tasks/hooks.py), relative to the service's base URL."""
+    return f"/tasks/hooks/{registry}/{task}"
+
+
 def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
     p = body.properties
     if body.location is not None:
@@ -85,11 +118,19 @@ def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
     if p.step is not None:
         task.step = _sealed_step(p.step, box, task.registry, task.name)
     if p.trigger is not None:
+        task.sourceTriggers = _sealed_source_triggers(task, p.trigger.sourceTriggers, box)
         task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
         task.hasTimers = bool(task.timerTriggers)
         trigger = p.trigger.baseImageTrigger
         task.baseImageTrigger = trigger.model_dump(mode="json") if trigger is not None else None
         task.hasBaseTrigger = trigger is not None
+    if task.sourceTriggers:
+        context = str(task.step.get("contextPath", ""))
+        if not is_git_url(context):
+            raise TaskInvalid("a source trigger needs the step's contextPath to be the repository's git URL")
+        for source in task.sourceTriggers:
+            if normal_repository(source["sourceRepository"]["repositoryUrl"]) != normal_repository(context):
+                raise TaskInvalid("the source trigger's repositoryUrl must be the repository of the contextPath")
     if task.baseImageTrigger is not None and task.step.get("type") != "Docker":
         raise TaskInvalid("a base image trigger needs a Docker step (its FROM lines name the base images)")
     try:  # a task that could never run is refused now, not at its first run
@@ -138,7 +179,27 @@ async def update_task(metadata: Cosmos, box: SecretBox, registry: str, name: str
 _STEP_TYPES = {"Docker": "Docker", "EncodedTask": "EncodedTask", "FileTask": "FileTask"}
 
 
-def task_resource(task: TaskDoc, scope: ArmScope, registry: str, details: SecretBox | None = None) -> dict[str, Any]:
+def _shown_source_triggers(task: TaskDoc, base_url: str, details: SecretBox | None) -> list[dict[str, Any]]:
+    """ACR's SourceTrigger, plus ours: `webhookUrl` (where GitHub or Gitea sends its push events) and
+    `webhookSecret` (their HMAC key); the secret and token only through listDetails, else null."""
+    context = task_secret_context(task.registry, task.name)
+    shown: list[dict[str, Any]] = []
+    for trigger in task.sourceTriggers:
+        entry = copy.deepcopy(trigger)
+        auth = entry["sourceRepository"].get("sourceControlAuthProperties")
+        for key in ("token", "refreshToken"):
+            if auth and auth.get(key):
+                auth[key] = details.open(auth[key], context).decode() if details is not None else None
+        secret = entry.pop("webhookSecret")
+        entry["webhookUrl"] = base_url + hook_path(task.registry, task.name)
+        entry["webhookSecret"] = details.open(secret, context).decode() if details is not None else None
+        shown.append(entry)
+    return shown
+
+
+def task_resource(
+    task: TaskDoc, scope: ArmScope, registry: str, details: SecretBox | None = None, base_url: str = ""
+) -> dict[str, Any]:
     step = dict(task.step)
     for key in ("arguments", "values"):
         entries = []
@@ -163,7 +224,11 @@ def task_resource(task: TaskDoc, scope: ArmScope, registry: str, details: Secret
             "agentConfiguration": {"cpu": 2},
             "timeout": task.timeout,
             "step": step,
-            "trigger": {"timerTriggers": task.timerTriggers, "baseImageTrigger": task.baseImageTrigger},
+            "trigger": {
+                "timerTriggers": task.timerTriggers,
+                "sourceTriggers": _shown_source_triggers(task, base_url, details),
+                "baseImageTrigger": task.baseImageTrigger,
+            },
             "isSystemTask": False,
         },
     }

@@ -50,6 +50,14 @@ from services.tasks.execution import (
     run_command,
     split_image,
 )
+from services.tasks.gitsource import (
+    FetchLimits,
+    GitFetchFailed,
+    GitSourceInvalid,
+    fetch_source,
+    is_git_url,
+    parse_git_url,
+)
 from services.tasks.models import TERMINAL, RunDoc, RunStatus, SetValue
 from services.tasks.queue import ReceivedRun, RunQueue
 from services.tasks.scheduling import (
@@ -198,6 +206,8 @@ class Runner:
             return None
         registry = await RegistryStore(self.metadata).get_registry(registry_name)
         secrets = self._secret_values(run)
+        if run.sourceToken:
+            secrets.append(self.box.open(run.sourceToken, secret_context(run.registry, run.runId)).decode())
         run_log = RunLog(self.blobs, registry_name, run.logPath, secrets)
         await run_log.open()
         status: RunStatus = "Error"
@@ -256,6 +266,7 @@ class Runner:
             run.status, run.finishTime, run.lastUpdatedTime, run.runErrorMessage = status, now, now, message
             run.outputImages = outcome.get("outputImages", run.outputImages)
             run.baseImages = outcome.get("baseImages", run.baseImages)
+            run.sourceCommit = outcome.get("sourceCommit", run.sourceCommit)
             try:
                 finished = await self.runs.replace(run)
             except ConcurrentUpdate:
@@ -265,6 +276,7 @@ class Runner:
         return None
 
     def _secret_values(self, run: RunDoc) -> list[str]:
+        """The run's secret values, opened (in the order of its arguments and values; its source token last)."""
         values: list[str] = []
         for argument in run.request.get("arguments", []) + run.request.get("values", []):
             if argument.get("isSecret"):
@@ -304,7 +316,7 @@ class Runner:
         workdir = make_workdir(self.settings.tasks_work_dir, run.runId)
         context = workdir / "context"
         try:
-            await self._fetch_context(run, context, workdir / "context.tar.gz", run_log)
+            commit, branch = await self._fetch_context(run, context, workdir / "context.tar.gz", run_log, outcome)
             dockerfile = (context / request["dockerFilePath"]).resolve()
             if not dockerfile.is_relative_to(context.resolve()) or not dockerfile.is_file():
                 raise StepFailed(f"the Dockerfile {request['dockerFilePath']!r} is not in the context")
@@ -321,6 +333,8 @@ class Runner:
                 registry.loginServer,
                 registry.registry,
                 architecture=(request.get("platform") or {}).get("architecture") or "amd64",
+                commit=commit,
+                branch=branch,
             )
             try:
                 images = [split_image(render(name, variables)) for name in request.get("imageNames", [])]
@@ -395,8 +409,9 @@ class Runner:
         workdir = await asyncio.to_thread(make_workdir, self.settings.tasks_work_dir, run.runId)
         context = workdir / "context"
         try:
+            commit = branch = ""
             if request.get("sourceLocation"):
-                await self._fetch_context(run, context, workdir / "context.tar.gz", run_log)
+                commit, branch = await self._fetch_context(run, context, workdir / "context.tar.gz", run_log, outcome)
             if request["type"] == "EncodedTaskRunRequest":
                 text = decode_text(request["encodedTaskContent"], "encodedTaskContent")
                 encoded_values = request.get("encodedValuesContent")
@@ -414,8 +429,9 @@ class Runner:
             try:
                 values = values_of(given, values_text)
                 variables = RunVariables(
-                    run.runId, registry.loginServer, registry.registry, architecture=architecture, values=values
-                )
+                    run.runId, registry.loginServer, registry.registry, architecture=architecture, values=values,
+                    commit=commit, branch=branch,
+                )  # fmt: skip
                 task = parse_task_file(render(text, variables))
             except (TaskFileInvalid, VariableUnknown, RunRequestInvalid) as error:
                 raise StepFailed(f"the task file is invalid: {error}") from error
@@ -466,8 +482,14 @@ class Runner:
         access += [{"type": "repository", "name": r, "actions": ["pull"]} for r in sorted(pull - push)]
         return access
 
-    async def _fetch_context(self, run: RunDoc, context: Path, archive: Path, run_log: RunLog) -> None:
+    async def _fetch_context(
+        self, run: RunDoc, context: Path, archive: Path, run_log: RunLog, outcome: dict[str, Any]
+    ) -> tuple[str, str]:
+        """The run's context into `context`: an uploaded archive, or a git URL fetched at the pushed commit
+        (else its branch's head). Answers ({{.Run.Commit}}, {{.Run.Branch}})."""
         source = str(run.request.get("sourceLocation") or "")
+        if is_git_url(source):
+            return await self._fetch_git(run, source, context, archive.parent, run_log, outcome)
         size = await self.blobs.path_size(run.registry, source)
         if size is None:
             raise StepFailed("the build context was not found")
@@ -487,6 +509,34 @@ class Runner:
         except ContextInvalid as error:
             raise StepFailed(str(error)) from error
         run_log.write(f"Context: {size} bytes")
+        return "", ""
+
+    async def _fetch_git(
+        self, run: RunDoc, url: str, context: Path, workdir: Path, run_log: RunLog, outcome: dict[str, Any]
+    ) -> tuple[str, str]:
+        try:
+            source = parse_git_url(url)
+        except GitSourceInvalid as error:
+            raise StepFailed(str(error)) from error
+        trigger = run.sourceTrigger or {}
+        token = (
+            self.box.open(run.sourceToken, secret_context(run.registry, run.runId)).decode()
+            if run.sourceToken
+            else None
+        )
+        limits = FetchLimits(
+            timeout_seconds=self.settings.tasks_git_timeout_seconds,
+            max_fetch_bytes=self.settings.tasks_max_context_bytes,
+            context=ContextLimits(max_bytes=self.settings.tasks_max_unpacked_bytes),
+            allow_private=self.settings.tasks_allow_private_sources,
+        )
+        try:
+            commit = await fetch_source(source, run.sourceCommit, workdir, context, limits, run_log.write, token)
+        except GitFetchFailed as error:
+            raise StepFailed(f"the git context could not be fetched: {error}") from error
+        outcome["sourceCommit"] = commit
+        run_log.write(f"Context: {source.url} at commit {commit}")
+        return commit, str(trigger.get("branchName") or source.branch or "")
 
     async def _base_digests(self, files: RegistryAccess, bases: list[str]) -> list[dict[str, Any]]:
         """The FROM images with the digests their tags point at now (this registry's only; others as named)."""

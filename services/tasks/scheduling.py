@@ -25,6 +25,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.secrets import SecretBox
 from services.platform.settings import Settings
+from services.tasks.gitsource import is_git_url
 from services.tasks.models import (
     SOURCE_PATH,
     TERMINAL,
@@ -110,12 +111,21 @@ async def schedule_run(
     task: str | None = None,
     timer: dict[str, str] | None = None,
     image_update: dict[str, Any] | None = None,
+    source_trigger: dict[str, Any] | None = None,
+    source_token: str | None = None,
 ) -> RunDoc:
-    """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run."""
+    """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run.
+
+    `source_trigger` (ACR's SourceTriggerDescriptor: commitId, branchName, ...) names the pushed commit a
+    git context is fetched at; `source_token` the repository's token (sealed in the run)."""
     source = request.sourceLocation or ""
-    if source or not isinstance(request, EncodedTaskRunRequest):
+    if is_git_url(source):
+        pass  # checked by the request model; fetched by the runner
+    elif source or not isinstance(request, EncodedTaskRunRequest):
         if not SOURCE_PATH.fullmatch(source):
-            raise RunRequestInvalid("sourceLocation must be the relativePath that listBuildSourceUploadUrl gave")
+            raise RunRequestInvalid(
+                "sourceLocation must be the relativePath that listBuildSourceUploadUrl gave, or a git URL"
+            )
         if await blobs.path_size(registry, source) is None:
             raise RunRequestInvalid("nothing was uploaded to sourceLocation")
     if isinstance(request, EncodedTaskRunRequest):
@@ -145,6 +155,9 @@ async def schedule_run(
         task=task,
         timerTrigger=timer,
         imageUpdateTrigger=image_update,
+        sourceTrigger=source_trigger,
+        sourceCommit=(source_trigger or {}).get("commitId"),
+        sourceToken=box.seal(source_token.encode(), secret_context(registry, run_id)) if source_token else None,
     )
     await store.create(run)
     await dispatch(store, queue, run)
@@ -197,12 +210,25 @@ async def schedule_task_run(
     *,
     timer: dict[str, str] | None = None,
     image_update: dict[str, Any] | None = None,
+    source_trigger: dict[str, Any] | None = None,
 ) -> RunDoc:
     request = task_run_request(task, box)
     return await schedule_run(
         metadata, blobs, queue, box, registry, login_server, request,
-        task=task.name, timer=timer, image_update=image_update,
+        task=task.name, timer=timer, image_update=image_update, source_trigger=source_trigger,
+        source_token=task_source_token(task, box),
     )  # fmt: skip
+
+
+def task_source_token(task: TaskDoc, box: SecretBox) -> str | None:
+    """The repository token of the task's source trigger (opened), when its context is a git URL."""
+    if not is_git_url(str(task.step.get("contextPath", ""))):
+        return None
+    for trigger in task.sourceTriggers:
+        auth = trigger.get("sourceRepository", {}).get("sourceControlAuthProperties") or {}
+        if auth.get("token"):
+            return box.open(auth["token"], task_secret_context(task.registry, task.name)).decode()
+    return None
 
 
 async def dispatch(store: RunStore, queue: RunQueue, run: RunDoc) -> bool:
