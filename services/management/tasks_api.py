@@ -99,6 +99,10 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
         properties["timerTrigger"] = run.timerTrigger
     if run.imageUpdateTrigger:
         properties["imageUpdateTrigger"] = run.imageUpdateTrigger
+    if run.sourceTrigger:
+        properties["sourceTrigger"] = run.sourceTrigger
+    if run.sourceCommit:
+        properties["sourceCommit"] = run.sourceCommit  # ours: the commit a git context was fetched at
     for key in ("startTime", "finishTime", "runErrorMessage"):
         value = getattr(run, key)
         if value is not None:

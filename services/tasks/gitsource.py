@@ -19,6 +19,7 @@ import base64
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -183,10 +184,18 @@ async def _git(
     argv: list[str], env: dict[str, str], cwd: Path, output: Callable[[str], None], watch: tuple[Path, int] | None
 ) -> tuple[int, bytes]:
     """Run git in its own process group; kill it (and its remote helper) when `watch`'s directory grows past
-    its limit or when cancelled. Answers (exit code, stdout); stderr goes to `output`."""
+    its limit (checked every 0.2 s, and no single file may be written past it: RLIMIT_FSIZE) or when
+    cancelled. Answers (exit code, stdout); stderr goes to `output`."""
+    limit = watch[1] if watch is not None else None
+
+    def bounded() -> None:  # in the child, before exec
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     process = await asyncio.create_subprocess_exec(
         "git", *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        preexec_fn=bounded,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
     over = False
@@ -205,9 +214,13 @@ async def _git(
                 return
 
     async def errors() -> None:
+        nonlocal over
         assert process.stderr is not None
         while line := await process.stderr.readline():
-            output(line.decode(errors="replace")[:2000])
+            text = line.decode(errors="replace")[:2000]
+            if "File too large" in text or "signal 25" in text:  # RLIMIT_FSIZE: EFBIG / SIGXFSZ
+                over = True
+            output(text)
 
     async def answer() -> bytes:
         assert process.stdout is not None
@@ -228,6 +241,8 @@ async def _git(
         raise
     finally:
         guard.cancel()
+    if watch is not None and code == 0 and await asyncio.to_thread(_tree_bytes, watch[0]) > watch[1]:
+        over = True
     if over:
         raise GitFetchFailed(f"the repository is larger than {watch[1] if watch else 0} bytes (fetch stopped)")
     return code, out

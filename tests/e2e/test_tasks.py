@@ -14,6 +14,8 @@ authentication on: the runner pushes with its run's own token, podman pulls with
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -36,6 +38,7 @@ from azure.mgmt.containerregistrytasks import models as m
 from services.management.dev_issuer import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 from tests.conftest import ROOT, Devhost, running_devhost
 from tests.e2e.clients import Buildah, ContainersConfig, Podman, StorageRoot
+from tests.e2e.gitserver import GitServer, git_server
 from tests.entra_issuer import IssuerCredential, TestIssuer
 from tests.integration.conftest import make_subscription_owner
 from tests.secrets_grep import register_secret
@@ -77,6 +80,7 @@ def tasks_host(
         "BUS_TOPIC": "tasks-events-" + uuid.uuid4().hex[:8],
         "AUTH_CACHE_SECONDS": "0",  # the admin user enabled below counts at once
         "TASKS_MAX_CONTEXT_BYTES": str(256 * 1024),
+        "TASKS_ALLOW_PRIVATE_SOURCES": "true",  # the local git server of the source trigger's test
     }
     directory = tmp_path_factory.mktemp("tasks")
     with running_devhost(env, directory) as devhost:
@@ -564,3 +568,79 @@ def test_a_base_image_update_runs_the_dependent_task_exactly_once(
     assert rebuilt.properties["imageUpdateTrigger"]["images"][0]["digest"] == new_base
     time.sleep(6)  # redeliveries and the relay had their chance: still one run per update
     assert len(task_runs()) == 2
+
+
+# --- source commits ---------------------------------------------------------------------------------------------
+def _signed(body: bytes, secret: str, event: str = "push") -> dict[str, str]:
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": event, "X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"}
+
+
+def _push_event(branch: str, commit: str, url: str) -> bytes:
+    return json.dumps({"ref": f"refs/heads/{branch}", "after": commit, "repository": {"clone_url": url}}).encode()
+
+
+def test_a_pushed_commit_and_its_event_run_the_task_at_that_commit(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    with git_server(tmp_path / "git") as server:
+        work, url = server.create("webapp")
+        dockerfile = (
+            f"FROM {tasks_host.login_server}/base:1\nCOPY version.txt /version.txt\n"
+            'RUN ["/bin/busybox", "sh", "-c", "echo content: $(cat /version.txt)"]\n'
+        )
+        server.commit(work, {"Dockerfile": dockerfile, "version.txt": "first\n"}, "one")
+        base = (
+            f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
+            f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
+        )
+        auth, version = {"Authorization": f"Bearer {tasks_host.token}"}, {"api-version": "2025-03-01-preview"}
+        step = {
+            "type": "Docker",
+            "contextPath": f"{url}#main",
+            "dockerFilePath": "Dockerfile",
+            "imageNames": ["gitapp:{{.Run.Commit}}"],
+        }
+        source = {
+            "name": "push",
+            "sourceRepository": {"sourceControlType": "Github", "repositoryUrl": url, "branch": "main"},
+            "sourceTriggerEvents": ["commit"],
+        }
+        body = {
+            "location": "westeurope",
+            "properties": {"step": step, "platform": {"os": "Linux"}, "trigger": {"sourceTriggers": [source]}},
+        }
+        created = httpx.put(f"{base}/tasks/from-git", json=body, headers=auth, params=version, timeout=30)
+        assert created.status_code == 201, created.text
+        details = httpx.post(f"{base}/tasks/from-git/listDetails", headers=auth, params=version, timeout=30).json()
+        hook = details["properties"]["trigger"]["sourceTriggers"][0]
+        hook_url, secret = hook["webhookUrl"], hook["webhookSecret"]
+
+        commit = server.commit(work, {"version.txt": "second\n"}, "two")
+        event = _push_event("main", commit, url)
+        wrong = httpx.post(hook_url, content=event, headers=_signed(event, "a-guess"), timeout=30)
+        assert wrong.status_code == 401
+        elsewhere = GitServer.commit(work, {"version.txt": "on dev\n"}, "dev work", branch="dev")
+        other = _push_event("dev", elsewhere, url)
+        ignored = httpx.post(hook_url, content=other, headers=_signed(other, secret), timeout=30)
+        assert ignored.status_code == 202 and "'dev'" in ignored.json()["message"]
+        started = httpx.post(hook_url, content=event, headers=_signed(event, secret), timeout=30)
+        assert started.status_code == 200, started.text
+        run = wait_for(tasks_host, started.json()["runId"])
+        log = run_log(tasks_host, run.name)
+        assert run.properties.status == "Succeeded", log
+    assert run.properties["sourceTrigger"]["commitId"] == commit and run.properties["sourceCommit"] == commit
+    assert [(i.repository, i.tag) for i in run.properties.output_images] == [("gitapp", commit)]
+    assert "content: second" in log and commit in log  # that commit's tree, not the branch's later state
+    user, password = tasks_host.admin
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{user}:{password}",
+         f"docker://{tasks_host.address}/gitapp:{commit}"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Digest"] == run.properties.output_images[0].digest
+    task_runs = httpx.get(
+        f"{base}/runs", headers=auth, params=version | {"$filter": "TaskName eq 'from-git'"}, timeout=30
+    ).json()["value"]
+    assert [r["name"] for r in task_runs] == [run.name]  # the dev push and the wrong signature ran nothing

@@ -371,12 +371,12 @@ async def test_bad_tasks_are_refused_and_strangers_get_nothing(
         ("few-fields", _task_body(trigger={"timerTriggers": [{"name": "t", "schedule": "* * *"}]}), "five fields"),
         ("same-names", _task_body(trigger={"timerTriggers": [{"name": "t", "schedule": "* * * * *"}] * 2}), "differ"),
         ("bad-yaml1", bad_yaml, "line 2"),
-        ("commit-trigger", _task_body(trigger={"sourceTriggers": [{"name": "s"}]}), "not supported yet"),
+        ("commit-trigger", _task_body(trigger={"sourceTriggers": [{"name": "s"}]}), "sourceRepository"),
         ("no-location", {"properties": _task_body()["properties"]}, "location is required"),
         ("no-step", {"location": "westeurope", "properties": {}}, "step is required"),
         (
             "evil-context",
-            _task_body(step={"type": "Docker", "contextPath": "https://evil.example/x.tgz"}),
+            _task_body(step={"type": "Docker", "contextPath": "https://user:pw@evil.example/x.git"}),
             "contextPath",
         ),
     ]
