@@ -1,7 +1,10 @@
 """`acr task create|list|show|update|delete|run|logs|list-runs|cancel-run`: a registry's tasks and their runs
 through the management API (`registries/{r}/tasks`, `scheduleRun` with a `TaskRunRequest`, `runs`), as
-`az acr task` has them. A task is a task file (`-f`, sent whole) with an uploaded context or none
-(`/dev/null`), and timer triggers (`--schedule`, five-field cron in UTC, repeatable).
+`az acr task` has them. A task is a task file (`-f`, sent whole) or one command (`--cmd`, as az makes it: a
+task file of one `cmd` step), with an uploaded context, none (`/dev/null`), or a git repository
+(`https://host/org/repo.git#branch:dir`: then `-f` is a path in the repository); timer triggers
+(`--schedule`, five-field cron in UTC, repeatable) and a commit trigger (`--commit-trigger-enabled`: its
+hook URL and secret are shown by `acr task show --with-secure-properties`).
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ def task_view(result: Any) -> list[dict[str, Any]]:
     for task in items:
         properties = task.get("properties") or {}
         timers = (properties.get("trigger") or {}).get("timerTriggers") or []
+        sources = (properties.get("trigger") or {}).get("sourceTriggers") or []
         rows.append(
             {
                 "Name": task.get("name"),
                 "Status": properties.get("status"),
                 "Step": (properties.get("step") or {}).get("type"),
                 "Schedules": ", ".join(str(t.get("schedule")) for t in timers),
+                "CommitHook": ", ".join(str(t.get("webhookUrl")) for t in sources),
             }
         )
     return rows
@@ -64,6 +69,8 @@ def run_view(result: Any) -> list[dict[str, Any]]:
 
 
 def _trigger_of(properties: dict[str, Any]) -> str:
+    if properties.get("sourceTrigger"):
+        return "Commit"
     if properties.get("timerTrigger"):
         return "Timer"
     return "Image update" if properties.get("imageUpdateTrigger") else "Manual"
@@ -84,9 +91,20 @@ def create(
     ctx: typer.Context,
     name: TaskNameOption,
     registry: RegistryOption,
-    file: Annotated[Path, typer.Option("--file", "-f", help="The task file (YAML).")],
-    context: Annotated[str, typer.Option("--context", "-c", help="A directory to upload, or /dev/null.")] = "/dev/null",
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="The task file (YAML); with a git context, its path there.")
+    ] = None,
+    cmd: Annotated[str | None, typer.Option("--cmd", help="One command to run (instead of a task file).")] = None,
+    context: Annotated[
+        str, typer.Option("--context", "-c", help="A directory to upload, /dev/null, or a git URL (repo.git#branch).")
+    ] = "/dev/null",
     schedule: ScheduleOption = None,
+    commit_trigger: Annotated[
+        bool, typer.Option("--commit-trigger-enabled", help="Run on each push to the git context's branch.")
+    ] = False,
+    git_token: Annotated[
+        str | None, typer.Option("--git-access-token", help="A token that reads the git repository (private ones).")
+    ] = None,
     set_value: Annotated[list[str] | None, typer.Option("--set", help="A value: NAME=VALUE (repeat).")] = None,
     set_secret: Annotated[list[str] | None, typer.Option("--set-secret", help="A secret value (repeat).")] = None,
     timeout: Annotated[int, typer.Option("--timeout", help="Each run's timeout in seconds.")] = 3600,
@@ -94,13 +112,20 @@ def create(
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
-    """Create a task from a task file, with timer triggers."""
-    if not file.is_file():
+    """Create a task from a task file or a command, with timer and commit triggers."""
+    git = context.startswith(("https://", "http://"))
+    if (file is None) == (cmd is None):
+        raise CliError(ExitCode.BAD_INPUT, "give a task file (--file) or a command (--cmd)")
+    if file is not None and not git and not file.is_file():
         raise CliError(ExitCode.BAD_INPUT, f"the task file {file} does not exist")
+    if commit_trigger and not git:
+        raise CliError(ExitCode.BAD_INPUT, "--commit-trigger-enabled needs a git context (--context https://...git)")
     session, base, ref = _base(ctx, registry, resource_group)
     arm = session.arm()
     context_path = "/dev/null"
-    if context != "/dev/null":
+    if git:
+        context_path = context
+    elif context != "/dev/null":
         directory = Path(context)
         if not directory.is_dir():
             raise CliError(ExitCode.BAD_INPUT, f"the context {context} is not a directory")
@@ -109,17 +134,38 @@ def create(
         context_path = str(upload["relativePath"])
     values = [{"name": k, "value": v, "isSecret": False} for k, v in pairs(set_value, "--set").items()]
     values += [{"name": k, "value": v, "isSecret": True} for k, v in pairs(set_secret, "--set-secret").items()]
-    step = {
-        "type": "EncodedTask",
-        "contextPath": context_path,
-        "encodedTaskContent": base64.b64encode(file.read_bytes()).decode(),
-        "values": values,
-    }
+    step: dict[str, Any] = {"contextPath": context_path, "values": values}
+    if cmd is not None:
+        step |= {"type": "EncodedTask", "encodedTaskContent": base64.b64encode(command_task(cmd, timeout)).decode()}
+    elif git:
+        step |= {"type": "FileTask", "taskFilePath": str(file)}
+    else:
+        assert file is not None
+        step |= {"type": "EncodedTask", "encodedTaskContent": base64.b64encode(file.read_bytes()).decode()}
+    trigger = _timers(schedule)
+    if commit_trigger:
+        repository = context.split("#", 1)[0]
+        branch = context.split("#", 1)[1].split(":", 1)[0] if "#" in context else ""
+        source: dict[str, Any] = {"sourceControlType": "Github", "repositoryUrl": repository}
+        if branch:
+            source["branch"] = branch
+        if git_token:
+            source["sourceControlAuthProperties"] = {"tokenType": "PAT", "token": git_token}
+        trigger["sourceTriggers"] = [
+            {"name": "defaultSourceTriggerName", "sourceRepository": source, "sourceTriggerEvents": ["commit"]}
+        ]
     body = {
         "location": ref.location,
-        "properties": {"step": step, "timeout": timeout, "platform": {"os": "Linux"}, "trigger": _timers(schedule)},
+        "properties": {"step": step, "timeout": timeout, "platform": {"os": "Linux"}, "trigger": trigger},
     }
     session.emit(arm.json("PUT", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
+
+
+def command_task(cmd: str, timeout: int) -> bytes:
+    """The task file `az acr task create --cmd` makes: one `cmd` step."""
+    import json
+
+    return f"version: v1.1.0\nsteps:\n  - cmd: {json.dumps(cmd)}\n    timeout: {timeout}\n".encode()
 
 
 @task_app.command("list")
@@ -140,13 +186,23 @@ def show(
     ctx: typer.Context,
     name: TaskNameOption,
     registry: RegistryOption,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--with-secure-properties", help="Show secret values, the git token and the commit hook's secret."
+        ),
+    ] = False,
     resource_group: ResourceGroupOption = None,
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
-    """Show a task."""
+    """Show a task (its commit trigger's hook URL; with --with-secure-properties, the hook's secret)."""
     session, base, _ = _base(ctx, registry, resource_group)
-    session.emit(session.arm().json("GET", f"{base}/tasks/{name}{VERSION}"), output, query, task_view)
+    if secure:
+        found = session.arm().json("POST", f"{base}/tasks/{name}/listDetails{VERSION}")
+    else:
+        found = session.arm().json("GET", f"{base}/tasks/{name}{VERSION}")
+    session.emit(found, output, query, task_view)
 
 
 @task_app.command("update")

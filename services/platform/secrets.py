@@ -12,6 +12,7 @@ document does not open there.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -60,12 +61,19 @@ def ensure_keys_file(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Written whole under a name of this process, then linked into place (fails if another process won):
+    # a process starting meanwhile (the devhost and a task runner) never reads a half-written ring.
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as out:
-        out.write(keys_json([SecretKey.generate()]))
+        with os.fdopen(fd, "w") as out:
+            out.write(keys_json([SecretKey.generate()]))
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 class SecretBox:

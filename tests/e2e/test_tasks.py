@@ -644,3 +644,37 @@ def test_a_pushed_commit_and_its_event_run_the_task_at_that_commit(
         f"{base}/runs", headers=auth, params=version | {"$filter": "TaskName eq 'from-git'"}, timeout=30
     ).json()["value"]
     assert [r["name"] for r in task_runs] == [run.name]  # the dev push and the wrong signature ran nothing
+
+
+def test_acr_task_create_with_a_git_context_and_a_commit_trigger(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    with git_server(tmp_path / "git") as server:
+        work, url = server.create("tasks-repo")
+        task_file = (
+            "version: v1.1.0\nsteps:\n"
+            '  - cmd: "$Registry/base:1 /bin/busybox sh -c'
+            " 'echo at {{.Run.Commit}} on {{.Run.Branch}} $(cat note.txt)'\"\n"
+        )
+        server.commit(work, {"ci/task.yaml": task_file, "note.txt": "one\n"}, "one")
+        created = acr(
+            tasks_host, tmp_path, "task", "create", "-n", "git-cli", "-c", f"{url}#main", "-f", "ci/task.yaml",
+            "--commit-trigger-enabled", "--git-access-token", "tok-for-the-repo", "-o", "json",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        shown = json.loads(
+            acr(tasks_host, tmp_path, "task", "show", "-n", "git-cli", "--with-secure-properties", "-o", "json").stdout
+        )
+        trigger = shown["properties"]["trigger"]["sourceTriggers"][0]
+        assert trigger["sourceRepository"]["branch"] == "main" and trigger["sourceTriggerEvents"] == ["commit"]
+        commit = server.commit(work, {"note.txt": "two\n"}, "two")
+        event = _push_event("main", commit, url)
+        started = httpx.post(trigger["webhookUrl"], content=event, headers=_signed(event, trigger["webhookSecret"]))
+        assert started.status_code == 200, started.text
+        run = wait_for(tasks_host, started.json()["runId"])
+        log = run_log(tasks_host, run.name)
+        assert run.properties.status == "Succeeded", log
+    assert f"at {commit} on main two" in log
+    assert "tok-for-the-repo" not in log
+    runs = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "git-cli")
+    assert "Commit" in runs.stdout, runs.stdout
