@@ -128,10 +128,31 @@ def purge(
     before = datetime.now(UTC) - parse_ago(ago)
     session = session_of(ctx)
     client = session.data_plane(name, resource_group, username, password)
-    rows: list[dict[str, Any]] = []
+    rows = purge_registry(client, parsed, before, keep, untagged, dry_run)
+    session.emit(rows, output, query)
+
+
+def matching_repositories(client: RegistryClient, filters: list[Filter]) -> list[str]:
+    """The registry's repositories some filter's repository expression matches (the catalog, every page)."""
     repositories = client.pages("/acr/v1/_catalog", CATALOG_SCOPE, "repositories", {"n": PAGE}, None)
-    for repository in repositories:
-        matching = [f for f in parsed if f.repository.fullmatch(repository)]
+    return [str(r) for r in repositories if any(f.repository.fullmatch(str(r)) for f in filters)]
+
+
+def purge_registry(
+    client: RegistryClient,
+    filters: list[Filter],
+    before: datetime,
+    keep: int,
+    untagged: bool,
+    dry_run: bool,
+    repositories: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """What `acr purge` does (also inside a task, services/tasks/builtin.py): one row per tag or manifest
+    deleted, skipped or (with `dry_run`) that would be. `repositories`: those to look at (default: the
+    catalog's that a filter matches)."""
+    rows: list[dict[str, Any]] = []
+    for repository in matching_repositories(client, filters) if repositories is None else repositories:
+        matching = [f for f in filters if f.repository.fullmatch(repository)]
         if not matching:
             continue
         quoted = quote(repository, safe="/")
@@ -158,4 +179,4 @@ def purge(
                 continue
             result = _delete(client, f"/acr/v1/{quoted}/_manifests/{digest}", repository, dry_run)
             rows.append({"repository": repository, "tag": None, "digest": digest, "result": result})
-    session.emit(rows, output, query)
+    return rows

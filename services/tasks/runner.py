@@ -27,7 +27,7 @@ import logging
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from services.platform.cosmos import ConcurrentUpdate, Cosmos, utcnow
 from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
 from services.platform.telemetry import telemetry
+from services.tasks.builtin import run_acr
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
 from services.tasks.execution import (
     RegistryAccess,
@@ -441,9 +442,16 @@ class Runner:
             files = registry_files(workdir, registry.loginServer, address, address != registry.loginServer, token)
             storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
             storage += ["--storage-driver", "vfs"]
-            steps = StepRunner(
-                task, StepContext(workdir, context, storage, files, run_log.write, architecture, task.env)
-            )
+            lifetime = int(request.get("timeout", 3600)) + 300
+
+            async def acr(arguments: list[str], output: Callable[[str], None]) -> None:
+                def mint(grants: list[dict[str, Any]]) -> str:
+                    return self.auth.run_token(registry, run.runId, grants, lifetime)
+
+                await run_acr(arguments, registry.loginServer, address, files.insecure, mint, output)
+
+            step_context = StepContext(workdir, context, storage, files, run_log.write, architecture, task.env, acr)
+            steps = StepRunner(task, step_context)
             try:
                 await steps.run()
             finally:

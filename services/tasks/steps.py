@@ -4,7 +4,8 @@ every step its `when` names has succeeded, so steps with no dependency between t
     build  buildah build (chroot isolation) in the step's context directory, tagged as the step says
     push   buildah push of images built earlier, to this registry through /v2/ with the run's token
     cmd    the image as a container: `buildah from` + `buildah run --isolation chroot`, the run's context
-           mounted at /workspace (its working directory unless the step names another)
+           mounted at /workspace (its working directory unless the step names another); `acr purge ...`
+           (ACR's acr-cli image) runs our own purge instead (services/tasks/builtin.py)
 
 A step that fails is retried `retries` times `retryDelay` seconds apart; its timeout fails it. When a step
 fails, the steps that wait on it never start and the run is Failed with the step named (unless the step
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ class StepContext:
     write: Any  # (line) -> None: the run's log
     architecture: str
     task_env: list[str]
+    # a `cmd: acr ...` step (services/tasks/builtin.py): (arguments after `acr`, output) -> done or StepFailed
+    acr: Callable[[list[str], Callable[[str], None]], Awaitable[None]] | None = None
 
 
 class StepRunner:
@@ -108,6 +112,10 @@ class StepRunner:
             await self._build(step)
         elif step.kind == "push":
             await self._push(step)
+        elif step.cmd and step.cmd[0] == "acr":  # ACR's acr-cli image: our own purge, in the runner
+            if self.ctx.acr is None:
+                raise StepFailed(f"step {step.id}: the acr command does not run here")
+            await self.ctx.acr(step.cmd[1:], self._output(step))
         elif step.detach:
             self._detached.append(asyncio.create_task(self._detached_cmd(step)))
         else:

@@ -678,3 +678,54 @@ def test_acr_task_create_with_a_git_context_and_a_commit_trigger(
     assert "tok-for-the-repo" not in log
     runs = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "git-cli")
     assert "Commit" in runs.stdout, runs.stdout
+
+
+# --- purge as a scheduled task ----------------------------------------------------------------------------------
+def test_a_purge_task_deletes_the_old_tags_keeps_the_latest_and_logs_it(
+    tasks_host: TasksHost, containers: tuple[Buildah, Podman], tmp_path: Path
+) -> None:
+    buildah, _ = containers
+    user, password = tasks_host.admin
+
+    def push(repository: str, tag: str) -> str:
+        work = buildah.from_image("scratch")
+        (tmp_path / "marker").write_text(f"{repository}:{tag}")
+        buildah.copy(work, tmp_path / "marker", "/marker")
+        buildah.commit(work, f"localhost/{repository}:{tag}")
+        destination = f"docker://{tasks_host.address}/{repository}:{tag}"
+        return buildah.push(
+            f"localhost/{repository}:{tag}", destination, tmp_path / f"d-{tag}", "--creds", f"{user}:{password}"
+        )
+
+    def tags(repository: str) -> list[str]:
+        listed = subprocess.run(
+            ["skopeo", "list-tags", "--tls-verify=false", "--creds", f"{user}:{password}",
+             f"docker://{tasks_host.address}/{repository}"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        return sorted(json.loads(listed.stdout)["Tags"])
+
+    for tag in ("v1", "v2", "v3"):
+        push("purge-me", tag)
+        time.sleep(1.1)  # distinct update times: --keep keeps the latest
+    push("purge-spared", "v1")  # no filter names it
+    command = "acr purge --registry {{.Run.Registry}} --filter 'purge-me:v.*' --ago 0 --keep 1 --untagged"
+    created = acr(
+        tasks_host, tmp_path, "task", "create", "-n", "purger", "--cmd", command,
+        "--schedule", "0 1 * * *", "--context", "/dev/null",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    ran = acr(tasks_host, tmp_path, "task", "run", "-n", "purger")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    assert f"deleted: {tasks_host.login_server}/purge-me:v1" in ran.stdout
+    assert f"deleted: {tasks_host.login_server}/purge-me:v2" in ran.stdout
+    assert "Number of tags deleted: 2" in ran.stdout and "Number of manifests deleted: 2" in ran.stdout
+    assert tags("purge-me") == ["v3"] and tags("purge-spared") == ["v1"]
+    refused = acr(
+        tasks_host, tmp_path, "task", "create", "-n", "elsewhere",
+        "--cmd", "acr purge --registry other.azurecr.io --filter 'a:.*' --ago 1d",
+    )  # fmt: skip
+    assert refused.returncode == 0, refused.stderr  # a task file is valid; its run says why it cannot purge
+    failed = acr(tasks_host, tmp_path, "task", "run", "-n", "elsewhere")
+    assert failed.returncode != 0 and "purges its own registry only" in failed.stdout + failed.stderr

@@ -1,0 +1,95 @@
+"""`acr purge` inside a task (services/tasks/builtin.py) against the session devhost: the tokens it asks the
+auth service for (the catalog alone, then metadata_read and delete on exactly the repositories its filters
+match: nothing else), what it deletes and keeps, `--dry-run`, and the commands a task may not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.auth.service import AuthService
+from services.management.store import RegistryStore
+from services.tasks.builtin import parse_purge, run_acr
+from services.tasks.execution import StepFailed
+from tests.conftest import Devhost
+from tests.integration.conftest import RegistryClient, Stores
+from tests.scan_images import push_image
+
+pytestmark = pytest.mark.integration
+
+
+async def test_purge_in_a_task_asks_for_the_catalog_then_delete_on_the_matched_repositories_only(
+    devhost: Devhost, stores: Stores, registry: RegistryClient
+) -> None:
+    for tag in ("old", "older", "newest"):
+        push_image(registry.http, "team/app", tag, [tag.encode()])
+        await asyncio.sleep(1.1)  # distinct update times
+    push_image(registry.http, "team/app-spared", "old", [b"spared"])
+    push_image(registry.http, "unrelated", "old", [b"other"])
+    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
+    assert doc is not None
+    auth = AuthService(stores.settings, stores.metadata)
+    asked: list[list[dict[str, Any]]] = []
+
+    def mint(access: list[dict[str, Any]]) -> str:
+        asked.append(access)
+        return auth.run_token(doc, "cb1", access, 300)
+
+    log: list[str] = []
+    command = ["purge", "--filter", "team/app:.*", "--ago", "0", "--keep", "1", "--dry-run"]
+    await run_acr(command, doc.loginServer, devhost.host, True, mint, log.append)
+    assert asked == [
+        [{"type": "registry", "name": "catalog", "actions": ["*"]}],
+        [{"type": "repository", "name": "team/app", "actions": ["metadata_read", "delete"]}],
+    ]
+    assert "Number of tags to be deleted: 2" in log
+    tags = registry.http.get("/acr/v1/team/app/_tags").json()["tags"]
+    assert sorted(t["name"] for t in tags) == ["newest", "old", "older"]  # a dry run deletes nothing
+
+    log.clear()
+    await run_acr([*command[:-1], "--untagged"], doc.loginServer, devhost.host, True, mint, log.append)
+    assert f"deleted: {doc.loginServer}/team/app:old" in log and f"deleted: {doc.loginServer}/team/app:older" in log
+    assert "Number of tags deleted: 2" in log and "Number of manifests deleted: 2" in log
+    assert [t["name"] for t in registry.http.get("/acr/v1/team/app/_tags").json()["tags"]] == ["newest"]
+    for spared in ("team/app-spared", "unrelated"):
+        assert [t["name"] for t in registry.http.get(f"/acr/v1/{spared}/_tags").json()["tags"]] == ["old"]
+
+    log.clear()
+    await run_acr(
+        ["purge", "--filter", "nothing-here:.*", "--ago", "1d"], doc.loginServer, devhost.host, True, mint, log.append
+    )
+    assert log[-3:] == ["acr purge: no repository matches the filters", "Number of tags deleted: 0",
+                        "Number of manifests deleted: 0"]  # fmt: skip
+    assert asked[-1] == [{"type": "registry", "name": "catalog", "actions": ["*"]}]  # no delete token made
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        (["login", "-u", "x"], "only `acr purge`"),
+        ([], "only `acr purge`"),
+        (["purge", "--ago", "1d"], "--filter is required"),
+        (["purge", "--filter", "a:.*"], "--ago is required"),
+        (["purge", "--filter", "a:.*", "--ago", "1d", "--include-locked"], "not an option"),
+        (["purge", "--filter", "a:.*", "--ago", "soon"], "--ago"),
+        (["purge", "--filter", "a:(", "--ago", "1d"], "--filter"),
+        (["purge", "--filter", "a:.*", "--ago", "1d", "--keep", "-1"], "--keep"),
+        (["purge", "--filter", "a:.*", "--ago", "1d", "--registry", "other.azurecr.io"], "its own registry"),
+        (["purge", "--filter"], "needs a value"),
+    ],
+)
+def test_what_a_task_may_not_ask_of_acr(arguments: list[str], reason: str) -> None:
+    with pytest.raises(StepFailed, match=reason.replace("(", r"\(")):
+        parse_purge(arguments, "mine.azurecr.io")
+
+
+def test_the_task_may_name_its_own_registry() -> None:
+    for name in ("mine.azurecr.io", "MINE.azurecr.io", "mine"):
+        command = parse_purge(
+            ["purge", f"--registry={name}", "--filter", "a:.*", "--ago=7d", "--untagged"], "mine.azurecr.io"
+        )
+        assert command.untagged and command.ago == "7d"
+    assert asyncio.iscoroutinefunction(run_acr)
