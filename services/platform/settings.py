@@ -260,6 +260,11 @@ class Settings(BaseSettings):
     # be at a private, loopback or link-local address (local runs; refused by default, as webhook targets).
     tasks_git_timeout_seconds: float = 300.0
     tasks_allow_private_sources: bool = False
+    # Other registries a task's credentials name, reached over plain HTTP (comma-separated login servers;
+    # local runs and tests only), and the local stand-in for Key Vault: a JSON file mapping Key Vault secret
+    # URIs to values (services/tasks/credentials.py).
+    tasks_insecure_registries: str = ""
+    tasks_vault_secrets_file: str = ""
 
 
 def parse_region_storage(value: str) -> dict[str, str]:

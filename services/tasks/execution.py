@@ -69,6 +69,13 @@ class RegistryAccess:
     registries_conf: Path
     policy: Path
     password: str = field(repr=False)
+    others: frozenset[str] = frozenset()  # other registries' login servers the run has credentials for
+    insecure_others: frozenset[str] = frozenset()  # of those, the ones reached over plain HTTP (local only)
+
+    def other_registry(self, image: str) -> str | None:
+        """The login server of `image` when it is another registry the run has credentials for."""
+        host = image.split("/", 1)[0].lower() if "/" in image else ""
+        return host if host in self.others else None
 
     def env(self, workdir: Path) -> dict[str, str]:
         """The whole environment of a build: nothing of the runner's (its settings hold the service's keys)."""
@@ -85,11 +92,26 @@ class RegistryAccess:
         return f"{self.address}/{repository}:{tag}"
 
 
-def registry_files(workdir: Path, login_server: str, address: str, insecure: bool, password: str) -> RegistryAccess:
+def registry_files(
+    workdir: Path,
+    login_server: str,
+    address: str,
+    insecure: bool,
+    password: str,
+    others: dict[str, tuple[str, str]] | None = None,
+    insecure_others: frozenset[str] = frozenset(),
+) -> RegistryAccess:
+    """The run's auth file (its own registry with the run token, each other registry with its credentials;
+    mode 0600, in the run's directory, removed with it), registries.conf and signature policy."""
+    others = {k: v for k, v in (others or {}).items() if k not in (login_server.lower(), address.lower())}
     auth = base64.b64encode(f"{REFRESH_TOKEN_USER}:{password}".encode()).decode()
+    auths = {server: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()} for server, (u, p) in others.items()}
+    auths |= {login_server: {"auth": auth}, address: {"auth": auth}}
     auth_file = workdir / "auth.json"
-    auth_file.write_text(json.dumps({"auths": {login_server: {"auth": auth}, address: {"auth": auth}}}))
+    auth_file.touch(mode=0o600)
+    auth_file.write_text(json.dumps({"auths": auths}))
     auth_file.chmod(0o600)
+    plain = frozenset(server for server in others if server in insecure_others)
     conf = workdir / "registries.conf"
     lines = ["unqualified-search-registries = []", 'short-name-mode = "disabled"', ""]
     if address != login_server:
@@ -104,10 +126,12 @@ def registry_files(workdir: Path, login_server: str, address: str, insecure: boo
         lines.append("")
     if insecure:
         lines += ["[[registry]]", f'location = "{address}"', "insecure = true", ""]
+    for server in sorted(plain):
+        lines += ["[[registry]]", f'location = "{server}"', "insecure = true", ""]
     conf.write_text("\n".join(lines))
     policy = workdir / "policy.json"
     policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-    return RegistryAccess(login_server, address, insecure, auth_file, conf, policy, password)
+    return RegistryAccess(login_server, address, insecure, auth_file, conf, policy, password, frozenset(others), plain)
 
 
 def split_image(name: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.platform.cosmos import Document, utcnow
 
@@ -34,6 +34,62 @@ class Argument(_Body):
     isSecret: bool = False
 
 
+_LOGIN_SERVER = re.compile(r"^[a-z0-9]([a-z0-9.\-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+_VAULT_SECRET = re.compile(
+    r"^https://[a-z0-9\-]{3,24}\.vault\.[a-z0-9.\-]+/secrets/[A-Za-z0-9\-]{1,127}(/[0-9a-f]{32})?/?$"
+)
+
+
+class SecretObject(_Body):
+    """A credential's value: the value itself (`Opaque`, stored sealed) or a Key Vault secret URI
+    (`Vaultsecret`, resolved when the run starts)."""
+
+    value: str = Field(min_length=1, max_length=4096)
+    type: Literal["Opaque", "Vaultsecret"] = "Opaque"
+
+    @model_validator(mode="after")
+    def _vault(self) -> SecretObject:
+        if self.type == "Vaultsecret" and not _VAULT_SECRET.match(self.value):
+            raise ValueError("a Vaultsecret is a Key Vault secret URI: https://<vault>.vault.azure.net/secrets/<name>")
+        return self
+
+
+class CustomRegistryCredentials(_Body):
+    userName: SecretObject | None = None
+    password: SecretObject | None = None
+    identity: str | None = Field(default=None, max_length=1024)
+
+    @model_validator(mode="after")
+    def _both(self) -> CustomRegistryCredentials:
+        if self.identity:
+            raise ValueError("managed identity credentials are not supported here: give userName and password")
+        if self.userName is None or self.password is None:
+            raise ValueError("a custom registry's credentials need userName and password")
+        return self
+
+
+class SourceRegistryCredentials(_Body):
+    loginMode: Literal["None", "Default"] | None = None
+
+
+class Credentials(_Body):
+    """ACR's task credentials: `customRegistries` maps a login server to the username and password buildah
+    pulls base images from and pushes to it with."""
+
+    sourceRegistry: SourceRegistryCredentials | None = None
+    customRegistries: dict[str, CustomRegistryCredentials | None] = Field(default_factory=dict, max_length=10)
+
+    @field_validator("customRegistries")
+    @classmethod
+    def _servers(
+        cls, registries: dict[str, CustomRegistryCredentials | None]
+    ) -> dict[str, CustomRegistryCredentials | None]:
+        for server in registries:
+            if not _LOGIN_SERVER.match(server):
+                raise ValueError(f"not a registry login server: {server[:100]!r}")
+        return registries
+
+
 class PlatformProperties(_Body):
     os: Literal["Linux", "linux"] = "Linux"
     architecture: Literal["amd64", "arm64", "arm", "x86"] | None = None
@@ -52,6 +108,7 @@ class DockerBuildRequest(_Body):
     platform: PlatformProperties = Field(default_factory=PlatformProperties)
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
+    credentials: Credentials | None = None
 
     @field_validator("sourceLocation")
     @classmethod
@@ -106,6 +163,7 @@ class EncodedTaskRunRequest(_Body):
     platform: PlatformProperties = Field(default_factory=PlatformProperties)
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
+    credentials: Credentials | None = None
 
     @field_validator("sourceLocation")
     @classmethod
@@ -124,6 +182,7 @@ class FileTaskRunRequest(_Body):
     platform: PlatformProperties = Field(default_factory=PlatformProperties)
     sourceLocation: str = Field(max_length=1024)
     isArchiveEnabled: bool = False
+    credentials: Credentials | None = None
 
     @field_validator("sourceLocation")
     @classmethod
@@ -273,6 +332,7 @@ class TaskProperties(_Body):
     timeout: int | None = Field(default=None, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)
     step: TaskStep | None = None
     trigger: TriggerProperties | None = None
+    credentials: Credentials | None = None
 
 
 class TaskBody(_Body):
@@ -295,6 +355,7 @@ class TaskDoc(Document):
     hasTimers: bool = False  # what the timer's query reads (set with timerTriggers)
     baseImageTrigger: dict[str, Any] | None = None
     hasBaseTrigger: bool = False  # what the bus consumer's query reads
+    credentials: dict[str, Any] | None = None  # Credentials, Opaque values sealed to the task
     # SourceTrigger, with `webhookSecret` (ours: the push hook's HMAC key) and the token sealed
     sourceTriggers: list[dict[str, Any]] = Field(default_factory=list)
     creationDate: str = Field(default_factory=utcnow)
@@ -331,6 +392,8 @@ class RunDoc(Document):
     sourceCommit: str | None = None  # the commit a git context was fetched at
     sourceTrigger: dict[str, Any] | None = None  # ACR's SourceTriggerDescriptor, when a push started it
     sourceToken: str | None = None  # the git repository's token, sealed to the run
+    # login server -> {userName, password: SecretObject}, Opaque values sealed to the run (never in `request`)
+    customRegistries: dict[str, Any] = Field(default_factory=dict)
     logPath: str
     runErrorMessage: str | None = None
     attempts: int = 0

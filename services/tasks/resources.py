@@ -18,11 +18,21 @@ from services.management.authorization import ArmScope
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.secrets import SecretBox
 from services.tasks.gitsource import is_git_url, normal_repository
-from services.tasks.models import TASK_NAME, EncodedTaskRunRequest, SourceTrigger, TaskBody, TaskDoc, TaskStep
+from services.tasks.models import (
+    TASK_NAME,
+    Credentials,
+    EncodedTaskRunRequest,
+    SourceTrigger,
+    TaskBody,
+    TaskDoc,
+    TaskStep,
+)
 from services.tasks.scheduling import (
     RunRequestInvalid,
     check_task_file,
     decode_text,
+    open_credentials,
+    seal_credentials,
     task_run_request,
     task_secret_context,
     values_of,
@@ -98,6 +108,38 @@ def _sealed_source_triggers(task: TaskDoc, triggers: list[SourceTrigger], box: S
     return sealed
 
 
+def _merged_credentials(task: TaskDoc, credentials: Credentials, box: SecretBox) -> dict[str, Any] | None:
+    """ACR's update of `credentials.customRegistries`: each login server given replaces its entry, one given
+    as null removes it, the others stay. Opaque values are sealed to the task."""
+    registries = dict((task.credentials or {}).get("customRegistries") or {})
+    context = task_secret_context(task.registry, task.name)
+    for server, entry in credentials.customRegistries.items():
+        if entry is None:
+            registries.pop(server, None)
+        else:
+            registries.update(seal_credentials({server: entry.model_dump(mode="json")}, box, context))
+    source = credentials.sourceRegistry.model_dump(mode="json") if credentials.sourceRegistry else None
+    if not registries and source is None:
+        return None
+    return {"customRegistries": registries, "sourceRegistry": source}
+
+
+def _shown_credentials(task: TaskDoc, details: SecretBox | None) -> dict[str, Any] | None:
+    """The task's credentials: Opaque values null, except through listDetails; Key Vault URIs as given."""
+    if not task.credentials:
+        return None
+    registries = task.credentials.get("customRegistries") or {}
+    if details is not None:
+        registries = open_credentials(registries, details, task_secret_context(task.registry, task.name))
+    else:
+        registries = copy.deepcopy(registries)
+        for entry in registries.values():
+            for key in ("userName", "password"):
+                if entry.get(key) and entry[key].get("type", "Opaque") == "Opaque":
+                    entry[key]["value"] = None
+    return {"customRegistries": registries, "sourceRegistry": task.credentials.get("sourceRegistry")}
+
+
 def hook_path(registry: str, task: str) -> str:
     """The task's push hook (services/tasks/hooks.py), relative to the service's base URL."""
     return f"/tasks/hooks/{registry}/{task}"
@@ -117,6 +159,8 @@ def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
         task.timeout = p.timeout
     if p.step is not None:
         task.step = _sealed_step(p.step, box, task.registry, task.name)
+    if p.credentials is not None:
+        task.credentials = _merged_credentials(task, p.credentials, box)
     if p.trigger is not None:
         task.sourceTriggers = _sealed_source_triggers(task, p.trigger.sourceTriggers, box)
         task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
@@ -229,6 +273,7 @@ def task_resource(
                 "sourceTriggers": _shown_source_triggers(task, base_url, details),
                 "baseImageTrigger": task.baseImageTrigger,
             },
+            "credentials": _shown_credentials(task, details),
             "isSystemTask": False,
         },
     }

@@ -43,6 +43,7 @@ from services.platform.settings import Settings
 from services.platform.telemetry import telemetry
 from services.tasks.builtin import run_acr
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
+from services.tasks.credentials import CredentialsUnavailable, VaultResolver, resolve_credentials
 from services.tasks.execution import (
     RegistryAccess,
     StepFailed,
@@ -209,6 +210,15 @@ class Runner:
         secrets = self._secret_values(run)
         if run.sourceToken:
             secrets.append(self.box.open(run.sourceToken, secret_context(run.registry, run.runId)).decode())
+        others: dict[str, tuple[str, str]] = {}
+        unavailable: str | None = None
+        try:
+            resolver = VaultResolver(self.settings.tasks_vault_secrets_file)
+            context = secret_context(run.registry, run.runId)
+            others = resolve_credentials(run.customRegistries, self.box, context, resolver)
+        except CredentialsUnavailable as error:
+            unavailable = str(error)
+        secrets += [value for pair in others.values() for value in pair]
         run_log = RunLog(self.blobs, registry_name, run.logPath, secrets)
         await run_log.open()
         status: RunStatus = "Error"
@@ -219,10 +229,14 @@ class Runner:
             if registry is None:
                 raise StepFailed("the registry no longer exists")
             run_log.write(f"Run ID: {run_id} on registry {registry.loginServer}")
+            if unavailable is not None:
+                raise StepFailed(unavailable)
+            if others:
+                run_log.write(f"Credentials for: {', '.join(sorted(others))}")
             if run.request.get("type") == "DockerBuildRequest":
-                work = self._quick_build(run, registry, run_log, outcome)
+                work = self._quick_build(run, registry, run_log, outcome, others)
             else:
-                work = self._task_run(run, registry, run_log, outcome)
+                work = self._task_run(run, registry, run_log, outcome, others)
             status, message = await self._supervise(run, work, timeout)
         except StepFailed as failure:
             status, message = "Failed", str(failure)
@@ -312,7 +326,14 @@ class Runner:
                     return
 
     # --- quick build ------------------------------------------------------------------------------------
-    async def _quick_build(self, run: RunDoc, registry: RegistryDoc, run_log: RunLog, outcome: dict[str, Any]) -> None:
+    async def _quick_build(
+        self,
+        run: RunDoc,
+        registry: RegistryDoc,
+        run_log: RunLog,
+        outcome: dict[str, Any],
+        others: dict[str, tuple[str, str]],
+    ) -> None:
         request = run.request
         workdir = make_workdir(self.settings.tasks_work_dir, run.runId)
         context = workdir / "context"
@@ -354,7 +375,9 @@ class Runner:
             access += [{"type": "repository", "name": r, "actions": ["pull", "push"]} for r, _ in images]
             token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
             insecure = address != registry.loginServer
-            files = registry_files(workdir, registry.loginServer, address, insecure, token)
+            files = registry_files(
+                workdir, registry.loginServer, address, insecure, token, others, self._insecure_registries()
+            )
             outcome["baseImages"] = await self._base_digests(files, bases)
             storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
             storage += ["--storage-driver", "vfs"]
@@ -397,6 +420,9 @@ class Runner:
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
+    def _insecure_registries(self) -> frozenset[str]:
+        return frozenset(s.strip().lower() for s in self.settings.tasks_insecure_registries.split(",") if s.strip())
+
     def _registry_address(self, registry: RegistryDoc) -> str:
         """The runner reaches the default registry at TASKS_REGISTRY_ADDRESS locally; every other at its login
         server."""
@@ -405,7 +431,14 @@ class Runner:
         return registry.loginServer
 
     # --- multi-step runs ----------------------------------------------------------------------------------
-    async def _task_run(self, run: RunDoc, registry: RegistryDoc, run_log: RunLog, outcome: dict[str, Any]) -> None:
+    async def _task_run(
+        self,
+        run: RunDoc,
+        registry: RegistryDoc,
+        run_log: RunLog,
+        outcome: dict[str, Any],
+        others: dict[str, tuple[str, str]],
+    ) -> None:
         request = run.request
         workdir = await asyncio.to_thread(make_workdir, self.settings.tasks_work_dir, run.runId)
         context = workdir / "context"
@@ -439,7 +472,10 @@ class Runner:
             address = self._registry_address(registry)
             access = self._task_access(task, context, registry.loginServer, address)
             token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
-            files = registry_files(workdir, registry.loginServer, address, address != registry.loginServer, token)
+            files = registry_files(
+                workdir, registry.loginServer, address, address != registry.loginServer, token, others,
+                self._insecure_registries(),
+            )  # fmt: skip
             storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
             storage += ["--storage-driver", "vfs"]
             lifetime = int(request.get("timeout", 3600)) + 300

@@ -139,7 +139,13 @@ async def schedule_run(
         )
     store = RunStore(metadata)
     run_id = await store.next_run_id(registry)
-    body = request.model_dump(mode="json")
+    body = request.model_dump(mode="json", exclude={"credentials"})
+    registries = request.credentials.customRegistries if request.credentials is not None else {}
+    custom = seal_credentials(
+        {k: v.model_dump(mode="json") for k, v in registries.items() if v is not None},
+        box,
+        secret_context(registry, run_id),
+    )
     for entry in body.get("arguments", []) + body.get("values", []):
         if entry["isSecret"]:
             entry["value"] = box.seal(entry["value"].encode(), secret_context(registry, run_id))
@@ -158,10 +164,32 @@ async def schedule_run(
         sourceTrigger=source_trigger,
         sourceCommit=(source_trigger or {}).get("commitId"),
         sourceToken=box.seal(source_token.encode(), secret_context(registry, run_id)) if source_token else None,
+        customRegistries=custom,
     )
     await store.create(run)
     await dispatch(store, queue, run)
     return await store.get(registry, run_id) or run
+
+
+def seal_credentials(registries: dict[str, Any], box: SecretBox, context: str) -> dict[str, Any]:
+    """Custom registry credentials with their Opaque values sealed (Key Vault URIs are references: kept)."""
+    sealed = copy.deepcopy(registries)
+    for entry in sealed.values():
+        for key in ("userName", "password"):
+            secret = entry.get(key)
+            if secret and secret.get("type", "Opaque") == "Opaque":
+                secret["value"] = box.seal(str(secret["value"]).encode(), context)
+    return sealed
+
+
+def open_credentials(registries: dict[str, Any], box: SecretBox, context: str) -> dict[str, Any]:
+    opened = copy.deepcopy(registries)
+    for entry in opened.values():
+        for key in ("userName", "password"):
+            secret = entry.get(key)
+            if secret and secret.get("type", "Opaque") == "Opaque":
+                secret["value"] = box.open(str(secret["value"]), context).decode()
+    return opened
 
 
 def task_secret_context(registry: str, task: str) -> str:
@@ -177,6 +205,11 @@ def task_run_request(task: TaskDoc, box: SecretBox) -> RunRequest:
         if entry.get("isSecret"):
             entry["value"] = box.open(entry["value"], task_secret_context(task.registry, task.name)).decode()
     common: dict[str, Any] = {"timeout": task.timeout, "platform": task.platform}
+    if task.credentials and task.credentials.get("customRegistries"):
+        context_of_task = task_secret_context(task.registry, task.name)
+        common["credentials"] = {
+            "customRegistries": open_credentials(task.credentials["customRegistries"], box, context_of_task)
+        }
     if context != "/dev/null":
         common["sourceLocation"] = context
     try:

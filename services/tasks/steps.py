@@ -158,7 +158,8 @@ class StepRunner:
         for image in step.push:
             repository = _in_registry(image, ctx.files)
             if repository is None:
-                raise StepFailed(f"step {step.id}: {image} is not in this registry (other registries need credentials)")
+                await self._push_elsewhere(step, image)
+                continue
             name, tag = split_image(repository)
             digest_file = ctx.workdir / f"digest-{step.id}"
             argv = ["buildah", *ctx.storage, "push", "--signature-policy", str(ctx.files.policy)]
@@ -170,6 +171,24 @@ class StepRunner:
             await self._command(step, argv, f"step {step.id}: the push of {image} failed")
             digest = digest_file.read_text().strip()
             self.pushed.append({"registry": ctx.files.login_server, "repository": name, "tag": tag, "digest": digest})
+
+    async def _push_elsewhere(self, step: Step, image: str) -> None:
+        """Push to another registry, with the credentials the task names for it (credentials.customRegistries)."""
+        ctx = self.ctx
+        server = ctx.files.other_registry(image)
+        if server is None:
+            raise StepFailed(f"step {step.id}: {image} is not in this registry and the task has no credentials for it")
+        digest_file = ctx.workdir / f"digest-{step.id}"
+        argv = ["buildah", *ctx.storage, "push", "--signature-policy", str(ctx.files.policy)]
+        argv += ["--digestfile", str(digest_file), "--authfile", str(ctx.files.auth_file)]
+        if server in ctx.files.insecure_others:
+            argv.append("--tls-verify=false")
+        argv += [image, f"docker://{image}"]
+        ctx.write(f"Pushing {image}")
+        await self._command(step, argv, f"step {step.id}: the push of {image} failed")
+        name, tag = split_image(image[len(server) + 1 :])
+        digest = digest_file.read_text().strip()
+        self.pushed.append({"registry": server, "repository": name, "tag": tag, "digest": digest})
 
     # --- cmd ------------------------------------------------------------------------------------------
     async def _cmd(self, step: Step) -> None:

@@ -14,11 +14,14 @@ authentication on: the runner pushes with its run's own token, podman pulls with
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import hmac
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -47,6 +50,16 @@ CALL = {"enforce_https": False}
 BUSYBOX = Path("/bin/busybox")  # apt busybox-static: the base image's only file (a shell for RUN steps)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OTHER_PORT = _free_port()  # "another registry" (CNCF distribution with htpasswd) of the credentials test
+
+
 @dataclass(frozen=True)
 class TasksHost:
     devhost: Devhost
@@ -56,6 +69,7 @@ class TasksHost:
     tasks: ContainerRegistryTasksMgmtClient
     runner_log: Path
     token: str  # the owner's Entra token, for acr
+    vault_file: Path  # TASKS_VAULT_SECRETS_FILE: the local stand-in for Key Vault
 
     @property
     def address(self) -> str:
@@ -81,8 +95,10 @@ def tasks_host(
         "AUTH_CACHE_SECONDS": "0",  # the admin user enabled below counts at once
         "TASKS_MAX_CONTEXT_BYTES": str(256 * 1024),
         "TASKS_ALLOW_PRIVATE_SOURCES": "true",  # the local git server of the source trigger's test
+        "TASKS_INSECURE_REGISTRIES": f"127.0.0.1:{OTHER_PORT}",  # "another registry": plain HTTP, htpasswd
     }
     directory = tmp_path_factory.mktemp("tasks")
+    env["TASKS_VAULT_SECRETS_FILE"] = str(directory / "vault-secrets.json")
     with running_devhost(env, directory) as devhost:
         owner = str(uuid.uuid4())
         asyncio.run(make_subscription_owner(devhost.env, LOCAL_SUBSCRIPTION, owner, entra_issuer.tenant))
@@ -117,7 +133,10 @@ def tasks_host(
         tasks = ContainerRegistryTasksMgmtClient(credential, LOCAL_SUBSCRIPTION, base_url=devhost.url)  # type: ignore[arg-type]
         try:
             token = entra_issuer.token(owner, lifetime=3600)
-            yield TasksHost(devhost, name, login_server, (name, password), tasks, runner_log, token)
+            yield TasksHost(
+                devhost, name, login_server, (name, password), tasks, runner_log, token,
+                Path(env["TASKS_VAULT_SECRETS_FILE"]),
+            )  # fmt: skip
         finally:
             runner.terminate()
             try:
@@ -729,3 +748,112 @@ def test_a_purge_task_deletes_the_old_tags_keeps_the_latest_and_logs_it(
     assert refused.returncode == 0, refused.stderr  # a task file is valid; its run says why it cannot purge
     failed = acr(tasks_host, tmp_path, "task", "run", "-n", "elsewhere")
     assert failed.returncode != 0 and "purges its own registry only" in failed.stdout + failed.stderr
+
+
+# --- credentials for other registries ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """CNCF distribution (`docker-registry`, as bench/ uses it) with htpasswd auth on OTHER_PORT: (login server,
+    username, password)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+        hashed = crypt.crypt("0ther-pa55", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    root = tmp_path_factory.mktemp("other-registry")
+    (root / "htpasswd").write_text(f"builder:{hashed}\n")
+    config = root / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        f"http:\n  addr: 127.0.0.1:{OTHER_PORT}\n"
+        f"auth:\n  htpasswd:\n    realm: other\n    path: {root / 'htpasswd'}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    with (root / "log").open("wb") as log:
+        server = subprocess.Popen(["docker-registry", "serve", str(config)], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{OTHER_PORT}/v2/", timeout=2).status_code == 401:
+                    break
+            assert time.monotonic() < deadline and server.poll() is None, (root / "log").read_text()
+            time.sleep(0.2)
+        yield f"127.0.0.1:{OTHER_PORT}", "builder", "0ther-pa55"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_a_task_pulls_from_and_pushes_to_another_registry_with_its_credentials(
+    tasks_host: TasksHost, containers: tuple[Buildah, Podman], other_registry: tuple[str, str, str], tmp_path: Path
+) -> None:
+    buildah, _ = containers
+    server, user, password = other_registry
+    work = buildah.from_image("scratch")
+    buildah.copy(work, BUSYBOX, "/bin/busybox")
+    buildah.commit(work, "localhost/elsewhere-base:1")
+    buildah.push(
+        "localhost/elsewhere-base:1", f"docker://{server}/lib/base:1", tmp_path / "d", "--creds",
+        f"{user}:{password}", "--tls-verify=false",
+    )  # fmt: skip
+    dockerfile = f'FROM {server}/lib/base:1\nRUN ["/bin/busybox", "echo", "pulled from the other registry"]\n'
+    task_file = (
+        "version: v1.1.0\nsteps:\n"
+        f"  - build: -t $Registry/from-other:{{{{.Run.ID}}}} -t {server}/copies/app:{{{{.Run.ID}}}} .\n"
+        f"  - push: [$Registry/from-other:{{{{.Run.ID}}}}, {server}/copies/app:{{{{.Run.ID}}}}]\n"
+    )
+    step = {
+        "type": "EncodedTask",
+        "contextPath": upload(tasks_host, context_archive({"Dockerfile": dockerfile})),
+        "encodedTaskContent": base64.b64encode(task_file.encode()).decode(),
+    }
+    credentials = {
+        "customRegistries": {
+            server: {"userName": {"type": "Opaque", "value": user}, "password": {"type": "Opaque", "value": password}}
+        }
+    }
+    base = (
+        f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
+        f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
+    )
+    auth, version = {"Authorization": f"Bearer {tasks_host.token}"}, {"api-version": "2025-03-01-preview"}
+    body = {
+        "location": "westeurope",
+        "properties": {"step": step, "platform": {"os": "Linux"}, "credentials": credentials},
+    }
+    created = httpx.put(f"{base}/tasks/mirror", json=body, headers=auth, params=version, timeout=30)
+    assert created.status_code == 201, created.text
+    shown = created.json()["properties"]["credentials"]["customRegistries"][server]
+    assert shown["userName"]["value"] is None and shown["password"]["value"] is None  # never shown back
+    ran = acr(tasks_host, tmp_path, "task", "run", "-n", "mirror")
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    assert "pulled from the other registry" in ran.stdout and password not in ran.stdout
+    run_id = ran.stderr.split("Queued a run with ID: ")[1].split()[0]
+    copied = httpx.get(
+        f"http://{server}/v2/copies/app/manifests/{run_id}", auth=(user, password), timeout=30,
+        headers={"Accept": f"{OCI_MANIFEST},application/vnd.docker.distribution.manifest.v2+json"},
+    )  # fmt: skip
+    assert copied.status_code == 200, copied.text
+    run = tasks_host.tasks.runs.get(LOCAL_RESOURCE_GROUP, tasks_host.registry, run_id, **CALL)
+    assert {(i.registry, i.repository) for i in run.properties.output_images} == {
+        (tasks_host.login_server, "from-other"), (server, "copies/app"),
+    }  # fmt: skip
+
+    # A Key Vault reference resolves through the operator's resolver only (TASKS_VAULT_SECRETS_FILE here).
+    uri = "https://team-vault.vault.azure.net/secrets/other-password"
+    vaulted = {
+        "customRegistries": {server: {"userName": {"value": user}, "password": {"type": "Vaultsecret", "value": uri}}}
+    }
+    patched = httpx.patch(
+        f"{base}/tasks/mirror", json={"properties": {"credentials": vaulted}}, headers=auth, params=version, timeout=30
+    )
+    assert patched.status_code == 200, patched.text
+    unresolved = acr(tasks_host, tmp_path, "task", "run", "-n", "mirror")
+    assert unresolved.returncode != 0 and uri in unresolved.stdout + unresolved.stderr
+    tasks_host.vault_file.write_text(json.dumps({uri: password}))
+    resolved = acr(tasks_host, tmp_path, "task", "run", "-n", "mirror")
+    assert resolved.returncode == 0, resolved.stderr + resolved.stdout
+    assert password not in resolved.stdout
