@@ -101,6 +101,9 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
         properties["imageUpdateTrigger"] = run.imageUpdateTrigger
     if run.sourceTrigger:
         properties["sourceTrigger"] = run.sourceTrigger
+    if run.logExpired:
+        properties["logExpired"] = True  # ours: the log was deleted after TASKS_LOG_RETENTION_DAYS
+        properties["logExpiredTime"] = run.logExpiredTime
     if run.sourceCommit:
         properties["sourceCommit"] = run.sourceCommit  # ours: the commit a git context was fetched at
     for key in ("startTime", "finishTime", "runErrorMessage"):
@@ -195,7 +198,9 @@ async def runs(call: ArmCall) -> Response:
     if run is None:
         raise ArmError(404, "ResourceNotFound", f"run {run_id} was not found")
     if action == "listLogSasUrl":
-        days = call.services.settings.tasks_log_days
+        days = call.services.settings.tasks_log_retention_days
+        if run.logExpired:
+            raise ArmError(404, "ResourceNotFound", f"the log of run {run_id} expired after {days} days")
         link = await call.services.blobs.path_url(registry, run.logPath, min(days * 86400, 7 * 86400))
         return JSONResponse({"logLink": link, "logArtifactLink": None})
     if method == "GET":

@@ -401,6 +401,11 @@ class BlobStore:
     async def append(self, registry: str, path: str, data: bytes) -> None:
         await self._container(registry).get_blob_client(path).append_block(data)
 
+    async def list_paths(self, registry: str, prefix: str) -> AsyncIterator[tuple[str, datetime]]:
+        """(name, last modified) of the registry's blobs under `prefix` (e.g. `tasks/sources/`)."""
+        async for blob in self._container(registry).list_blobs(name_starts_with=prefix):
+            yield blob.name, blob.last_modified
+
     async def delete_path(self, registry: str, path: str) -> None:
         try:
             await self._container(registry).get_blob_client(path).delete_blob()

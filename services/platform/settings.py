@@ -253,7 +253,7 @@ class Settings(BaseSettings):
     tasks_concurrency: int = 2  # runs one runner executes at once
     tasks_max_context_bytes: int = 100 * 1024 * 1024  # an uploaded context, compressed
     tasks_max_unpacked_bytes: int = 512 * 1024 * 1024
-    tasks_log_days: int = 30
+    tasks_log_retention_days: int = 30  # run logs and uploaded sources older than this are deleted (daily)
     tasks_relay_after_seconds: float = 5.0
     tasks_poll_seconds: float = 1.0  # how often a running run's cancel flag is read
     # Git contexts (services/tasks/gitsource.py): how long a fetch may take, and whether the repository may

@@ -83,6 +83,17 @@ async def fire_task_timers(timer: func.TimerRequest) -> None:
         log.info("fire_task_timers: %d run(s) scheduled", fired)
 
 
+@bp.timer_trigger(arg_name="timer", schedule="0 17 3 * * *", run_on_startup=False, use_monitor=False)
+async def expire_task_files(timer: func.TimerRequest) -> None:
+    """Daily: run logs and uploaded sources older than TASKS_LOG_RETENTION_DAYS (services/tasks/retention.py)."""
+    from datetime import UTC, datetime
+
+    from services.tasks.retention import expire_task_files as expire
+
+    metadata, _ = await relay_clients()
+    await expire(metadata, await timer_blobs(), get_settings(), datetime.now(UTC))
+
+
 @bp.service_bus_topic_trigger(
     arg_name="message",
     topic_name="registry-events",

@@ -395,6 +395,8 @@ class RunDoc(Document):
     # login server -> {userName, password: SecretObject}, Opaque values sealed to the run (never in `request`)
     customRegistries: dict[str, Any] = Field(default_factory=dict)
     logPath: str
+    logExpired: bool = False  # the log was deleted after TASKS_LOG_RETENTION_DAYS (services/tasks/retention.py)
+    logExpiredTime: str | None = None
     runErrorMessage: str | None = None
     attempts: int = 0
     task: str | None = None  # the task it ran, when it ran one

@@ -17,6 +17,7 @@ Queued to Running under its ETag, so a message delivered twice runs it once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, Document
@@ -85,6 +86,26 @@ class RunStore:
         sql += " ORDER BY c.number DESC"
         found: list[RunDoc] = []
         async for item in self._cosmos.query(CONTAINER, sql, params, registry, page=min(limit, 100)):
+            found.append(RunDoc.model_validate(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def with_expiring_logs(
+        self, finished_before: str, limit: int = 500, registries: Collection[str] | None = None
+    ) -> list[RunDoc]:
+        """Finished runs whose log is still kept and which ended before `finished_before` (cross-partition:
+        the retention timer's query), of `registries` only when given."""
+        sql = (
+            "SELECT * FROM c WHERE c.type = 'run' AND c.finishTime != null AND c.finishTime < @before "
+            "AND (NOT IS_DEFINED(c.logExpired) OR c.logExpired = false)"
+        )
+        params: dict[str, Any] = {"@before": finished_before}
+        if registries is not None:
+            sql += " AND ARRAY_CONTAINS(@rs, c.registry)"
+            params["@rs"] = sorted(registries)
+        found: list[RunDoc] = []
+        async for item in self._cosmos.query_across(CONTAINER, sql, params, limit):
             found.append(RunDoc.model_validate(item))
             if len(found) >= limit:
                 break
