@@ -69,6 +69,7 @@ def test_devhost_serves_every_http_function(functions) -> None:
         "/openapi/management.json",
         "/metadata/endpoints",
         "/metrics",
+        "/tasks/hooks/{registry}/{task}",
     }
 
 
@@ -95,6 +96,15 @@ def test_task_functions_are_the_run_relay_and_the_minute_timer(functions) -> Non
     assert relay.get_binding_name() == "timerTrigger" and relay.schedule == "*/5 * * * * *"
     timers = functions["fire_task_timers"].get_trigger()
     assert timers.get_binding_name() == "timerTrigger" and timers.schedule == "5 * * * * *"  # once a minute
+    expiry = functions["expire_task_files"].get_trigger()
+    assert expiry.get_binding_name() == "timerTrigger" and expiry.schedule == "0 17 3 * * *"  # daily
+
+
+def test_the_source_trigger_hook_is_an_anonymous_post_authenticated_by_its_hmac(functions) -> None:
+    trigger = functions["task_source_hook"].get_trigger()
+    assert trigger.route == "tasks/hooks/{registry}/{task}"
+    assert trigger.auth_level == func.AuthLevel.ANONYMOUS  # the HMAC is its authentication (services/tasks/hooks.py)
+    assert {str(getattr(m, "value", m)) for m in trigger.methods} == {"POST"}
 
 
 @pytest.mark.parametrize(
