@@ -97,9 +97,8 @@ def parse_purge(arguments: list[str], login_server: str) -> PurgeCommand:
 
 def _client(http: httpx.Client, login_server: str, address: str, insecure: bool, token: str) -> RegistryClient:
     endpoint = f"http://{address}" if insecure else (f"https://{address}" if address != login_server else None)
-    client = RegistryClient(http, address_of(login_server, endpoint), TokenSource(None, None, None))
-    client._refresh = token  # the run's refresh token: never an exchange of any other credential
-    return client
+    # signed in with the run's refresh token itself: never an exchange of any other credential
+    return RegistryClient(http, address_of(login_server, endpoint), TokenSource(None, None, None), _refresh=token)
 
 
 def _purge(command: PurgeCommand, login_server: str, address: str, insecure: bool, mint: Mint) -> list[str]:

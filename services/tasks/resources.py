@@ -162,7 +162,8 @@ def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
     if p.credentials is not None:
         task.credentials = _merged_credentials(task, p.credentials, box)
     if p.trigger is not None:
-        task.sourceTriggers = _sealed_source_triggers(task, p.trigger.sourceTriggers, box)
+        if "sourceTriggers" in p.trigger.model_fields_set:  # a PATCH of the timers alone keeps them
+            task.sourceTriggers = _sealed_source_triggers(task, p.trigger.sourceTriggers, box)
         task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
         task.hasTimers = bool(task.timerTriggers)
         trigger = p.trigger.baseImageTrigger

@@ -92,6 +92,7 @@ class RunLog:
         self._blobs, self._registry, self._path = blobs, registry, path
         self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
         self._pending: list[str] = []
+        self._unsent = b""  # taken from _pending, not yet appended (an append failed)
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -115,20 +116,31 @@ class RunLog:
                 await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
+        """Append what was written since; what an append failed to take stays for the next flush (a line
+        may then appear twice, never go missing)."""
         async with self._lock:
-            if not self._pending:
+            if not self._pending and not self._unsent:
                 return
-            data, self._pending = "".join(self._pending).encode(), []
+            data, self._pending = self._unsent + "".join(self._pending).encode(), []
+            self._unsent = data
             # An append block holds at most 4 MiB.
             for start in range(0, len(data), 4 * 1024 * 1024):
                 await self._blobs.append(self._registry, self._path, data[start : start + 4 * 1024 * 1024])
+                self._unsent = data[start + 4 * 1024 * 1024 :]
 
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        await self.flush()
+        for attempt in range(5):  # the end of the log (the outcome) is worth a few tries
+            try:
+                await self.flush()
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
 
 
 # --- the runner -----------------------------------------------------------------------------------------------

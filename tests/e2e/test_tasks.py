@@ -650,7 +650,7 @@ def test_a_pushed_commit_and_its_event_run_the_task_at_that_commit(
         assert run.properties.status == "Succeeded", log
     assert run.properties["sourceTrigger"]["commitId"] == commit and run.properties["sourceCommit"] == commit
     assert [(i.repository, i.tag) for i in run.properties.output_images] == [("gitapp", commit)]
-    assert "content: second" in log and commit in log  # that commit's tree, not the branch's later state
+    assert "content: second" in log and commit in log, log  # that commit's tree, not the branch's later state
     user, password = tasks_host.admin
     inspected = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{user}:{password}",

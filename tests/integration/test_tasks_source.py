@@ -144,6 +144,11 @@ async def test_the_task_shows_its_hook_and_keeps_its_secrets(devhost: Devhost, s
     assert len(hooks.secret) == 64 and hooks.secret != hooks.second_secret
     raw = await stores.metadata.read("registries", "task:hooked", hooks.registry)
     assert raw is not None and hooks.secret not in str(raw) and "ghp_repo_token_value" not in str(raw)
+    # a PATCH of the timers alone keeps the source trigger and its secret
+    timers = {"properties": {"trigger": {"timerTriggers": [{"name": "t1", "schedule": "0 0 31 2 *"}]}}}
+    patched_timers = await _arm(devhost, "PATCH", f"{_base(hooks.registry)}/tasks/hooked", hooks.auth, timers)
+    assert patched_timers.json()["properties"]["trigger"]["sourceTriggers"][0]["webhookUrl"] == hooks.url
+    assert (await _details(devhost, hooks.registry, "hooked", hooks.auth))[1] == hooks.secret
     # an update that leaves the trigger's name keeps its secret (the one configured in GitHub stays valid)
     patched = await _arm(devhost, "PATCH", f"{_base(hooks.registry)}/tasks/second", hooks.auth, _source_task())
     assert patched.status_code == 200, patched.text
