@@ -64,7 +64,20 @@ class Document(BaseModel):
 
 
 class ConcurrentUpdate(Exception):
-    """A conditional write lost against another writer (stale ETag)."""
+    """A conditional write lost against another writer (stale ETag). From a batch, `index` is the operation
+    that lost (None otherwise)."""
+
+    def __init__(self, message: str = "", *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class OperationNotFound(ResourceNotFoundError):
+    """A batch operation's document was not there (a ResourceNotFoundError): `index` is that operation."""
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def cosmos_retry_options(settings: Settings) -> dict[str, Any]:
@@ -227,17 +240,19 @@ class Cosmos:
 
     async def batch(self, container: str, partition: str, operations: list[BatchOperation]) -> list[dict[str, Any]]:
         """All operations or none, in one partition (ResourceNotFoundError / ConcurrentUpdate as a single
-        operation would raise them; a conditional create or replace that lost a race is ConcurrentUpdate).
+        operation would raise them; a conditional create or replace that lost a race is ConcurrentUpdate; both
+        carry the `index` of the operation that failed: OperationNotFound is the ResourceNotFoundError).
         The operations' results, in order (`resourceBody`: the document as written)."""
         try:
             results = await self.container(container).execute_item_batch(
                 batch_operations=operations, partition_key=partition
             )
         except CosmosBatchOperationError as exc:
-            status = exc.error_index is not None and exc.operation_responses[exc.error_index].get("statusCode")
-            if status == 404:
-                raise ResourceNotFoundError(str(exc)) from exc
+            index = exc.error_index
+            status = index is not None and exc.operation_responses[index].get("statusCode")
+            if status == 404 and index is not None:
+                raise OperationNotFound(str(exc), index=index) from exc
             if status in (409, 412):  # created meanwhile, or changed since read: both a lost race
-                raise ConcurrentUpdate(str(exc)) from exc
+                raise ConcurrentUpdate(str(exc), index=index) from exc
             raise
         return list(results)

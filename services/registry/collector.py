@@ -68,7 +68,8 @@ from typing import Literal, TypeVar
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import ConcurrentUpdate, Cosmos
 from services.platform.settings import Settings
-from services.registry.ledger import ATTEMPTS, BlobLedger, FenceDoc, StoredBlobDoc, stored_blob_id
+from services.registry.ledger import ATTEMPTS, BlobLedger, FenceDoc, StoredBlobDoc, StoredState, stored_blob_id
+from services.registry.store import BlobLinkDoc
 
 log = logging.getLogger("registry.gc")
 
@@ -249,7 +250,7 @@ class GarbageCollector:
             if not releases:
                 return drained
             for release in releases:
-                await self._each(release.digests, lambda digest: self._ledger.schedule(registry, digest, now))
+                await self._ledger.schedule_many(registry, release.digests, now)
                 await self._ledger.drop_release(release)
                 drained += 1
 
@@ -279,7 +280,7 @@ class GarbageCollector:
     async def _collect(self, page: list[StoredBlobDoc]) -> dict[str, Outcome]:
         registry = page[0].registry
         outcomes: dict[str, Outcome] = {}
-        held = [doc for doc in await self._each(page, self._mark) if doc is not None]
+        held = await self._mark(page)
         marked = {doc.digest: doc for doc in held if doc.state == "collecting"}
         if marked:
             # Step 2: the links, then the fences of their repositories, then the references.
@@ -288,56 +289,100 @@ class GarbageCollector:
             for fence in await self._each(dict.fromkeys(link.repo for link in links), self._ledger.fence):
                 fences[fence.repo] = fence
             needed = await self._ledger.referenced_among(registry, list(marked))
-            for digest in needed:
-                doc = marked.pop(digest)
-                outcomes[doc.id] = "referenced"
-                await self._release_mark(doc, due=None)
+            kept = [marked.pop(digest) for digest in needed]
+            outcomes |= {doc.id: "referenced" for doc in kept}
+            await self._release_marks(kept, due=None)
             # Step 3: the links go, each only if no manifest was committed in its repository since.
-            doomed = [link for link in links if link.digest in marked]
-            deleted = await self._each(doomed, lambda link: self._ledger.delete_link_fenced(fences[link.repo], link))
-            lost = {link.digest for link, ok in zip(doomed, deleted, strict=True) if not ok}
+            doomed: dict[str, list[BlobLinkDoc]] = {}
+            for link in links:
+                if link.digest in marked:
+                    doomed.setdefault(link.repo, []).append(link)
+            gone: set[str] = set()
+            for ids in await self._each(
+                doomed.items(), lambda item: self._ledger.delete_links_fenced(fences[item[0]], item[1])
+            ):
+                gone |= ids
+            lost = {link.digest for repo_links in doomed.values() for link in repo_links if link.id not in gone}
             # Links made meanwhile by an upload that stalled between its link and its pin: next time.
             if marked:
                 lost |= {link.digest for link in await self._ledger.links_among(registry, list(marked))}
-            for digest in lost & set(marked):
-                doc = marked.pop(digest)
-                outcomes[doc.id] = "busy"
-                await self._release_mark(doc, due=time.time())
+            given_back = [marked.pop(digest) for digest in lost & set(marked)]
+            outcomes |= {doc.id: "busy" for doc in given_back}
+            await self._release_marks(given_back, due=time.time())
         finishing = [doc for doc in held if doc.state == "deleting"] + list(marked.values())
-        for doc, outcome in zip(finishing, await self._each(finishing, self._delete), strict=True):
-            outcomes[doc.id] = outcome
+        outcomes |= await self._delete(finishing)
         return outcomes
 
-    async def _mark(self, doc: StoredBlobDoc) -> StoredBlobDoc | None:
-        """Step 1: the blob, held by this collector (its `since`), or None when it is not to be taken now."""
+    async def _mark(self, page: list[StoredBlobDoc]) -> list[StoredBlobDoc]:
+        """Step 1: the blobs of the page now held by this collector (their `since`): not those pinned lately
+        or held by another collector, nor those that changed since the page was read."""
         now = time.time()
-        if doc.state == "stored":
-            if doc.pinned is not None and doc.pinned > now - self.grace:
-                return None  # pinned lately: a push may be about to reference it
-            doc.state = "collecting"
-        elif doc.since is not None and doc.since > now - self.lease:
-            return None  # another collector holds it
-        doc.since = now  # a dead collector's blob is taken over where it stood
-        try:
-            return await self._ledger.replace(doc)
-        except ConcurrentUpdate:
-            return None
+        taking = []
+        for doc in page:
+            if doc.state == "stored":
+                if doc.pinned is not None and doc.pinned > now - self.grace:
+                    continue  # pinned lately: a push may be about to reference it
+                state: StoredState = "collecting"
+            elif doc.since is not None and doc.since > now - self.lease:
+                continue  # another collector holds it
+            else:
+                state = doc.state  # a dead collector's blob is taken over where it stood
+            taking.append(doc.model_copy(update={"state": state, "since": now}))
+        return [doc for doc in await self._ledger.replace_many(taking) if doc is not None]
 
-    async def _delete(self, doc: StoredBlobDoc) -> Outcome:
-        """Steps 4 to 6."""
-        if doc.state == "collecting":
-            storage_etag = await self._blobs.etag(doc.registry, doc.digest)
+    async def _delete(self, docs: list[StoredBlobDoc]) -> dict[str, Outcome]:
+        """Steps 4 to 6 for blobs held `collecting` or `deleting`."""
+        outcomes: dict[str, Outcome] = {}
+        collecting = [doc for doc in docs if doc.state == "collecting"]
+        storage_etags = await self._each(collecting, lambda doc: self._blobs.etag(doc.registry, doc.digest))
+        moving = [
+            doc.model_copy(update={"state": "deleting", "storageEtag": etag})
+            for doc, etag in zip(collecting, storage_etags, strict=True)
+        ]
+        deleting = [doc for doc in docs if doc.state == "deleting"]
+        for doc, etag, moved in zip(collecting, storage_etags, await self._ledger.replace_many(moving), strict=True):
+            if moved is None:  # changed since marked: by a push (no longer held), or a release noted
 
-            def to_deleting(held: StoredBlobDoc) -> None:
-                held.state, held.storageEtag = "deleting", storage_etag
+                def to_deleting(held: StoredBlobDoc, etag: str | None = etag) -> None:
+                    held.state, held.storageEtag = "deleting", etag
 
-            moved = await self._change_held(doc, to_deleting)
+                moved = await self._change_held(doc, to_deleting)
             if moved is None:
-                return "busy"  # a push pinned it again
-            doc = moved
-        if doc.storageEtag is not None:
-            await self._blobs.delete_if_unchanged(doc.registry, doc.digest, doc.storageEtag)
-        return "deleted" if await self._ledger.delete_counted(doc) else "busy"
+                outcomes[doc.id] = "busy"  # a push pinned it again
+            else:
+                deleting.append(moved)
+        await self._each(
+            [doc for doc in deleting if doc.storageEtag is not None],
+            lambda doc: self._blobs.delete_if_unchanged(doc.registry, doc.digest, str(doc.storageEtag)),
+        )
+        gone = await self._ledger.delete_counted_many(deleting)
+        for doc in deleting:
+            if doc.id not in gone:
+                gone_now = await self._delete_held(doc)
+                outcomes[doc.id] = "deleted" if gone_now else "busy"
+            else:
+                outcomes[doc.id] = "deleted"
+        return outcomes
+
+    async def _delete_held(self, doc: StoredBlobDoc) -> bool:
+        """Step 6 again for one blob whose document changed since it was moved to `deleting`: deleted still
+        if this collector holds it as it was (only a release was noted meanwhile)."""
+        current = await self._ledger.get(doc.registry, doc.digest)
+        if (
+            current is None
+            or current.state != "deleting"
+            or current.since != doc.since
+            or current.storageEtag != doc.storageEtag
+        ):
+            return False
+        return await self._ledger.delete_counted(current)
+
+    async def _release_marks(self, docs: list[StoredBlobDoc], due: float | None) -> None:
+        """Give the blobs back (state stored): not due when a manifest needs them, else due again."""
+        back = [doc.model_copy(update={"state": "stored", "since": None, "due": due}) for doc in docs]
+        for doc, written in zip(docs, await self._ledger.replace_many(back), strict=True):
+            if written is None:
+                await self._release_mark(doc, due)
 
     async def _release_mark(self, doc: StoredBlobDoc, due: float | None) -> None:
         """Give the blob back (state stored): not due when a manifest needs it, else due again."""
@@ -364,12 +409,16 @@ class GarbageCollector:
         return None
 
 
+RECOUNT_ATTEMPTS = 5  # sums tried before a recount gives up on a registry that is never quiet
+
+
 @dataclass(frozen=True)
 class Recount:
     registry: str
     blobs: int
     storage_bytes: int
     previous: int
+    applied: bool = True
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -377,18 +426,34 @@ class Recount:
             "blobs": self.blobs,
             "storageBytes": self.storage_bytes,
             "previous": self.previous,
+            "applied": self.applied,
         }
 
 
-async def recount_storage(ledger: BlobLedger, registry: str) -> Recount:
+async def recount_storage(ledger: BlobLedger, registry: str, attempts: int = RECOUNT_ATTEMPTS) -> Recount:
     """Sum the stored blobs of the registry and set its usage to that (a check of the incremental count: the
-    two agree unless a write was lost). Blobs stored or collected while it runs may make it off by their
-    sizes until the next recount."""
-    count, total = await ledger.stored_totals(registry)
-    previous = await ledger.set_storage_bytes(registry, total)
-    if previous != total:
-        log.warning("recount %s: usage was %d bytes, the stored blobs sum to %d", registry, previous, total)
-    return Recount(registry, count, total, previous)
+    two agree unless a write was lost).
+
+    Pushes go on meanwhile. Every blob stored or deleted changes its storedBlob document and the usage in one
+    batch, so the usage document's ETag moves with each; the recount reads the usage (and its ETag), sums the
+    sizes (`BlobLedger.stored_totals`: one aggregate query), then writes the sum under that ETag. The write
+    succeeds only if no blob was stored or deleted while it summed, i.e. the documents it read were the
+    registry's whole set at one moment, and the sum is then exact; otherwise it sums again, up to `attempts`
+    times, and then leaves the usage as it is (`applied` False: the incremental count stands, the sum found
+    is reported)."""
+    count = total = previous = 0
+    for _ in range(attempts):
+        before = await ledger.usage(registry)
+        previous = before.storageBytes if before else 0
+        count, total = await ledger.stored_totals(registry)
+        if await ledger.set_storage_bytes(registry, total, before):
+            if previous != total:
+                log.warning("recount %s: usage was %d bytes, the stored blobs sum to %d", registry, previous, total)
+            return Recount(registry, count, total, previous)
+    log.warning(
+        "recount %s: blobs were stored or deleted during each of %d sums; usage left as it is", registry, attempts
+    )
+    return Recount(registry, count, total, previous, applied=False)
 
 
 async def collect_all(settings: Settings, cosmos: Cosmos, blobs: BlobStore, registries: list[str]) -> int:

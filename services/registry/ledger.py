@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Literal, cast
+from typing import Literal
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import Field
 
-from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, utcnow
+from services.platform.cosmos import BatchOperation, ConcurrentUpdate, Cosmos, Document, OperationNotFound, utcnow
 from services.platform.readcache import process_marks
 from services.platform.telemetry import telemetry
 from services.registry.store import BlobLinkDoc, ManifestDoc
@@ -46,6 +46,7 @@ FENCE_ID = "gcfence"
 ATTEMPTS = 16  # optimistic updates of one document before giving up (503 to a client)
 # What references blobs: live manifests, and soft-deleted ones until purged (services/registry/softdelete.py).
 MANIFEST_TYPES = "(c.type = 'manifest' OR c.type = 'deletedManifest')"
+BATCH = 100  # operations in one transactional batch (Cosmos DB's limit)
 
 
 class StoredBlobDoc(Document):
@@ -156,6 +157,36 @@ class BlobLedger:
             process_marks().changed(link.repo)  # this instance's read caches forget the link (store.py)
         return True
 
+    async def delete_links_fenced(self, fence: FenceDoc, links: list[BlobLinkDoc]) -> set[str]:
+        """`delete_link_fenced` for many links of the fence's repository, up to BATCH - 1 in each batch with
+        one epoch bump; the ids of the links deleted. A link changed or gone meanwhile is left out and the
+        rest tried again; once a manifest was committed in the repository since the fence was read, no
+        further link is deleted."""
+        deleted: set[str] = set()
+        bump = [{"op": "incr", "path": "/epoch", "value": 1}]
+        guard: BatchOperation = (
+            "patch",
+            (FENCE_ID, bump),
+            {"filter_predicate": f"FROM c WHERE c.pushes = {int(fence.pushes)}"},
+        )
+        try:
+            for start in range(0, len(links), BATCH - 1):
+                chunk = links[start : start + BATCH - 1]
+                while chunk:
+                    operations = [guard] + [("delete", (link.id,), {"if_match_etag": link.etag}) for link in chunk]
+                    try:
+                        await self._cosmos.batch("artifacts", fence.repo, operations)
+                    except (ConcurrentUpdate, OperationNotFound) as exc:
+                        if not exc.index:  # the fence moved (or went): a push committed meanwhile
+                            return deleted
+                        del chunk[exc.index - 1]  # that link was made again, or went: the others still go
+                        continue
+                    deleted.update(link.id for link in chunk)
+                    break
+        finally:
+            process_marks().changed(fence.repo)  # this instance's read caches forget the links (store.py)
+        return deleted
+
     async def links_among(self, registry: str, digests: list[str]) -> list[BlobLinkDoc]:
         """Every repository's links to any of `digests` (cross-partition: the collector only)."""
         sql = "SELECT * FROM c WHERE c.type = 'blob' AND ARRAY_CONTAINS(@ds, c.digest) AND STARTSWITH(c.repo, @p)"
@@ -201,6 +232,23 @@ class BlobLedger:
             "registries", stored_blob_id(digest), registry, [{"op": "set", "path": "/due", "value": due}]
         )
 
+    async def schedule_many(self, registry: str, digests: list[str], due: float) -> None:
+        """`schedule` for many blobs, BATCH to a batch (a digest not stored is left out and the rest tried
+        again)."""
+        for start in range(0, len(digests), BATCH):
+            chunk = list(dict.fromkeys(digests[start : start + BATCH]))
+            while chunk:
+                operations: list[BatchOperation] = [
+                    ("patch", (stored_blob_id(digest), [{"op": "set", "path": "/due", "value": due}]))
+                    for digest in chunk
+                ]
+                try:
+                    await self._cosmos.batch("registries", registry, operations)
+                except OperationNotFound as exc:
+                    del chunk[exc.index]
+                    continue
+                break
+
     # --- stored blobs -------------------------------------------------------------------------------------
     async def get(self, registry: str, digest: str) -> StoredBlobDoc | None:
         found = await self._cosmos.read("registries", stored_blob_id(digest), registry)
@@ -222,21 +270,81 @@ class BlobLedger:
         return found
 
     async def stored_totals(self, registry: str) -> tuple[int, int]:
-        """(how many blobs, how many bytes) the registry's stored-blob documents hold: two aggregate queries
-        of one partition, answered from the index (the recount)."""
-        totals: list[int] = []
-        for aggregate in ("COUNT(1)", "SUM(c.size)"):
-            sql = f"SELECT VALUE {aggregate} FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
-            value = 0
-            async for item in self._cosmos.query("registries", sql, {"@r": registry}, registry):
-                value += int(cast(int, item) or 0)
-            totals.append(value)
-        return totals[0], totals[1]
+        """(how many blobs, how many bytes) the registry's stored-blob documents hold: one query of the
+        registry's partition computing both aggregates at once (the recount). Every row it answers is added
+        up, so an answer in several pages of partial aggregates sums right too; memory stays constant."""
+        sql = "SELECT COUNT(1) AS blobs, SUM(c.size) AS bytes FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
+        count = total = 0
+        async for row in self._cosmos.query("registries", sql, {"@r": registry}, registry):
+            count += int(row.get("blobs") or 0)
+            total += int(row.get("bytes") or 0)
+        return count, total
 
     async def all_stored(self, registry: str) -> AsyncIterator[StoredBlobDoc]:
         sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'storedBlob'"
         async for item in self._cosmos.query("registries", sql, {"@r": registry}, registry, 1000):
             yield StoredBlobDoc.model_validate(item)
+
+    async def replace_many(self, docs: list[StoredBlobDoc]) -> list[StoredBlobDoc | None]:
+        """`replace` of many documents of one registry, BATCH to a transactional batch; each as written, or
+        None where it changed or went meanwhile (that one is left out and the rest of its batch tried
+        again: the others are written all the same)."""
+        written: list[StoredBlobDoc | None] = [None] * len(docs)
+        for start in range(0, len(docs), BATCH):
+            pending = list(range(start, min(start + BATCH, len(docs))))
+            while pending:
+                operations: list[BatchOperation] = [
+                    ("replace", (docs[i].id, docs[i].to_item()), {"if_match_etag": docs[i].etag}) for i in pending
+                ]
+                try:
+                    results = await self._cosmos.batch("registries", docs[pending[0]].registry, operations)
+                except (ConcurrentUpdate, OperationNotFound) as exc:
+                    if exc.index is None:
+                        raise
+                    del pending[exc.index]
+                    continue
+                for i, result in zip(pending, results, strict=True):
+                    written[i] = self._as_written(docs[i], result)
+                break
+        return written
+
+    @staticmethod
+    def _as_written(doc: StoredBlobDoc, result: dict[str, object]) -> StoredBlobDoc:
+        """A batch operation's result as the document written (its body, else what was sent and the ETag)."""
+        body = result.get("resourceBody")
+        if isinstance(body, dict):
+            return StoredBlobDoc.model_validate(body)
+        return doc.model_copy(update={"etag": str(result["eTag"])})
+
+    async def delete_counted_many(self, docs: list[StoredBlobDoc]) -> set[str]:
+        """`delete_counted` for many documents of one registry: up to BATCH - 1 deletes and one change of the
+        usage by their sizes in each batch; the ids deleted. A document changed or gone meanwhile is left
+        out (and its size with it) and the rest tried again."""
+        deleted: set[str] = set()
+        for start in range(0, len(docs), BATCH - 1):
+            chunk = docs[start : start + BATCH - 1]
+            attempts = 0
+            while chunk:
+                registry = chunk[0].registry
+                operations: list[BatchOperation] = [("delete", (doc.id,), {"if_match_etag": doc.etag}) for doc in chunk]
+                change = [{"op": "incr", "path": "/storageBytes", "value": -sum(doc.size for doc in chunk)}]
+                operations.append(("patch", (USAGE_ID, change)))
+                try:
+                    await self._cosmos.batch("registries", registry, operations)
+                except (ConcurrentUpdate, OperationNotFound) as exc:
+                    if exc.index is None:
+                        raise
+                    if exc.index < len(chunk):
+                        del chunk[exc.index]  # changed or gone meanwhile: whoever deleted it took its size off
+                        continue
+                    attempts += 1  # the usage document is missing (a registry being emptied): make it
+                    if attempts >= ATTEMPTS:
+                        raise ConcurrentUpdate(f"storage usage of {registry}") from exc
+                    await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
+                    continue
+                deleted.update(doc.id for doc in chunk)
+                break
+        return deleted
 
     async def replace(self, doc: StoredBlobDoc) -> StoredBlobDoc:
         """Write back only if unchanged since read (ConcurrentUpdate otherwise)."""
@@ -259,12 +367,13 @@ class BlobLedger:
                 results = await self._cosmos.batch("registries", registry, [operation, incr])
             except ConcurrentUpdate:
                 return None  # the storedBlob was there already (create) or changed (delete)
-            except ResourceNotFoundError:
-                if await self._cosmos.read("registries", USAGE_ID, registry) is None:
-                    # The registry's first blob (or its usage went with a registry being emptied): make it.
-                    await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
-                    continue
-                return None  # the storedBlob went meanwhile (delete): whoever deleted it took its size off
+            except OperationNotFound as exc:
+                if exc.index == 0:
+                    return None  # the storedBlob went meanwhile (delete): whoever deleted it took its size off
+                # The registry's first blob (or its usage went with a registry being emptied): make it (None
+                # when another writer just did).
+                await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
+                continue
             usage = results[1].get("resourceBody") if len(results) > 1 else None
             if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
                 telemetry().observe_storage(registry, usage["storageBytes"])  # ACR's StorageUsed
@@ -280,20 +389,22 @@ class BlobLedger:
         telemetry().observe_storage(registry, used)
         return used
 
-    async def set_storage_bytes(self, registry: str, value: int) -> int:
-        """Set the usage to a recount; the previous value."""
-        for _ in range(ATTEMPTS):
-            found = await self._cosmos.read("registries", USAGE_ID, registry)
-            if found is None:
-                if await self._cosmos.create("registries", StorageUsageDoc(registry=registry, storageBytes=value)):
-                    return 0
-                continue
-            usage = StorageUsageDoc.model_validate(found)
-            previous, usage.storageBytes = usage.storageBytes, value
-            try:
-                await self._cosmos.replace("registries", usage)
-            except ConcurrentUpdate:
-                continue
-            telemetry().observe_storage(registry, value)
-            return previous
-        raise ConcurrentUpdate(f"storage usage of {registry}")
+    async def usage(self, registry: str) -> StorageUsageDoc | None:
+        """The usage document with its ETag (every blob stored or deleted moves it: `_count`)."""
+        found = await self._cosmos.read("registries", USAGE_ID, registry)
+        return StorageUsageDoc.model_validate(found) if found else None
+
+    async def set_storage_bytes(self, registry: str, value: int, read: StorageUsageDoc | None) -> bool:
+        """Set the usage to a recount, only if it is still as `read` (None: there was none, so none may have
+        been made since); False when a blob was stored or deleted meanwhile."""
+        if read is None:
+            return (
+                await self._cosmos.create("registries", StorageUsageDoc(registry=registry, storageBytes=value))
+                is not None
+            )
+        try:
+            await self._cosmos.replace("registries", read.model_copy(update={"storageBytes": value}))
+        except ConcurrentUpdate:
+            return False
+        telemetry().observe_storage(registry, value)
+        return True
