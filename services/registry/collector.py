@@ -17,7 +17,8 @@ the race, each written only under an ETag or in one transactional batch:
     each repository's gcfence {epoch}
     the usage sum     usage:storage, changed in the same batch as the stored blob is created or deleted
 
-The collector, for one due blob:
+The collector takes the due blobs a page at a time (PAGE, in id order) and runs each step for the whole page
+before the next, the steps of any one blob in this order:
  1. marks it `collecting` (replace under its ETag; skipped if a push pinned it within the grace period,
     or another collector holds it and its lease has not run out);
  2. lists the blob's links and reads each linking repository's fence (its push count P), then asks
@@ -25,9 +26,31 @@ The collector, for one due blob:
  3. deletes each link in a batch with "push count still P" and "link unchanged", bumping the fence's
     epoch; a batch that fails means a push committed in that repository meanwhile: it un-marks and stops;
     links made meanwhile by a stalled upload are found by listing again;
- 4. moves it to `deleting` (under the ETag: fails if an upload un-marked it) with the ETag of its bytes;
+ 4. reads the ETag of its bytes, then moves it to `deleting` with that ETag (under the document's ETag:
+    fails if an upload pinned it since step 1);
  5. deletes the bytes only if their ETag is still that one (an upload that wrote them again keeps them);
  6. deletes the storedBlob document (under its ETag) and takes its size off the usage in one batch.
+
+Batched, and why each batch keeps the per-blob rules. The storedBlob documents of a registry share one
+partition, and the links and fence of a repository another, so a step's writes go in transactional batches
+(up to 100 operations, Cosmos DB's limit) made of exactly the conditional operations listed above:
+  - steps 1 and 4, and un-marking: one ETag-conditioned replace per blob (`BlobLedger.replace_many`);
+  - step 3: per repository, one fence patch "push count still P" that bumps the epoch once, and one
+    ETag-conditioned delete per link (`BlobLedger.delete_links_fenced`). A push committed after its fence
+    read fails against any bump after its read exactly as against one bump per link, and a commit moves
+    the push count, so once a batch fails on the fence no later batch of that repository is tried;
+  - step 6: one ETag-conditioned delete per document and one change of the usage by the sum of their sizes
+    (`BlobLedger.delete_counted_many`): a document and its size still go in the same batch.
+A batch is all or nothing. When one of its operations fails (a push pinned that blob, a link was made
+again, a document went), that operation is left out and the rest of the batch is written again, so one
+blob re-pinned mid-page never holds up the others; the one left out stops where its single write would
+have (step 4: it is read again and still moved when only a release was noted meanwhile, as `_change_held`
+does; step 6: likewise deleted when still held as it was). Queries are per page: one listing of the
+page's links (and one again after step 3), one reference check (two index lookups); each repository's fence
+is read once per page. Steps 4 and 5 make one Storage call per blob each, at most `gc_concurrency` at once:
+Azurite does not implement Blob Batch (`ContainerClient.delete_blobs` answers 400 InvalidInput there), so
+the bytes are deleted one conditional request at a time. The bytes' ETag is read after the mark, so a write
+of the bytes after that read is followed by a pin that changes the document, and step 4 fails.
 
 A manifest push reads its repository's fence epoch E before it checks its links, and its commit batch
 carries "fence epoch still E" and adds one to the push count (store.py `commit_manifest`). Take the
@@ -186,9 +209,8 @@ class CollectionReport:
 
 
 class GarbageCollector:
-    """Collects a page of due blobs at a time, each step for the whole page at once: one query finds the
-    page's links, one its references, each linking repository's fence is read once (the steps per blob
-    are those of the module docstring, in the same order)."""
+    """Collects a page of due blobs at a time, each step for the whole page at once, in batches (the module
+    docstring: the steps per blob, in the same order, and why the batches keep them)."""
 
     def __init__(self, settings: Settings, cosmos: Cosmos, blobs: BlobStore) -> None:
         self._settings = settings

@@ -14,7 +14,7 @@ the protocol that uses these documents, and why it is safe).
                              a blob is counted exactly once, whatever dies when
     artifacts  [/repo]      in each repository's partition:
         gcfence              {type: "gcfence", epoch, pushes} `epoch` is bumped by the collector with every
-                             blob link it deletes, `pushes` by every manifest commit: a commit carries
+                             batch of blob links it deletes, `pushes` by every manifest commit: a commit carries
                              "epoch unchanged since I checked the links" (store.py `commit_manifest`), a
                              link delete "no commit since I checked the manifests"; neither kind conflicts
                              with its own kind

@@ -23,7 +23,8 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from services.management.access import assign_role
 from services.management.registries import create_registry
-from services.platform.blobs import container_name
+from services.platform.blobs import BlobStore, container_name
+from services.platform.cosmos import Cosmos
 from services.platform.settings import Settings
 from services.registry.collector import GarbageCollector, recount_storage
 from services.registry.ledger import BlobLedger
@@ -413,6 +414,107 @@ async def test_a_mount_of_a_blob_being_deleted_falls_back_to_an_upload(
     reply = await http.post("/v2/m/b/blobs/uploads/", params={"mount": digest, "from": "m/a"})
     assert reply.status_code == 202  # an upload session instead of the mount
     assert await ArtifactStore(stores.metadata).get_blob_link(repo_key(name, "m/b"), digest) is None
+
+
+async def garbage_in(http: httpx.AsyncClient, repos: list[str], count: int) -> list[tuple[str, bytes]]:
+    """`count` blobs uploaded and never referenced, spread over `repos`: (repository, bytes)."""
+    made = [(repos[index % len(repos)], os.urandom(700 + index)) for index in range(count)]
+    for repo, data in made:
+        reply = await http.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
+        assert reply.status_code == 201, reply.text
+    return made
+
+
+async def own_collector(stores: Stores) -> tuple[GarbageCollector, Cosmos, BlobStore]:
+    """A collector with clients of its own, so that a test can step in between its calls."""
+    settings = collector_settings(stores)
+    cosmos, blobs = Cosmos(settings), BlobStore(settings)
+    await cosmos.open()
+    await blobs.open()
+    return GarbageCollector(settings, cosmos, blobs), cosmos, blobs
+
+
+async def test_a_blob_pinned_again_mid_batch_is_kept_and_the_rest_of_its_batch_collected(
+    gc_registry: tuple[str, httpx.AsyncClient], stores: Stores
+) -> None:
+    """An upload of one blob of the page lands after the collector deleted the page's links and before it
+    moves the page to `deleting` (one batch): that blob stays (bytes, link, document, usage), the others of
+    the same batch are collected."""
+    name, http = gc_registry
+    made = await garbage_in(http, ["mid/a", "mid/b"], 12)
+    repo, data = made[5]
+    gc, cosmos, blobs = await own_collector(stores)
+    etag = blobs.etag
+    uploaded = False
+
+    async def etag_then_upload(registry: str, digest: str) -> str | None:
+        nonlocal uploaded
+        if not uploaded:  # step 4 has begun: the blob's mark is in the batch about to be written
+            uploaded = True
+            again = await http.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
+            assert again.status_code == 201, again.text
+        return await etag(registry, digest)
+
+    blobs.etag = etag_then_upload  # type: ignore[method-assign]
+    try:
+        report = await gc.run(name)
+    finally:
+        await cosmos.close()
+        await blobs.close()
+    assert uploaded and report.deleted == 11 and report.busy == 1, report
+    assert await ledger_digests(stores, name) == {digest_of(data): len(data)}
+    assert await stored_in_storage(stores, name) == {digest_of(data)}
+    assert await stores.blobs.read_all(name, digest_of(data)) == data
+    assert await ArtifactStore(stores.metadata).get_blob_link(repo_key(name, repo), digest_of(data)) is not None
+    assert await BlobLedger(stores.metadata).storage_bytes(name) == len(data)
+    # once its grace is over (none here) and it is still unreferenced, the next collection takes it
+    assert (await collector(stores).run(name)).deleted == 1
+    assert await BlobLedger(stores.metadata).storage_bytes(name) == 0
+
+
+async def test_link_batches_lose_only_what_changed(gc_registry: tuple[str, httpx.AsyncClient], stores: Stores) -> None:
+    """Between the collector's reference check and its link deletes, one link is made again in one
+    repository and a manifest is pushed in another: the batch of the first repository deletes its other
+    links (the changed one is peeled off), the second repository keeps every link (its fence moved), the
+    third is collected whole. Nothing a manifest needs is lost."""
+    name, http = gc_registry
+    made = await garbage_in(http, ["lb/remade", "lb/pushed", "lb/quiet"], 15)
+    remade_repo, remade = next(item for item in made if item[0] == "lb/remade")
+    gc, cosmos, blobs = await own_collector(stores)
+    query_across = cosmos.query_across
+    stepped_in = False
+
+    def query_then_interfere(container: str, sql: str, params: Any = None, page: Any = None) -> AsyncIterator[Any]:
+        async def run() -> AsyncIterator[Any]:
+            nonlocal stepped_in
+            async for item in query_across(container, sql, params, page):
+                yield item
+            if "JOIN b IN c.blobs" in sql and not stepped_in:  # the reference check (step 2) is done
+                stepped_in = True
+                again = await http.post(
+                    f"/v2/{remade_repo}/blobs/uploads/", params={"digest": digest_of(remade)}, content=remade
+                )
+                assert again.status_code == 201, again.text
+                await Pusher(http).push("lb/pushed", "v1", os.urandom(100), [os.urandom(200)])
+
+        return run()
+
+    cosmos.query_across = query_then_interfere  # type: ignore[method-assign]
+    try:
+        report = await gc.run(name)
+    finally:
+        await cosmos.close()
+        await blobs.close()
+    assert stepped_in
+    kept = {digest_of(remade)} | {digest_of(data) for repo, data in made if repo == "lb/pushed"}
+    assert report.deleted == 15 - len(kept) and report.busy == len(kept), report
+    left = await ledger_digests(stores, name)
+    assert kept <= set(left) and len(left) == len(kept) + 2  # and the pushed image's config and layer
+    assert await stored_in_storage(stores, name) == set(left)
+    assert await BlobLedger(stores.metadata).storage_bytes(name) == sum(left.values())
+    # the kept ones were given back due: with no grace, the next collection takes them (not the image's)
+    assert (await collector(stores).run(name)).deleted == len(kept)
+    assert len(await ledger_digests(stores, name)) == 2
 
 
 # --- the management actions ---------------------------------------------------------------------------------
