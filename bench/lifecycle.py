@@ -115,26 +115,30 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def profiled(pids: dict[str, int], enabled: bool) -> Iterator[None]:
-    """With `enabled`: print the CPU seconds each process spent (this one, each emulator) and this process's
-    hottest functions (cProfile)."""
-    if not enabled:
-        yield
-        return
+def profiled(pids: dict[str, int], count: int, profile: bool) -> Iterator[None]:
+    """Print the CPU milliseconds per blob each process spent (this one, each emulator) and, with `profile`,
+    this process's hottest functions (cProfile, which slows this process down)."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     mine = time.process_time()
-    profile = cProfile.Profile()
-    profile.enable()
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None:
+        profiler.enable()
     try:
         yield
     finally:
-        profile.disable()
+        if profiler is not None:
+            profiler.disable()
         spent = {"bench (python)": time.process_time() - mine}
         spent |= {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        print("cpu seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in spent.items()))
-        out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
-        print(out.getvalue())
+        print(
+            "gc: CPU ms per blob: "
+            + ", ".join(f"{name} {value / count * 1000:.2f}" for name, value in spent.items())
+            + f"; total {sum(spent.values()) / count * 1000:.2f}"
+        )
+        if profiler is not None:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+            print(out.getvalue())
 
 
 # --- gc ------------------------------------------------------------------------------------------------------
@@ -170,13 +174,10 @@ async def bench_gc(env: dict[str, str], count: int, pids: dict[str, int], profil
         counts: Counter[str] = Counter()
         count_calls(cosmos, COSMOS_CALLS, "cosmos", counts)
         count_calls(blobs, STORAGE_CALLS, "storage", counts)
-        with profiled(pids, profile):
+        with profiled(pids, count, profile):
             started = time.monotonic()
             report = await GarbageCollector(settings, cosmos, blobs).run(name)
             elapsed = time.monotonic() - started
-        if report.deleted != count:
-            left = [doc async for doc in ledger.all_stored(name)]
-            print("DEBUG left", len(left), [(d.id[-12:], d.state, d.due, d.since) for d in left[:30]])
         assert report.deleted == count, (report.deleted, report.examined, report.busy)
         print(
             "gc: calls per collected blob: "

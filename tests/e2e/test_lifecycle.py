@@ -123,7 +123,7 @@ def test_skopeo_is_refused_past_the_storage_quota_and_gc_frees_room(
     )
     assert asyncio.run(_usage(host.env, name)) == 0
     recount = _acr(host, token, tmp_path, "gc", "recount", "-n", name)
-    assert recount == {"registry": name, "blobs": 0, "storageBytes": 0, "previous": 0}
+    assert recount == {"registry": name, "blobs": 0, "storageBytes": 0, "previous": 0, "applied": True}
 
     # the room is back: the second image goes in now
     skopeo.copy(second.reference("v2"), f"docker://{host.host}/app:v2")

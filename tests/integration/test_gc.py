@@ -561,7 +561,13 @@ async def test_collect_garbage_and_recount_through_the_management_api(
         assert (await http.get(f"{base}/collectGarbage", params=params, headers=as_(owner))).status_code == 405
         recount = await http.post(f"{base}/recountUsage", params=params, headers=as_(owner))
         assert recount.status_code == 200, recount.text
-        assert recount.json() == {"registry": name, "blobs": 1, "storageBytes": len(stray), "previous": len(stray)}
+        assert recount.json() == {
+            "registry": name,
+            "blobs": 1,
+            "storageBytes": len(stray),
+            "previous": len(stray),
+            "applied": True,
+        }
 
 
 # --- upload expiry ------------------------------------------------------------------------------------------
