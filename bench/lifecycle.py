@@ -2,7 +2,11 @@
 Cosmos emulator started here (services/devhost/stack.py).
 
     gc       blobs deleted per minute by one collection of N unreferenced blobs (`--blobs`, 3,000), each
-             linked in one of 10 repositories, the collector's default concurrency
+             linked in one of 10 repositories, the collector's default concurrency; with the Cosmos and
+             Storage calls per blob the collector made and the CPU milliseconds per blob of this process
+             and of each emulator (`--profile`: also this process's hottest functions, by cProfile).
+             `PYTHONPATH=<other tree> python bench/lifecycle.py --only gc` runs this bench against another
+             revision's collector (before/after on the same machine state)
     push     small images pushed per second (a config, two 4 KiB layers, a manifest; 8 clients for
              `--seconds`) against this tree's devhost and one of `--baseline` (a git revision without the
              bookkeeping: its own worktree), alternating, `--runs` times each
