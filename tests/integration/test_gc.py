@@ -181,11 +181,13 @@ async def test_pushes_racing_the_collector_never_leave_a_manifest_without_its_bl
     runs = collected = 0
 
     async def collect_continuously() -> None:
-        # A grace period of a second or two (what a push takes from its first upload to its manifest here);
-        # with none, the collector takes every fresh upload before its manifest comes, and pushes only retry.
+        # A grace period of a second or two (what a push takes from its first upload to its manifest here,
+        # longer on a loaded machine); with less, the collector, which takes a whole page in a few batches,
+        # collects every fresh upload before its manifest comes, and a push only retries (a live-lock of
+        # the test's making: the safety checked below holds whatever the grace).
         nonlocal runs, collected
         while not stop.is_set():
-            collected += (await collector(stores, gc_grace_seconds=0.5).run(name)).deleted
+            collected += (await collector(stores, gc_grace_seconds=1.5).run(name)).deleted
             runs += 1
             await asyncio.sleep(0.05)
 
