@@ -187,7 +187,7 @@ async def test_pushes_racing_the_collector_never_leave_a_manifest_without_its_bl
         # the test's making: the safety checked below holds whatever the grace).
         nonlocal runs, collected
         while not stop.is_set():
-            collected += (await collector(stores, gc_grace_seconds=1.5).run(name)).deleted
+            collected += (await collector(stores, gc_grace_seconds=1.0).run(name)).deleted
             runs += 1
             await asyncio.sleep(0.05)
 
