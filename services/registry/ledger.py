@@ -330,7 +330,7 @@ class BlobLedger:
                 change = [{"op": "incr", "path": "/storageBytes", "value": -sum(doc.size for doc in chunk)}]
                 operations.append(("patch", (USAGE_ID, change)))
                 try:
-                    await self._cosmos.batch("registries", registry, operations)
+                    results = await self._cosmos.batch("registries", registry, operations)
                 except (ConcurrentUpdate, OperationNotFound) as exc:
                     if exc.index is None:
                         raise
@@ -343,6 +343,9 @@ class BlobLedger:
                     await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
                     continue
                 deleted.update(doc.id for doc in chunk)
+                usage = results[-1].get("resourceBody") if results else None
+                if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
+                    telemetry().observe_storage(registry, usage["storageBytes"])  # ACR's StorageUsed
                 break
         return deleted
 
