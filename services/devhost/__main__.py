@@ -306,7 +306,7 @@ def run(host: str, port: int) -> None:
         asyncio.run(_prepare_default_registry())
         login = asyncio.run(_first_login(state_dir, address))
         asyncio.run(_management_login(state_dir, address))
-        user, password, creds_file = login["username"], login["password"], state_dir / "credentials.json"
+        user, creds_file = login["username"], state_dir / "credentials.json"
         # python3 is on every machine that runs this; jq may not be.
         read_password = f"python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"password\"])' {creds_file}"
         print(
@@ -318,7 +318,8 @@ def run(host: str, port: int) -> None:
                     f"Login server       {address}",
                     f"HTTPS (TLS >= 1.2) https://{tls_address}  (certificate: {state_dir / 'tls' / 'cert.pem'})",
                     f"Admin user         {user}",
-                    f"Password           {password}",
+                    # Not printed: a terminal's scrollback and a redirected `make run` are logs.
+                    f"Password           in the credentials file (below), or: {read_password}",
                     f"Credentials        {creds_file}  (registry, loginServer, username, password)",
                     f"Settings           source {state_dir / 'env'}  (for python -m services.management)",
                     f"Management API     http://{address}/subscriptions/...  (token: python -m services.management "
