@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from azure.core.exceptions import ResourceNotFoundError
 from pydantic import Field
@@ -343,9 +343,7 @@ class BlobLedger:
                     await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
                     continue
                 deleted.update(doc.id for doc in chunk)
-                usage = results[-1].get("resourceBody") if results else None
-                if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
-                    telemetry().observe_storage(registry, usage["storageBytes"])  # ACR's StorageUsed
+                _observe_usage(registry, results[-1] if results else None)
                 break
         return deleted
 
@@ -377,9 +375,7 @@ class BlobLedger:
                 # when another writer just did).
                 await self._cosmos.create("registries", StorageUsageDoc(registry=registry))
                 continue
-            usage = results[1].get("resourceBody") if len(results) > 1 else None
-            if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
-                telemetry().observe_storage(registry, usage["storageBytes"])  # ACR's StorageUsed
+            _observe_usage(registry, results[1] if len(results) > 1 else None)
             written = results[0].get("resourceBody") if results else None
             if operation[0] == "create":
                 return StoredBlobDoc.model_validate(written) if written else await self.get(registry, doc.digest)
@@ -411,3 +407,10 @@ class BlobLedger:
             return False
         telemetry().observe_storage(registry, value)
         return True
+
+
+def _observe_usage(registry: str, result: dict[str, Any] | None) -> None:
+    """ACR's StorageUsed from the usage patch's answer in a batch (its body holds the new sum)."""
+    usage = result.get("resourceBody") if result else None
+    if isinstance(usage, dict) and isinstance(usage.get("storageBytes"), int):
+        telemetry().observe_storage(registry, usage["storageBytes"])
