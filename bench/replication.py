@@ -29,11 +29,11 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
+
+from bench.receiver import Event, Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,46 +43,9 @@ REGIONS = ("westeurope", "eastus", "japaneast")
 REGISTRY = "benchgeo"
 
 
-class Receiver:
-    """Answers 204 and keeps each `replicated` event's arrival time and lagMs, by (digest, region)."""
-
-    def __init__(self) -> None:
-        self.events: dict[tuple[str, str], tuple[float, int]] = {}
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                now = time.perf_counter()
-                if body.get("action") == "replicated":
-                    with receiver.lock:
-                        key = (body["target"]["digest"], body["region"])
-                        receiver.events.setdefault(key, (now, int(body["lagMs"])))
-                        receiver.arrived.notify_all()
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def wait(self, digest: str, regions: tuple[str, ...], timeout: float = 600) -> list[tuple[float, int]]:
-        with self.lock:
-            if not self.arrived.wait_for(lambda: all((digest, r) in self.events for r in regions), timeout):
-                raise TimeoutError(f"{digest} was not replicated to {regions} in {timeout} s")
-            return [self.events[(digest, r)] for r in regions]
+def replicated(event: Event) -> tuple[str, str] | None:
+    """A `replicated` event's key: (digest, region)."""
+    return (event["target"]["digest"], event["region"]) if event.get("action") == "replicated" else None
 
 
 async def prepare(hook_uri: str) -> None:
@@ -176,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=50)
     parser.add_argument("--pull-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    receiver = Receiver()
+    receiver = Receiver(replicated)
     with tempfile.TemporaryDirectory() as state:
         stack = LocalStack.on_free_ports(Path(state) / "stack")
         stack.regions = REGIONS
@@ -206,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     lags, client_lags = [], []
                     for i in range(args.images):
                         digest, layer, answered = push_image(http, "bench/lag", f"v{i}", args.mib)
-                        for arrived, lag in receiver.wait(digest, REGIONS[1:]):
-                            lags.append(float(lag))
+                        for arrived, event in receiver.wait_for([(digest, r) for r in REGIONS[1:]], timeout=600):
+                            lags.append(float(event["lagMs"]))
                             client_lags.append((arrived - answered) * 1000)
                     east_host = f"{REGISTRY}.eastus.geo.azurecr.localhost:{port}"
                     path = f"/v2/bench/lag/blobs/{layer}"

@@ -21,66 +21,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from bench.processes import CpuMeter
+from bench.receiver import Event, Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-class Receiver:
-    """Answers 204 at once and notes when each event arrived (by event tag, or id)."""
-
-    def __init__(self) -> None:
-        self.arrivals: dict[str, float] = {}
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Condition(self.lock)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                now = time.perf_counter()
-                key = body.get("target", {}).get("tag") or body["id"]
-                with receiver.lock:
-                    receiver.arrivals.setdefault(key, now)
-                    receiver.count += 1
-                    receiver.done.notify_all()
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def wait_for(self, key: str, timeout: float = 60) -> float:
-        with self.lock:
-            if not self.done.wait_for(lambda: key in self.arrivals, timeout):
-                raise TimeoutError(f"event {key} never arrived")
-            return self.arrivals[key]
-
-    def wait_count(self, count: int, timeout: float = 600) -> None:
-        with self.lock:
-            if not self.done.wait_for(lambda: self.count >= count, timeout):
-                raise TimeoutError(f"only {self.count} of {count} deliveries arrived")
+def tag_or_id(event: Event) -> str:
+    """An event's key: the tag it pushed, else its id."""
+    return str(event.get("target", {}).get("tag") or event["id"])
 
 
 async def prepare(env: dict[str, str], registry: str, hook_uri: str) -> None:
@@ -135,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--profile", type=Path, help="record a py-spy profile of the devhost during the throughput run")
     args = parser.parse_args(argv)
-    receiver = Receiver()
+    receiver = Receiver(tag_or_id)
     registry = "benchhooks"
     with tempfile.TemporaryDirectory() as state, LocalStack.on_free_ports(Path(state) / "stack") as stack:
         port = free_port()
@@ -173,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 profiler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with CpuMeter({"devhost": devhost.pid, **stack.pids}) as cpu:
                 started = asyncio.run(publish_events(env, registry, args.events))
-                receiver.wait_count(delivered_before + args.events)
+                receiver.wait_count(delivered_before + args.events, timeout=600)
                 elapsed = time.perf_counter() - started
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
@@ -216,7 +171,7 @@ def push_latencies(http: httpx.Client, receiver: Receiver, pushes: int) -> list[
             f"/v2/bench/latency/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
         )
         assert response.status_code == 201, response.text
-        latencies.append(receiver.wait_for(tag) - started)
+        latencies.append(receiver.wait_for([tag], timeout=60)[0][0] - started)
     return latencies
 
 
