@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,48 +22,17 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import run_load
+from bench.processes import create_registries
+from bench.workloads import config_only_manifest
 from services.devhost.stack import LocalStack
-from services.management.access import enable_admin_user, update_registry
-from services.management.registries import create_registry
-from services.platform.blobs import BlobStore
-from services.platform.cosmos import Cosmos
 from tests.conftest import running_devhost
-from tests.integration.conftest import settings_from_env
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-async def _registries(env: dict[str, str]) -> str:
-    settings = settings_from_env(env)
-    metadata, blobs = Cosmos(settings), BlobStore(settings)
-    await metadata.open()
-    await blobs.open()
-    try:
-        for name in ("benchopen", "benchauth"):
-            await create_registry(metadata, blobs, settings, name, "Premium")
-        await update_registry(metadata, "benchopen", auth_disabled=True)
-        return (await enable_admin_user(metadata, "benchauth"))[0].value
-    finally:
-        await metadata.close()
-        await blobs.close()
-
-
 def _push(http: httpx.Client, base: str, auth: dict[str, str]) -> None:
-    config = b'{"architecture":"amd64","os":"linux"}'
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    headers = auth
-    upload = http.post(f"{base}/v2/bench/app/blobs/uploads/", params={"digest": digest}, content=config, headers=auth)
-    assert upload.status_code == 201, upload.text
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(config)},
-        "layers": [],
-    }
-    body = json.dumps(manifest).encode()
-    reply = http.put(
-        f"{base}/v2/bench/app/manifests/v1", content=body, headers=headers | {"Content-Type": OCI_MANIFEST}
-    )
+    body = config_only_manifest(http, base, "bench/app", auth)
+    reply = http.put(f"{base}/v2/bench/app/manifests/v1", content=body, headers=auth | {"Content-Type": OCI_MANIFEST})
     assert reply.status_code == 201, reply.text
 
 
@@ -77,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalStack.on_free_ports(Path(tmp) / "stack") as stack:
         env = stack.env()
-        password = asyncio.run(_registries(env))
+        password = asyncio.run(create_registries(env, admin="benchauth", anonymous=["benchopen"]))
         # One devhost per registry, each serving it as its default registry on the bare address (the load
         # generator sets Host itself); the two processes are alike in everything else.
         common = env | {"RATE_LIMIT_SCALE": "1000", "DEFAULT_REGISTRY_AUTH_DISABLED": "false"}

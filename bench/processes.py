@@ -21,9 +21,12 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from services.devhost.stack import HOST, free_port
+
+if TYPE_CHECKING:
+    from services.platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,29 +178,48 @@ def ours(
 OPEN_REGISTRY = "benchopen"
 
 
-async def prepare_our_registries(stack_env: Mapping[str, str]) -> tuple[str, str]:
-    """Before our API starts: its default registry (Premium) with the admin user on, and the registry
-    `OPEN_REGISTRY` that takes anonymous callers. Returns the admin user's (name, password)."""
+def _settings(stack_env: Mapping[str, str]) -> Settings:
+    from services.platform.settings import Settings
+
+    fields = set(Settings.model_fields)
+    return Settings(**{k.lower(): v for k, v in stack_env.items() if k.lower() in fields})  # type: ignore[arg-type]
+
+
+async def create_registries(
+    stack_env: Mapping[str, str], *, admin: str | None = None, anonymous: Sequence[str] = ()
+) -> str | None:
+    """Before our API starts: the Premium registry `admin` with its admin user on (its password is returned)
+    and the Premium registries `anonymous` that take anonymous callers."""
     from services.management.access import enable_admin_user, update_registry
     from services.management.registries import create_registry
     from services.platform.blobs import BlobStore
     from services.platform.cosmos import Cosmos
-    from services.platform.settings import Settings
 
-    fields = set(Settings.model_fields)
-    settings = Settings(**{k.lower(): v for k, v in stack_env.items() if k.lower() in fields})  # type: ignore[arg-type]
+    settings = _settings(stack_env)
     metadata, blobs = Cosmos(settings), BlobStore(settings)
     await metadata.open()
     await blobs.open()
+    password = None
     try:
-        await create_registry(metadata, blobs, settings, settings.default_registry, "Premium")
-        password = (await enable_admin_user(metadata, settings.default_registry))[0].value
-        await create_registry(metadata, blobs, settings, OPEN_REGISTRY, "Premium")
-        await update_registry(metadata, OPEN_REGISTRY, auth_disabled=True)
+        if admin is not None:
+            await create_registry(metadata, blobs, settings, admin, "Premium")
+            password = (await enable_admin_user(metadata, admin))[0].value
+        for name in anonymous:
+            await create_registry(metadata, blobs, settings, name, "Premium")
+            await update_registry(metadata, name, auth_disabled=True)
     finally:
         await metadata.close()
         await blobs.close()
-    return settings.default_registry, password
+    return password
+
+
+async def prepare_our_registries(stack_env: Mapping[str, str]) -> tuple[str, str]:
+    """Our API's default registry with the admin user on, and `OPEN_REGISTRY` that takes anonymous callers.
+    Returns the admin user's (name, password)."""
+    default = _settings(stack_env).default_registry
+    password = await create_registries(stack_env, admin=default, anonymous=[OPEN_REGISTRY])
+    assert password is not None
+    return default, password
 
 
 def distribution_binary() -> str:

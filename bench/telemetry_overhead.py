@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
 import statistics
 import tempfile
 import time
@@ -25,43 +23,14 @@ import httpx
 
 import tests.conftest as harness
 from bench.loadgen import run_load
+from bench.processes import create_registries
+from bench.workloads import config_only_manifest
 from services.devhost.stack import LocalStack
-from services.management.access import update_registry
-from services.management.registries import create_registry
-from services.platform.blobs import BlobStore
-from services.platform.cosmos import Cosmos
 from tests.conftest import Devhost, running_devhost
 from tests.integration.conftest import settings_from_env
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REGISTRY = "benchtelemetry"
-
-
-async def _registry(env: dict[str, str]) -> None:
-    settings = settings_from_env(env)
-    metadata, blobs = Cosmos(settings), BlobStore(settings)
-    await metadata.open()
-    await blobs.open()
-    try:
-        await create_registry(metadata, blobs, settings, REGISTRY, "Premium")
-        await update_registry(metadata, REGISTRY, auth_disabled=True)
-    finally:
-        await metadata.close()
-        await blobs.close()
-
-
-def _manifest(http: httpx.Client, base: str) -> bytes:
-    config = b'{"architecture":"amd64","os":"linux"}'
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    upload = http.post(f"{base}/v2/bench/app/blobs/uploads/", params={"digest": digest}, content=config)
-    assert upload.status_code == 201, upload.text
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(config)},
-        "layers": [],
-    }
-    return json.dumps(manifest).encode()
 
 
 def _push_loop(http: httpx.Client, base: str, body: bytes, pushes: int, label: str) -> float:
@@ -147,9 +116,9 @@ def main() -> None:
     if args.in_process:
         with tempfile.TemporaryDirectory() as tmp, LocalStack.on_free_ports(Path(tmp) / "stack") as stack:
             env = stack.env() | {"DEFAULT_REGISTRY": REGISTRY}
-            asyncio.run(_registry(env))
+            asyncio.run(create_registries(env, anonymous=[REGISTRY]))
             with running_devhost(env, Path(tmp)) as devhost, httpx.Client(timeout=30) as http:
-                body = _manifest(http, devhost.url)
+                body = config_only_manifest(http, devhost.url, "bench/app", {})
                 reply = http.put(
                     f"{devhost.url}/v2/bench/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
                 )
@@ -174,7 +143,7 @@ def main() -> None:
     own_root = harness.ROOT
     with tempfile.TemporaryDirectory() as tmp, LocalStack.on_free_ports(Path(tmp) / "stack") as stack:
         env = stack.env() | {"DEFAULT_REGISTRY": REGISTRY, "DEFAULT_REGISTRY_AUTH_DISABLED": "true"}
-        asyncio.run(_registry(env))
+        asyncio.run(create_registries(env, anonymous=[REGISTRY]))
         hosts: dict[str, Devhost] = {}
         contexts = []
         try:
@@ -187,7 +156,7 @@ def main() -> None:
             harness.ROOT = own_root
             with httpx.Client(timeout=30) as http:
                 first = next(iter(hosts.values()))
-                body = _manifest(http, first.url)
+                body = config_only_manifest(http, first.url, "bench/app", {})
                 assert (
                     http.put(
                         f"{first.url}/v2/bench/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
+import httpx
 
 from tests.e2e.clients import (
     MANIFEST_ACCEPT,
@@ -234,6 +235,22 @@ def small_image(label: str) -> tuple[SmallImage, bytes, bytes]:
         }
     )
     return SmallImage(config_desc, layer_desc, manifest), config, layer
+
+
+def config_only_manifest(http: httpx.Client, base: str, repo: str, headers: dict[str, str]) -> bytes:
+    """Pushes a tiny config blob to `repo` and returns the body of a manifest naming it and no layers."""
+    config = b'{"architecture":"amd64","os":"linux"}'
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    upload = http.post(f"{base}/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=config, headers=headers)
+    assert upload.status_code == 201, upload.text
+    return compact_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": digest, "size": len(config)},
+            "layers": [],
+        }
+    )
 
 
 def session(concurrency: int = 16, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
