@@ -20,7 +20,7 @@ from services.management.functions import bp as management_functions
 from services.platform.health import health_probe
 from services.platform.metrics_endpoint import metrics_response
 from services.platform.settings import get_settings
-from services.platform.telemetry import configure_telemetry
+from services.platform.telemetry import configure_telemetry, observed_http
 from services.registry.app import registry_api
 from services.replication.functions import bp as replication_functions
 from services.scanning.functions import bp as scanning_functions
@@ -57,7 +57,8 @@ async def registry_acr_v1(req: Request) -> Response:
 @app.route(route="health/{probe}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     """Probes for load balancers, no credentials: `/health/live`, `/health/ready` (Cosmos DB and Storage)."""
-    return await health_probe(req, registry_api().readiness)
+    readiness = registry_api().readiness
+    return await observed_http(req, lambda r: health_probe(r, readiness), route=lambda: "/health/{probe}")
 
 
 @app.route(route="metrics", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -28,8 +28,10 @@ from services.auth.scopes import parse_scopes
 from services.auth.service import AuthService, Identity, anonymous_permissions, basic_credentials
 from services.management.store import RegistryDoc
 from services.platform.availability import classify
+from services.platform.telemetry import observed_http
 from services.registry.app import error_response, registry_api
 from services.registry.errors import ErrorCode, RegistryError, unavailable_error
+from services.registry.metering import REGISTRY_SCOPE_KEY
 
 log = logging.getLogger("auth")
 
@@ -152,13 +154,25 @@ Endpoint = Callable[[AuthService, RegistryDoc, Request, sign_ins.SignIn], Awaita
 
 
 async def handle(request: Request, endpoint: Endpoint) -> Response:
-    """Run a token endpoint for the registry the request names (by Host), errors as the OCI error body."""
+    """Run a token endpoint for the registry the request names (by Host), errors as the OCI error body; in its
+    server span, timed by route (services/platform/telemetry.py)."""
+    route = "/oauth2/exchange" if endpoint is post_exchange else "/oauth2/token"
+    return await observed_http(
+        request,
+        lambda r: _answer(r, endpoint),
+        route=lambda: route,
+        registry=lambda: request.scope.get(REGISTRY_SCOPE_KEY),
+    )
+
+
+async def _answer(request: Request, endpoint: Endpoint) -> Response:
     api = registry_api()
     attempt = sign_ins.SignIn()
     registry: RegistryDoc | None = None
     try:
         await api.open()
         registry = await api.registry_for(request)
+        request.scope[REGISTRY_SCOPE_KEY] = registry.registry  # a metric label (metering.py): it exists
         api.auth.check_network(request, registry)
         await api.auth.limit(request, registry, "", "oauth")  # per registry only (ACR's table)
         response = await endpoint(api.auth, registry, request, attempt)

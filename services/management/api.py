@@ -28,6 +28,7 @@ from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
 from services.platform.lifecycle import close_on_shutdown
 from services.platform.settings import Settings, get_settings
+from services.platform.telemetry import observed_http
 from services.tasks.queue import RunQueue
 from services.webhooks.delivery import WebhookDispatcher
 
@@ -47,6 +48,26 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     (registries_api.CHECK_NAME_PATH, registries_api.check_name),
     (registries_api.OPERATION_PATH, registries_api.operation_status),
 ]
+
+
+ARM_ROUTE_KEY = "acr.arm_route"
+LITERAL_GROUPS = frozenset({"action", "kind"})  # groups that match one of a few fixed words
+
+
+def route_template(match: re.Match[str]) -> str:
+    """The route template of a matched ARM path, for span names and metric labels: each name in it a
+    placeholder (`/subscriptions/{sub}/resourcegroups/{rg}/.../registries/{registry}/webhooks/{webhook}`),
+    lower-cased (the routes match any case, the labels must not multiply by it)."""
+    path = match.string
+    pieces: list[str] = []
+    end = 0
+    groups = sorted((match.start(name), name) for name in match.groupdict() if match.start(name) >= 0)
+    for start, name in groups:
+        pieces.append(path[end:start].lower())
+        pieces.append(path[start : match.end(name)].lower() if name in LITERAL_GROUPS else "{" + name + "}")
+        end = match.end(name)
+    pieces.append(path[end:].lower())
+    return "".join(pieces)
 
 
 class ManagementApi:
@@ -84,6 +105,12 @@ class ManagementApi:
         self._opened = False
 
     async def handle(self, request: Request) -> Response:
+        """The answer to one ARM call, in its server span, timed by route (services/platform/telemetry.py)."""
+        return await observed_http(
+            request, self._recorded, route=lambda: request.scope.get(ARM_ROUTE_KEY, "/subscriptions/{unmatched}")
+        )
+
+    async def _recorded(self, request: Request) -> Response:
         started = time.perf_counter()
         response = await self._answer(request)
         record_change(request, response, started, self.settings.trusted_proxies)  # who changed what (audit.py)
@@ -112,6 +139,7 @@ class ManagementApi:
         if found is None:
             raise ArmError(404, "NotFound", "no such resource type")
         match, handler = found
+        request.scope[ARM_ROUTE_KEY] = route_template(match)
         version = request.query_params.get("api-version")
         if not version:
             raise ArmError(

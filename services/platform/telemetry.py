@@ -11,7 +11,9 @@
                                                                 below returns at its first line
 
     one push, one trace
-      SERVER   "PUT /v2/{name}/manifests/{reference}"    the request (services/registry/metering.py)
+      SERVER   "PUT /v2/{name}/manifests/{reference}"    the request (`observed_http`; the data plane's route
+                                                         templates in services/registry/metering.py, the
+                                                         ARM ones in services/management/api.py)
       PRODUCER "registry-events publish"                 the outbox's events put on the bus, the parent read
                                                          from the W3C `traceparent` the outbox document kept,
                                                          so a relayed outbox joins the push's trace too; each
@@ -19,7 +21,8 @@
                                                          (what the Azure SDKs write) in its properties
       CONSUMER "<subscription> process"                  each bus-triggered function (webhooks, scanning,
                                                          replication, tasks), its parent read from the message
-      INTERNAL "webhook delivery", "image scan", ...      one per delivery, scan, copy, triggered run
+      INTERNAL "webhook delivery", "image scan", ...      one per delivery, scan, copy, triggered run (a
+                                                         webhook POST carries its `traceparent`)
 
     metrics (ACR's names; bounded labels: never a repository, tag, digest or path)
       TotalPullCount, SuccessfulPullCount       a manifest GET (successful: answered 2xx), by registry
@@ -38,7 +41,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.requests import Request
+from starlette.responses import Response
 
 from services.platform.settings import Settings
 
@@ -210,6 +216,51 @@ class Telemetry:
         if self.tracer is None:
             return _NO_SPAN
         return self.tracer.start_as_current_span(name, attributes=dict(attributes or {}))
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+
+
+async def observed_http(
+    request: Request,
+    handle: Callable[[Request], Awaitable[Response]],
+    route: Callable[[], str],
+    registry: Callable[[], str | None] = lambda: None,
+    counted: Callable[[str, str | None, int], None] | None = None,
+) -> Response:
+    """Answer `request` with `handle` inside the request's server span, and record its duration. `route` gives
+    the route template once `handle` has run (the span is named by it, never by the path); `registry` the
+    registry label (only one that exists); `counted(method, registry, status)` counts what else the caller
+    counts. Returns at its first line while telemetry is off."""
+    active = _active
+    if not active.enabled:
+        return await handle(request)
+    started = time.perf_counter()
+    scope = request.scope
+    method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
+    if active.tracer is None:
+        response = await handle(request)
+    else:
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+            "server.address": request.headers.get("host", ""),
+            "user_agent.original": request.headers.get("user-agent", ""),
+            "client.address": request.client.host if request.client else "",
+        }
+        with active.server_span(method, request.headers, attributes) as span:
+            response = await handle(request)
+            if span is not None:  # the route is known once the handler matched it
+                template = route()
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+            end_server_span(span, response.status_code)
+    label = registry()
+    active.observe_request(route(), method, response.status_code, time.perf_counter() - started, label)
+    if counted is not None:
+        counted(method, label, response.status_code)
+    return response
 
 
 def end_server_span(span: Span | None, status: int) -> None:

@@ -15,14 +15,13 @@ Everything here returns at its first line while telemetry is off (services/platf
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.platform.telemetry import end_server_span, telemetry
+from services.platform.telemetry import observed_http, telemetry
 
 # ASGI scope entries the dispatcher (services/registry/app.py) sets: the route kind it matched, and the
 # registry the request is for when that registry exists.
@@ -51,42 +50,21 @@ ROUTE_TEMPLATES: Final[dict[str, str]] = {
     "acr_deleted_manifest": "/acr/v1/_deleted/{name}/_manifests/{digest}",
 }
 UNMATCHED: Final = "/v2/{unmatched}"  # a path no route serves (answered 404): one label value for all of them
-METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 
 
 async def observed(request: Request, handle: Callable[[Request], Awaitable[Response]]) -> Response:
     """Answer `request` with `handle`, inside the request's span, and count it. The route kind and the registry
     come from the dispatcher (`ROUTE_SCOPE_KEY`, `REGISTRY_SCOPE_KEY`): the path is matched once, not twice."""
-    active = telemetry()
-    if not active.enabled:
-        return await handle(request)
-    started = time.perf_counter()
     scope = request.scope
-    method = scope["method"] if scope["method"] in METHODS else "_OTHER"
-    if active.tracer is None:
-        response = await handle(request)
-    else:
-        attributes = {
-            "http.request.method": method,
-            "url.path": scope["path"],
-            "url.scheme": scope.get("scheme", "http"),
-            "server.address": request.headers.get("host", ""),
-            "user_agent.original": request.headers.get("user-agent", ""),
-            "client.address": request.client.host if request.client else "",
-        }
-        with active.server_span(method, request.headers, attributes) as span:
-            response = await handle(request)
-            if span is not None:  # the route is known once the dispatcher matched it
-                route = ROUTE_TEMPLATES.get(scope.get(ROUTE_SCOPE_KEY, ""), UNMATCHED)
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-            end_server_span(span, response.status_code)
-    kind: str = scope.get(ROUTE_SCOPE_KEY, "")
-    registry: str | None = scope.get(REGISTRY_SCOPE_KEY)
-    status = response.status_code
-    active.observe_request(
-        ROUTE_TEMPLATES.get(kind, UNMATCHED), method, status, time.perf_counter() - started, registry
+
+    def counted(method: str, registry: str | None, status: int) -> None:
+        if scope.get(ROUTE_SCOPE_KEY) == "manifest" and method in ("GET", "PUT"):
+            telemetry().count_image_request(method == "GET", registry, 200 <= status < 300)
+
+    return await observed_http(
+        request,
+        handle,
+        route=lambda: ROUTE_TEMPLATES.get(scope.get(ROUTE_SCOPE_KEY, ""), UNMATCHED),
+        registry=lambda: scope.get(REGISTRY_SCOPE_KEY),
+        counted=counted,
     )
-    if kind == "manifest" and method in ("GET", "PUT"):
-        active.count_image_request(method == "GET", registry, 200 <= status < 300)
-    return response

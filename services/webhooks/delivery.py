@@ -187,6 +187,8 @@ class WebhookDispatcher:
             body = json.dumps(event).encode()
             content_type = "application/json"
         own = {"Content-Type": content_type, rules.DELIVERY_HEADER: delivery_id(str(event.get("id")), webhook.name)}
+        if (traceparent := telemetry().traceparent()) is not None:  # the receiver may continue the trace
+            own["traceparent"] = traceparent
         if webhook.signingSecret:
             own[rules.SIGNATURE_HEADER] = rules.signature(webhook.signingSecret, int(time.time()), body)
         headers = rules.delivery_headers(webhook.customHeaders, own)

@@ -243,6 +243,12 @@ async def test_a_push_is_one_trace_from_the_request_through_the_bus_to_every_con
     # the receiver really got it, and the outbox document in Cosmos carries the push's trace context
     receiver.wait_for(lambda r: len(r.requests) >= 1)
     assert receiver.requests[0].json()["target"]["digest"] == digest
+    # ... with the delivery span's `traceparent`, so a receiver that traces continues the same trace
+    delivered = one(trace, "webhook delivery")
+    assert delivered.context is not None
+    headers = {k.lower(): v for k, v in receiver.requests[0].headers.items()}
+    _, trace_id, parent_id, _ = headers["traceparent"].split("-")
+    assert (trace_id, parent_id) == (f"{request.context.trace_id:032x}", f"{delivered.context.span_id:016x}")
     outboxes = [
         item
         async for item in traced.metadata.query(
@@ -322,3 +328,35 @@ async def test_metrics_count_manifest_gets_and_puts_as_acr_does_with_bounded_lab
     assert "/v2/{name}/manifests/{reference}" in routes and "/v2/{name}/blobs/uploads/" in routes
     statuses = {a["status_class"] for a in attributes if a.get("registry") == name and "status_class" in a}
     assert statuses == {"2xx", "4xx"}
+
+
+async def test_token_management_and_health_requests_are_spans_and_timed_by_route_template(traced: Traced) -> None:
+    name = await traced.new_registry()
+    arm_path = (
+        "/subscriptions/Sub-1/RESOURCEGROUPS/rg-1/providers/Microsoft.ContainerRegistry/registries/"
+        f"{name}/webhooks/someHook"
+    )
+    async with traced.client(name) as http:
+        token = await http.get("/oauth2/token", params={"service": f"{name}.azurecr.localhost", "scope": ""})
+        assert token.status_code == 401, token.text  # no anonymous pull here: refused, still timed
+        arm = await http.get(arm_path, params={"api-version": "2025-11-01"})
+        assert arm.status_code == 401  # no bearer: refused, and still one span and one timing
+        unknown = await http.get("/subscriptions/x/nothing/here", params={"api-version": "2025-11-01"})
+        assert unknown.status_code in (401, 404)
+        assert (await http.get("/health/live")).status_code == 200
+    arm_route = (
+        "/subscriptions/{sub}/resourcegroups/{rg}/providers/microsoft.containerregistry/registries/{registry}"
+        "/webhooks/{webhook}"
+    )
+    spans = list(traced.spans.get_finished_spans())
+    routes = {(s.attributes or {}).get("url.path"): (s.attributes or {}).get("http.route") for s in spans}
+    assert routes["/oauth2/token"] == "/oauth2/token"
+    assert routes[arm_path] == arm_route  # lower-cased, every name a placeholder: bounded labels
+    assert routes["/subscriptions/x/nothing/here"] == "/subscriptions/{unmatched}"
+    assert routes["/health/live"] == "/health/{probe}"
+    named = {s.name for s in spans}
+    assert {"GET /oauth2/token", f"GET {arm_route}", "GET /health/{probe}"} <= named
+    timed = {(a.get("http.route"), a.get("registry")) for a in traced.metric_attributes() if "http.route" in a}
+    assert ("/oauth2/token", name) in timed  # the registry the Host named exists: labelled
+    assert (arm_route, None) in timed and ("/health/{probe}", None) in timed
+    assert not any(name in str(route) or "somehook" in str(route).lower() for route, _ in timed)
