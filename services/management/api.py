@@ -18,7 +18,14 @@ from starlette.responses import Response
 
 from services.auth.entra import EntraVerifier, parse_issuers
 from services.auth.store import AccessStore
-from services.management import access_api, registries_api, replications_api, tasks_api, webhooks_api
+from services.management import (
+    access_api,
+    registries_api,
+    replications_api,
+    task_pools_api,
+    tasks_api,
+    webhooks_api,
+)
 from services.management.arm import API_VERSIONS, ArmCall, ArmError, Services
 from services.management.audit import record_change
 from services.management.authorization import ManagementAuthorizer, ManagementDenied
@@ -41,6 +48,8 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
     (tasks_api.REGISTRY_ACTION_PATH, tasks_api.registry_actions),
     (tasks_api.RUN_PATH, tasks_api.runs),
     (tasks_api.TASK_PATH, tasks_api.tasks),
+    (task_pools_api.AGENT_POOL_PATH, task_pools_api.agent_pools),
+    (task_pools_api.TASK_RUN_PATH, task_pools_api.task_runs),
     (access_api.CHILD_PATH, access_api.children),
     (access_api.GENERATE_PATH, access_api.generate_credentials),
     (registries_api.REGISTRY_PATH, registries_api.registry),

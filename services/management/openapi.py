@@ -15,7 +15,14 @@ from services.management.arm import API_VERSIONS
 from services.management.registries_api import NameRequest, RegenerateRequest, RegistryCreate, RegistryUpdate
 from services.management.replications_api import ReplicationCreate, ReplicationUpdate
 from services.management.webhooks_api import WebhookParameters
-from services.tasks.models import DockerBuildRequest, RunUpdate, TaskBody
+from services.tasks.models import (
+    AgentPoolBody,
+    AgentPoolUpdate,
+    DockerBuildRequest,
+    RunUpdate,
+    TaskBody,
+    TaskRunBody,
+)
 
 _SUB = "/subscriptions/{subscriptionId}"
 _GROUP = _SUB + "/resourceGroups/{resourceGroupName}"
@@ -87,6 +94,18 @@ _OPERATIONS: list[tuple[str, str, type[BaseModel] | None, tuple[str, ...]]] = [
     ("patch", _REGISTRY + "/tasks/{taskName}", TaskBody, ("200",)),
     ("delete", _REGISTRY + "/tasks/{taskName}", None, ("200", "204")),
     ("post", _REGISTRY + "/tasks/{taskName}/listDetails", None, ("200",)),
+    ("get", _REGISTRY + "/agentPools", None, ("200",)),
+    ("get", _REGISTRY + "/agentPools/{agentPoolName}", None, ("200",)),
+    ("put", _REGISTRY + "/agentPools/{agentPoolName}", AgentPoolBody, ("200", "201")),
+    ("patch", _REGISTRY + "/agentPools/{agentPoolName}", AgentPoolUpdate, ("200",)),
+    ("delete", _REGISTRY + "/agentPools/{agentPoolName}", None, ("202", "204")),
+    ("post", _REGISTRY + "/agentPools/{agentPoolName}/listQueueStatus", None, ("200",)),
+    ("get", _REGISTRY + "/taskRuns", None, ("200",)),
+    ("get", _REGISTRY + "/taskRuns/{taskRunName}", None, ("200",)),
+    ("put", _REGISTRY + "/taskRuns/{taskRunName}", TaskRunBody, ("200", "201")),
+    ("patch", _REGISTRY + "/taskRuns/{taskRunName}", TaskRunBody, ("200",)),
+    ("delete", _REGISTRY + "/taskRuns/{taskRunName}", None, ("200", "204")),
+    ("post", _REGISTRY + "/taskRuns/{taskRunName}/listDetails", None, ("200",)),
 ]
 
 _ERROR = {

@@ -104,6 +104,8 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
     if run.logExpired:
         properties["logExpired"] = True  # ours: the log was deleted after TASKS_LOG_RETENTION_DAYS
         properties["logExpiredTime"] = run.logExpiredTime
+    if run.agentPoolName:
+        properties["agentPoolName"] = run.agentPoolName
     if run.sourceCommit:
         properties["sourceCommit"] = run.sourceCommit  # ours: the commit a git context was fetched at
     for key in ("startTime", "finishTime", "runErrorMessage"):
@@ -142,7 +144,7 @@ async def registry_actions(call: ArmCall) -> Response:
         try:
             run = await schedule_task_run(
                 call.services.metadata, blobs, call.services.runs, _box(call.services.settings), registry,
-                doc.loginServer, task,
+                doc.loginServer, task, agent_pool=task_request.agentPoolName,
             )  # fmt: skip
         except RunRequestInvalid as error:
             raise ArmError(400, "InvalidRequestContent", str(error)) from error

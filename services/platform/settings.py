@@ -256,6 +256,12 @@ class Settings(BaseSettings):
     tasks_log_retention_days: int = 30  # run logs and uploaded sources older than this are deleted (daily)
     tasks_relay_after_seconds: float = 5.0
     tasks_poll_seconds: float = 1.0  # how often a running run's cancel flag is read
+    # Agent pools (services/tasks/pools.py): the vCPUs a registry's standard (S1-S3) and isolated (I6) pools
+    # may hold together (ACR's default quotas: 16 and 0), and how long a run waiting for a slot of its pool
+    # stays out of sight before a runner looks at it again.
+    tasks_pool_vcpu_quota: int = 16
+    tasks_pool_isolated_vcpu_quota: int = 0
+    tasks_pool_wait_seconds: int = 5
     # Git contexts (services/tasks/gitsource.py): how long a fetch may take, and whether the repository may
     # be at a private, loopback or link-local address (local runs; refused by default, as webhook targets).
     tasks_git_timeout_seconds: float = 300.0

@@ -22,6 +22,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 # Image names as `acr build -t` takes them: repository[:tag], the registry's own (no other host).
 _IMAGE_NAME = re.compile(r"^[a-z0-9{][a-z0-9._/{}\-]*(?::[A-Za-z0-9_{}.\-]{1,128})?$")
 SOURCE_PATH = re.compile(r"^tasks/sources/\d{8}/[0-9a-f]{32}\.tar\.gz$")
+AGENT_POOL_NAME = r"^[A-Za-z0-9-]{3,20}$"  # ACR's agent pool names
 
 
 class _Body(BaseModel):
@@ -109,6 +110,7 @@ class DockerBuildRequest(_Body):
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
     credentials: Credentials | None = None
+    agentPoolName: str | None = Field(default=None, max_length=20, pattern=AGENT_POOL_NAME)
 
     @field_validator("sourceLocation")
     @classmethod
@@ -164,6 +166,7 @@ class EncodedTaskRunRequest(_Body):
     sourceLocation: str | None = Field(default=None, max_length=1024)
     isArchiveEnabled: bool = False
     credentials: Credentials | None = None
+    agentPoolName: str | None = Field(default=None, max_length=20, pattern=AGENT_POOL_NAME)
 
     @field_validator("sourceLocation")
     @classmethod
@@ -183,6 +186,7 @@ class FileTaskRunRequest(_Body):
     sourceLocation: str = Field(max_length=1024)
     isArchiveEnabled: bool = False
     credentials: Credentials | None = None
+    agentPoolName: str | None = Field(default=None, max_length=20, pattern=AGENT_POOL_NAME)
 
     @field_validator("sourceLocation")
     @classmethod
@@ -204,6 +208,7 @@ class TaskRunRequest(_Body):
     type: Literal["TaskRunRequest"]
     taskId: str = Field(min_length=1, max_length=1024)
     isArchiveEnabled: bool = False
+    agentPoolName: str | None = Field(default=None, max_length=20, pattern=AGENT_POOL_NAME)
 
 
 # --- tasks ------------------------------------------------------------------------------------------------
@@ -333,6 +338,8 @@ class TaskProperties(_Body):
     step: TaskStep | None = None
     trigger: TriggerProperties | None = None
     credentials: Credentials | None = None
+    # the agent pool its runs wait for ("" removes it on PATCH)
+    agentPoolName: str | None = Field(default=None, max_length=20, pattern=r"^([A-Za-z0-9-]{3,20})?$")
 
 
 class TaskBody(_Body):
@@ -358,6 +365,7 @@ class TaskDoc(Document):
     credentials: dict[str, Any] | None = None  # Credentials, Opaque values sealed to the task
     # SourceTrigger, with `webhookSecret` (ours: the push hook's HMAC key) and the token sealed
     sourceTriggers: list[dict[str, Any]] = Field(default_factory=list)
+    agentPoolName: str | None = None  # the agent pool its runs wait for (services/tasks/pools.py)
     creationDate: str = Field(default_factory=utcnow)
 
 
@@ -402,6 +410,7 @@ class RunDoc(Document):
     task: str | None = None  # the task it ran, when it ran one
     timerTrigger: dict[str, Any] | None = None  # {name, scheduledTime} when a timer started it
     imageUpdateTrigger: dict[str, Any] | None = None  # {id, timestamp, images} when a base image update did
+    agentPoolName: str | None = None  # the agent pool it waits for and runs in (None: the default queue)
 
 
 class RunMessage(BaseModel):
@@ -409,3 +418,85 @@ class RunMessage(BaseModel):
 
     registry: str
     runId: str
+
+
+# --- agent pools (services/tasks/pools.py) ----------------------------------------------------------------
+# ACR's pool tiers: vCPUs of one instance (S: standard, I: isolated)
+POOL_TIER_CPUS: dict[str, int] = {"S1": 2, "S2": 4, "S3": 8, "I6": 64}
+PoolTier = Literal["S1", "S2", "S3", "I6"]
+# an Azure subnet's resource id (stored; nothing here joins a virtual network)
+SUBNET_ID = (
+    r"^/subscriptions/[^/]{1,64}/resourceGroups/[^/]{1,90}/providers/Microsoft\.Network"
+    r"/virtualNetworks/[^/]{1,64}/subnets/[^/]{1,80}$"
+)
+
+
+class AgentPoolProperties(_Body):
+    count: int | None = Field(default=None, ge=0, le=1000)
+    tier: PoolTier | None = None
+    os: Literal["Linux", "Windows"] | None = None
+    virtualNetworkSubnetResourceId: str | None = Field(default=None, max_length=1024, pattern=SUBNET_ID)
+
+    @field_validator("os")
+    @classmethod
+    def _linux(cls, os: str | None) -> str | None:
+        if os == "Windows":
+            raise ValueError("agent pools run Linux only (as ACR's do: Windows pools are not supported)")
+        return os
+
+
+class AgentPoolBody(_Body):
+    location: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = Field(default=None, max_length=50)
+    properties: AgentPoolProperties = Field(default_factory=AgentPoolProperties)
+
+
+class AgentPoolUpdateProperties(_Body):
+    count: int | None = Field(default=None, ge=0, le=1000)
+
+
+class AgentPoolUpdate(_Body):
+    tags: dict[str, str] | None = Field(default=None, max_length=50)
+    properties: AgentPoolUpdateProperties = Field(default_factory=AgentPoolUpdateProperties)
+
+
+class AgentPoolDoc(Document):
+    registry: str
+    type: Literal["agentPool"] = "agentPool"
+    name: str
+    location: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    count: int = 1
+    tier: PoolTier = "S1"
+    os: Literal["Linux"] = "Linux"
+    virtualNetworkSubnetResourceId: str | None = None
+    creationDate: str = Field(default_factory=utcnow)
+    # the runs holding one of its `count` slots (taken before a run starts, given back when it ends)
+    running: list[str] = Field(default_factory=list)
+
+
+# --- task runs (services/tasks/taskruns.py) ---------------------------------------------------------------
+TASK_RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"
+
+
+class TaskRunProperties(_Body):
+    runRequest: dict[str, Any] | None = None  # one of the run requests scheduleRun takes (checked by type)
+    forceUpdateTag: str | None = Field(default=None, max_length=256)
+
+
+class TaskRunBody(_Body):
+    location: str | None = Field(default=None, max_length=64)
+    tags: dict[str, str] | None = Field(default=None, max_length=50)
+    properties: TaskRunProperties = Field(default_factory=TaskRunProperties)
+
+
+class TaskRunDoc(Document):
+    registry: str
+    type: Literal["taskRun"] = "taskRun"
+    name: str
+    location: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    runRequest: dict[str, Any]  # secret values sealed to the task run
+    forceUpdateTag: str | None = None
+    runId: str  # its latest run
+    creationDate: str = Field(default_factory=utcnow)

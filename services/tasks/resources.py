@@ -27,6 +27,7 @@ from services.tasks.models import (
     TaskDoc,
     TaskStep,
 )
+from services.tasks.pools import PoolInvalid, resolve_pool
 from services.tasks.scheduling import (
     RunRequestInvalid,
     check_task_file,
@@ -201,12 +202,14 @@ async def put_task(metadata: Cosmos, box: SecretBox, registry: str, name: str, b
             raise TaskInvalid(f"a registry has at most {MAX_TASKS_PER_REGISTRY} tasks")
         task = TaskDoc(id=task_doc_id(name), registry=registry, name=name, location=body.location, step={})
         _apply(task, body, box)
+        await _apply_pool(metadata, task, body)
         if await store.create(task):
             return task, True
         existing = await store.get(registry, name)
         if existing is None:
             raise ConcurrentUpdate(name)
     _apply(existing, body, box)
+    await _apply_pool(metadata, existing, body)
     return await store.replace(existing), False
 
 
@@ -218,7 +221,19 @@ async def update_task(metadata: Cosmos, box: SecretBox, registry: str, name: str
     if body.properties.step is not None and body.properties.step.type != task.step.get("type"):
         raise TaskInvalid("a task's step type cannot change")
     _apply(task, body, box)
+    await _apply_pool(metadata, task, body)
     return await store.replace(task)
+
+
+async def _apply_pool(metadata: Cosmos, task: TaskDoc, body: TaskBody) -> None:
+    """`agentPoolName`: a pool of the registry (its runs wait for it), "" for none; left out: unchanged."""
+    name = body.properties.agentPoolName
+    if name is None:
+        return
+    try:
+        task.agentPoolName = await resolve_pool(metadata, task.registry, name)
+    except PoolInvalid as error:
+        raise TaskInvalid(str(error)) from error
 
 
 _STEP_TYPES = {"Docker": "Docker", "EncodedTask": "EncodedTask", "FileTask": "FileTask"}
@@ -276,5 +291,6 @@ def task_resource(
             },
             "credentials": _shown_credentials(task, details),
             "isSystemTask": False,
+            **({"agentPoolName": task.agentPoolName} if task.agentPoolName else {}),
         },
     }

@@ -61,6 +61,7 @@ from services.tasks.gitsource import (
     parse_git_url,
 )
 from services.tasks.models import TERMINAL, RunDoc, RunStatus, SetValue
+from services.tasks.pools import release_slot, take_slot
 from services.tasks.queue import ReceivedRun, RunQueue
 from services.tasks.scheduling import (
     RunRequestInvalid,
@@ -196,16 +197,44 @@ class Runner:
             task.add_done_callback(finished)
 
     async def handle(self, received: ReceivedRun) -> None:
-        """One queue message: run it (at most once), then complete the message. Never raises."""
+        """One queue message: run it (at most once), then complete the message. Never raises.
+
+        A run for an agent pool first takes one of the pool's slots; when all are held its message goes back
+        out of sight for TASKS_POOL_WAIT_SECONDS and the run stays Queued (nothing is lost: the message is
+        only completed once the run has ended)."""
+        registry, run_id = received.message.registry, received.message.runId
         heartbeat = asyncio.create_task(self._keep_invisible(received))
+        pool: str | None = None
         try:
-            await self.execute(received.message.registry, received.message.runId)
+            pool, start = await self._enter_pool(registry, run_id)
+            if not start:
+                heartbeat.cancel()
+                await self.queue.keep_invisible(received, max(1, self.settings.tasks_pool_wait_seconds))
+                return
+            await self.execute(registry, run_id)
             heartbeat.cancel()
             await self.queue.complete(received)
         except Exception:
-            log.exception("run %s/%s: the runner failed", received.message.registry, received.message.runId)
+            log.exception("run %s/%s: the runner failed", registry, run_id)
         finally:
             heartbeat.cancel()
+            if pool is not None:
+                with contextlib.suppress(Exception):  # else the next runner finding the pool full takes it back
+                    await release_slot(self.metadata, registry, pool, run_id)
+
+    async def _enter_pool(self, registry: str, run_id: str) -> tuple[str | None, bool]:
+        """(the pool whose slot this run holds, whether it may start now). A run of a deleted pool ends in
+        Error; one found Running again (its runner died) is left to execute(), which ends it."""
+        run = await self.runs.get(registry, run_id)
+        if run is None or run.agentPoolName is None or run.status != "Queued":
+            return None, True
+        slot = await take_slot(self.metadata, registry, run.agentPoolName, run_id)
+        if slot == "gone":
+            await self._finish(registry, run_id, "Error", f"agent pool {run.agentPoolName} no longer exists", {})
+            return None, True
+        if slot == "full":
+            return None, False
+        return run.agentPoolName, True
 
     async def _keep_invisible(self, received: ReceivedRun) -> None:
         while True:

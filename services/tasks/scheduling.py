@@ -38,6 +38,7 @@ from services.tasks.models import (
     SetValue,
     TaskDoc,
 )
+from services.tasks.pools import PoolInvalid, resolve_pool
 from services.tasks.queue import RunQueue
 from services.tasks.store import RunStore, run_doc_id
 from services.tasks.taskfile import TaskFileInvalid, parse_task_file
@@ -113,8 +114,12 @@ async def schedule_run(
     image_update: dict[str, Any] | None = None,
     source_trigger: dict[str, Any] | None = None,
     source_token: str | None = None,
+    agent_pool: str | None = None,
 ) -> RunDoc:
     """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run.
+
+    The run waits for a slot of the agent pool the request names (`agentPoolName`), else of `agent_pool`
+    (a task's); with neither it runs as soon as a runner has room.
 
     `source_trigger` (ACR's SourceTriggerDescriptor: commitId, branchName, ...) names the pushed commit a
     git context is fetched at; `source_token` the repository's token (sealed in the run)."""
@@ -137,9 +142,14 @@ async def schedule_run(
         check_task_file(
             text, RunVariables("cb0", login_server, registry, values=values_of(request.values, values_text))
         )
+    try:
+        pool = await resolve_pool(metadata, registry, request.agentPoolName or agent_pool)
+    except PoolInvalid as error:
+        raise RunRequestInvalid(str(error)) from error
     store = RunStore(metadata)
     run_id = await store.next_run_id(registry)
     body = request.model_dump(mode="json", exclude={"credentials"})
+    body["agentPoolName"] = pool
     registries = request.credentials.customRegistries if request.credentials is not None else {}
     custom = seal_credentials(
         {k: v.model_dump(mode="json") for k, v in registries.items() if v is not None},
@@ -165,6 +175,7 @@ async def schedule_run(
         sourceCommit=(source_trigger or {}).get("commitId"),
         sourceToken=box.seal(source_token.encode(), secret_context(registry, run_id)) if source_token else None,
         customRegistries=custom,
+        agentPoolName=pool,
     )
     await store.create(run)
     await dispatch(store, queue, run)
@@ -244,12 +255,14 @@ async def schedule_task_run(
     timer: dict[str, str] | None = None,
     image_update: dict[str, Any] | None = None,
     source_trigger: dict[str, Any] | None = None,
+    agent_pool: str | None = None,
 ) -> RunDoc:
+    """Run the task's step; in `agent_pool` when given (a TaskRunRequest's), else in the task's pool."""
     request = task_run_request(task, box)
     return await schedule_run(
         metadata, blobs, queue, box, registry, login_server, request,
         task=task.name, timer=timer, image_update=image_update, source_trigger=source_trigger,
-        source_token=task_source_token(task, box),
+        source_token=task_source_token(task, box), agent_pool=agent_pool or task.agentPoolName,
     )  # fmt: skip
 
 

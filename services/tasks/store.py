@@ -7,7 +7,12 @@
                                                      number (cb1, cb2, ...), taken under its ETag
                             run:<run id>             {type: "run", registry, runId, status, request,
                                                      dispatched, cancelRequested, outputImages, baseImages,
-                                                     logPath, ... }: one run (services/tasks/models.py)
+                                                     logPath, agentPoolName, ... }: one run
+                                                     (services/tasks/models.py)
+                            agentPool:<name>         {type: "agentPool", registry, name, tier, count, os,
+                                                     running: [run ids holding its slots], ...}
+                            taskRun:<name>           {type: "taskRun", registry, name, runRequest (secrets
+                                                     sealed), forceUpdateTag, runId: its latest run}
 
 A run is written `dispatched: false` and its queue message sent after; `dispatched` is then set. The relay
 (services/tasks/functions.py) re-sends the message of a queued run still undispatched a few seconds later:
@@ -18,10 +23,10 @@ Queued to Running under its ETag, so a message delivered twice runs it once.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 from services.platform.cosmos import ConcurrentUpdate, Cosmos, Document
-from services.tasks.models import RunDoc, TaskDoc
+from services.tasks.models import AgentPoolDoc, RunDoc, TaskDoc, TaskRunDoc
 
 CONTAINER = "registries"
 
@@ -111,6 +116,17 @@ class RunStore:
                 break
         return found
 
+    async def count_in_pool(self, registry: str, pool: str, statuses: Collection[str]) -> int:
+        """How many of the registry's runs for agent pool `pool` are in one of `statuses` (its partition)."""
+        sql = (
+            "SELECT VALUE COUNT(1) FROM c WHERE c.registry = @r AND c.type = 'run' AND c.agentPoolName = @p "
+            "AND ARRAY_CONTAINS(@s, c.status)"
+        )
+        params: dict[str, Any] = {"@r": registry, "@p": pool, "@s": sorted(statuses)}
+        async for value in self._cosmos.query(CONTAINER, sql, params, registry):
+            return int(cast(Any, value))
+        return 0
+
     async def undispatched(self, created_before: str, limit: int = 100) -> list[RunDoc]:
         """Queued runs whose queue message may never have been sent (cross-partition: the relay's query)."""
         sql = (
@@ -160,3 +176,58 @@ class TaskStore:
         sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'task' AND c.hasBaseTrigger = true"
         items = self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry)
         return [TaskDoc.model_validate(i) async for i in items]
+
+
+def agent_pool_doc_id(name: str) -> str:
+    return f"agentPool:{name.lower()}"
+
+
+class AgentPoolStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def get(self, registry: str, name: str) -> AgentPoolDoc | None:
+        raw = await self._cosmos.read(CONTAINER, agent_pool_doc_id(name), registry)
+        return AgentPoolDoc.model_validate(raw) if raw is not None else None
+
+    async def create(self, pool: AgentPoolDoc) -> bool:
+        return await self._cosmos.create(CONTAINER, pool) is not None
+
+    async def replace(self, pool: AgentPoolDoc) -> AgentPoolDoc:
+        """Write the pool back if nobody changed it since it was read (ConcurrentUpdate otherwise)."""
+        return AgentPoolDoc.model_validate(await self._cosmos.replace(CONTAINER, pool))
+
+    async def delete(self, registry: str, name: str) -> bool:
+        return await self._cosmos.delete(CONTAINER, agent_pool_doc_id(name), registry)
+
+    async def list_pools(self, registry: str) -> list[AgentPoolDoc]:
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'agentPool' ORDER BY c.id"
+        items = self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry)
+        return [AgentPoolDoc.model_validate(i) async for i in items]
+
+
+def task_run_doc_id(name: str) -> str:
+    return f"taskRun:{name.lower()}"
+
+
+class TaskRunStore:
+    def __init__(self, cosmos: Cosmos) -> None:
+        self._cosmos = cosmos
+
+    async def get(self, registry: str, name: str) -> TaskRunDoc | None:
+        raw = await self._cosmos.read(CONTAINER, task_run_doc_id(name), registry)
+        return TaskRunDoc.model_validate(raw) if raw is not None else None
+
+    async def create(self, task_run: TaskRunDoc) -> bool:
+        return await self._cosmos.create(CONTAINER, task_run) is not None
+
+    async def replace(self, task_run: TaskRunDoc) -> TaskRunDoc:
+        return TaskRunDoc.model_validate(await self._cosmos.replace(CONTAINER, task_run))
+
+    async def delete(self, registry: str, name: str) -> bool:
+        return await self._cosmos.delete(CONTAINER, task_run_doc_id(name), registry)
+
+    async def list_task_runs(self, registry: str) -> list[TaskRunDoc]:
+        sql = "SELECT * FROM c WHERE c.registry = @r AND c.type = 'taskRun' ORDER BY c.id"
+        items = self._cosmos.query(CONTAINER, sql, {"@r": registry}, registry)
+        return [TaskRunDoc.model_validate(i) async for i in items]
