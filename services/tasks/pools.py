@@ -90,6 +90,8 @@ async def put_pool(
     metadata: Cosmos, settings: Settings, registry: str, sku: str, location: str, name: str, body: AgentPoolBody
 ) -> tuple[AgentPoolDoc, bool]:
     """Create the pool, or scale and retag an existing one (its tier, OS and subnet are fixed)."""
+    if not valid_name(name):
+        raise PoolInvalid("agent pool names have 3 to 20 letters, digits and hyphens", "InvalidResourceName")
     if sku != "Premium":
         raise PoolInvalid(
             "agent pools are only available for registries of the Premium tier; upgrade the registry first",
