@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from services.cli import registry_commands
+from services.cli.agentpool_commands import agentpool_app
 from services.cli.build_command import build, run_task
 from services.cli.config import CommandLine
 from services.cli.config_commands import config_app
@@ -19,6 +20,7 @@ from services.cli.repository_commands import repository_app
 from services.cli.scan_commands import scan_app
 from services.cli.session import Session
 from services.cli.task_commands import task_app
+from services.cli.taskrun_commands import taskrun_app
 from services.cli.token_commands import scope_map_app, token_app
 from services.cli.webhook_commands import webhook_app
 
@@ -69,6 +71,8 @@ app.add_typer(scan_app, name="scan")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(replication_app, name="replication")
 app.add_typer(task_app, name="task")
+app.add_typer(taskrun_app, name="taskrun")
+app.add_typer(agentpool_app, name="agentpool")
 app.add_typer(token_app, name="token")
 app.add_typer(scope_map_app, name="scope-map")
 app.add_typer(config_app, name="config")

@@ -51,6 +51,9 @@ def build(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the run id and return at once.")] = False,
     timeout: Annotated[int, typer.Option("--timeout", help="The run's timeout in seconds.")] = 3600,
     platform: Annotated[str, typer.Option("--platform", help="linux/amd64, linux/arm64, ...")] = "linux/amd64",
+    agent_pool: Annotated[
+        str | None, typer.Option("--agent-pool", help="The agent pool to run in (it waits for a free slot).")
+    ] = None,
     resource_group: ResourceGroupOption = None,
 ) -> None:
     """Build an image in the registry from a local directory and push it."""
@@ -80,6 +83,8 @@ def build(
         "platform": {"os": os_name.capitalize() or "Linux", "architecture": architecture or "amd64"},
         "sourceLocation": upload["relativePath"],
     }
+    if agent_pool:
+        request["agentPoolName"] = agent_pool
     run = arm.json("POST", f"{base}/scheduleRun{version}", request)
     run_id = str(run["properties"]["runId"])
     typer.echo(f"Queued a build with ID: {run_id}", err=True)
@@ -111,6 +116,9 @@ def run_task(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the run id and return at once.")] = False,
     timeout: Annotated[int, typer.Option("--timeout", help="The run's timeout in seconds.")] = 3600,
     platform: Annotated[str, typer.Option("--platform", help="linux/amd64, linux/arm64, ...")] = "linux/amd64",
+    agent_pool: Annotated[
+        str | None, typer.Option("--agent-pool", help="The agent pool to run in (it waits for a free slot).")
+    ] = None,
     resource_group: ResourceGroupOption = None,
 ) -> None:
     """Run a multi-step task file (build, push and cmd steps) in the registry."""
@@ -135,6 +143,8 @@ def run_task(
         "timeout": timeout,
         "platform": {"os": os_name.capitalize() or "Linux", "architecture": architecture or "amd64"},
     }
+    if agent_pool:
+        request["agentPoolName"] = agent_pool
     if values is not None:
         request["encodedValuesContent"] = base64.b64encode(values.read_bytes()).decode()
     if has_context and source is not None:

@@ -28,6 +28,9 @@ ScheduleOption = Annotated[
     list[str] | None, typer.Option("--schedule", help="A cron schedule in UTC, e.g. '0 2 * * *' (repeat for more).")
 ]
 VERSION = f"?api-version={TASKS_API_VERSION}"
+AgentPoolOption = Annotated[
+    str | None, typer.Option("--agent-pool", help="The agent pool its runs wait for (update: '' for none).")
+]
 
 
 class Status(enum.StrEnum):
@@ -108,6 +111,7 @@ def create(
     set_value: Annotated[list[str] | None, typer.Option("--set", help="A value: NAME=VALUE (repeat).")] = None,
     set_secret: Annotated[list[str] | None, typer.Option("--set-secret", help="A secret value (repeat).")] = None,
     timeout: Annotated[int, typer.Option("--timeout", help="Each run's timeout in seconds.")] = 3600,
+    agent_pool: AgentPoolOption = None,
     resource_group: ResourceGroupOption = None,
     output: OutputOption = None,
     query: QueryOption = None,
@@ -154,10 +158,12 @@ def create(
         trigger["sourceTriggers"] = [
             {"name": "defaultSourceTriggerName", "sourceRepository": source, "sourceTriggerEvents": ["commit"]}
         ]
-    body = {
+    body: dict[str, Any] = {
         "location": ref.location,
         "properties": {"step": step, "timeout": timeout, "platform": {"os": "Linux"}, "trigger": trigger},
     }
+    if agent_pool:
+        body["properties"]["agentPoolName"] = agent_pool
     session.emit(arm.json("PUT", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
 
 
@@ -214,11 +220,12 @@ def update(
     schedule: ScheduleOption = None,
     no_schedule: Annotated[bool, typer.Option("--no-schedule", help="Remove every timer trigger.")] = False,
     timeout: Annotated[int | None, typer.Option("--timeout", help="Each run's timeout in seconds.")] = None,
+    agent_pool: AgentPoolOption = None,
     resource_group: ResourceGroupOption = None,
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
-    """Change a task's status, schedules or timeout."""
+    """Change a task's status, schedules, timeout or agent pool."""
     session, base, _ = _base(ctx, registry, resource_group)
     properties: dict[str, Any] = {}
     if status is not None:
@@ -227,6 +234,8 @@ def update(
         properties["trigger"] = _timers(schedule)
     if timeout is not None:
         properties["timeout"] = timeout
+    if agent_pool is not None:
+        properties["agentPoolName"] = agent_pool  # "" : no pool
     body = {"properties": properties}
     session.emit(session.arm().json("PATCH", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
 
