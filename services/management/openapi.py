@@ -41,6 +41,8 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     "operationId": {"type": "string", "minLength": 1, "maxLength": 64},
     "runId": {"type": "string", "pattern": "^[a-z]{2}[0-9]{1,10}$"},
     "taskName": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"},
+    "agentPoolName": {"type": "string", "pattern": "^[a-zA-Z0-9-]{3,20}$"},
+    "taskRunName": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{4,49}$"},
 }
 
 # (method, path, request model or None, success statuses)

@@ -857,3 +857,116 @@ def test_a_task_pulls_from_and_pushes_to_another_registry_with_its_credentials(
     resolved = acr(tasks_host, tmp_path, "task", "run", "-n", "mirror")
     assert resolved.returncode == 0, resolved.stderr + resolved.stdout
     assert password not in resolved.stdout
+
+
+# --- agent pools and task runs ------------------------------------------------------------------------------
+def test_a_quick_build_in_an_agent_pool_waits_for_its_count_and_pushes(tasks_host: TasksHost, base_image: str) -> None:
+    pools, group, registry = tasks_host.tasks.agent_pools, LOCAL_RESOURCE_GROUP, tasks_host.registry
+    pool = pools.begin_create(
+        group, registry, "builders", m.AgentPool(properties=m.AgentPoolProperties(count=0, tier="S2", os="Linux")),
+        polling_interval=0, **CALL,
+    ).result()  # fmt: skip
+    assert pool.properties.provisioning_state == "Succeeded" and pool.properties.count == 0
+    assert pool.properties.tier == "S2" and pool.properties.os == "Linux"
+    request = m.DockerBuildRequest(
+        image_names=["pooled:{{.Run.ID}}"],
+        docker_file_path="Dockerfile",
+        source_location=upload(
+            tasks_host, context_archive({"Dockerfile": DOCKERFILE.format(login_server=tasks_host.login_server)})
+        ),
+        platform=m.PlatformProperties(os="Linux"),
+        agent_pool_name="builders",
+    )
+    run_id = tasks_host.tasks.registries.schedule_run(group, registry, request, **CALL).properties.run_id
+    # count 0: the run waits in the pool's queue (no runner may start it)
+    assert pools.get_queue_status(group, registry, "builders", **CALL).count == 1
+    one = m.AgentPoolUpdateParameters(properties=m.AgentPoolPropertiesUpdateParameters(count=1))
+    scaled = pools.begin_update(group, registry, "builders", one, polling_interval=0, **CALL).result()
+    assert scaled.properties.count == 1
+    run = wait_for(tasks_host, run_id)
+    assert run.properties.status == "Succeeded", run_log(tasks_host, run_id)
+    assert run.properties.agent_pool_name == "builders"
+    assert [i.tag for i in run.properties.output_images] == [run_id]
+    assert pools.get_queue_status(group, registry, "builders", **CALL).count == 0
+    assert [p.name for p in pools.list(group, registry, **CALL)] == ["builders"]
+    pools.begin_delete(group, registry, "builders", polling_interval=0, **CALL).result()
+    assert [p.name for p in pools.list(group, registry, **CALL)] == []
+
+
+def test_a_task_run_runs_its_request_and_again_for_a_new_force_update_tag(
+    tasks_host: TasksHost, base_image: str
+) -> None:
+    task_runs, group, registry = tasks_host.tasks.task_runs, LOCAL_RESOURCE_GROUP, tasks_host.registry
+    task = (
+        "version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 /bin/busybox sh -c 'echo task-run-says $S'\n"
+        "    env: [S={{.Values.s}}]\n"
+    )
+    request = m.EncodedTaskRunRequest(
+        encoded_task_content=base64.b64encode(task.encode()).decode(),
+        values=[m.SetValue(name="s", value="tr-s3cret", is_secret=True)],
+        platform=m.PlatformProperties(os="Linux"),
+    )
+    created = task_runs.begin_create(
+        group, registry, "nightly-check",
+        m.TaskRun(properties=m.TaskRunProperties(run_request=request, force_update_tag="1")),
+        polling_interval=0, **CALL,
+    ).result()  # fmt: skip
+    assert created.properties.provisioning_state == "Succeeded"
+    first = created.properties.run_result.properties.run_id
+    assert wait_for(tasks_host, first).properties.status == "Succeeded"
+    assert "task-run-says ***" in run_log(tasks_host, first)
+    shown = task_runs.get(group, registry, "nightly-check", **CALL)
+    assert shown.properties.run_result.properties.status == "Succeeded"  # runResult is the run, fresh
+    assert shown.properties.run_request.values[0].value is None  # masked; listDetails shows it
+    details = task_runs.get_details(group, registry, "nightly-check", **CALL)
+    assert details.properties.run_request.values[0].value == "tr-s3cret"
+    update = m.TaskRunUpdateParameters(properties=m.TaskRunPropertiesUpdateParameters(force_update_tag="2"))
+    again = task_runs.begin_update(group, registry, "nightly-check", update, polling_interval=0, **CALL).result()
+    second = again.properties.run_result.properties.run_id
+    assert second != first and wait_for(tasks_host, second).properties.status == "Succeeded"
+    same = task_runs.begin_update(group, registry, "nightly-check", update, polling_interval=0, **CALL).result()
+    assert same.properties.run_result.properties.run_id == second  # the same tag: no new run
+    assert [t.name for t in task_runs.list(group, registry, **CALL)] == ["nightly-check"]
+
+
+def test_acr_agentpool_and_taskrun_commands(tasks_host: TasksHost, base_image: str, tmp_path: Path) -> None:
+    created = acr(tasks_host, tmp_path, "agentpool", "create", "-n", "clipool", "--tier", "S1", "-o", "json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["properties"]["count"] == 1
+    (tmp_path / "hello.yaml").write_text("version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 echo pooled-hello\n")
+    ran = acr(tasks_host, tmp_path, "run", "-f", str(tmp_path / "hello.yaml"), "--agent-pool", "clipool", "/dev/null")
+    assert ran.returncode == 0 and "pooled-hello" in ran.stdout, ran.stderr + ran.stdout
+    unknown = acr(
+        tasks_host, tmp_path, "run", "-f", str(tmp_path / "hello.yaml"), "--agent-pool", "nosuch", "/dev/null"
+    )
+    assert unknown.returncode == 2 and "agent pool 'nosuch' does not exist" in unknown.stderr
+    queue = acr(tasks_host, tmp_path, "agentpool", "show-queue-count", "-n", "clipool", "-o", "json")
+    assert json.loads(queue.stdout) == {"count": 0}
+    scaled = acr(tasks_host, tmp_path, "agentpool", "update", "-n", "clipool", "--count", "0", "-o", "json")
+    assert json.loads(scaled.stdout)["properties"]["count"] == 0, scaled.stderr
+    listed = acr(tasks_host, tmp_path, "agentpool", "list", "-o", "tsv", "--query", "[].name")
+    assert listed.stdout.split() == ["clipool"]
+    assert acr(tasks_host, tmp_path, "agentpool", "delete", "-n", "clipool", "--yes").returncode == 0
+    assert acr(tasks_host, tmp_path, "agentpool", "show", "-n", "clipool").returncode == 1
+    # task runs (made through the SDK test above, or here if it ran alone)
+    names = acr(tasks_host, tmp_path, "taskrun", "list", "-o", "tsv", "--query", "[].name").stdout.split()
+    if "nightly-check" not in names:
+        request = m.EncodedTaskRunRequest(
+            encoded_task_content=base64.b64encode(
+                b"version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 echo task-run-says\n"
+            ).decode(),
+            platform=m.PlatformProperties(os="Linux"),
+        )
+        tasks_host.tasks.task_runs.begin_create(
+            LOCAL_RESOURCE_GROUP, tasks_host.registry, "nightly-check",
+            m.TaskRun(properties=m.TaskRunProperties(run_request=request)), polling_interval=0, **CALL,
+        ).result()  # fmt: skip
+    shown = json.loads(acr(tasks_host, tmp_path, "taskrun", "show", "-n", "nightly-check", "-o", "json").stdout)
+    run_id = shown["properties"]["runResult"]["name"]
+    wait_for(tasks_host, run_id)
+    logs = acr(tasks_host, tmp_path, "taskrun", "logs", "-n", "nightly-check")
+    assert logs.returncode == 0 and "task-run-says" in logs.stdout, logs.stderr
+    assert acr(tasks_host, tmp_path, "taskrun", "delete", "-n", "nightly-check", "--yes").returncode == 0
+    assert acr(tasks_host, tmp_path, "taskrun", "show", "-n", "nightly-check").returncode == 1
+    run = tasks_host.tasks.runs.get(LOCAL_RESOURCE_GROUP, tasks_host.registry, run_id, **CALL)
+    assert run.properties.status == "Succeeded"  # the task run's runs stay
