@@ -903,7 +903,7 @@ def test_a_task_run_runs_its_request_and_again_for_a_new_force_update_tag(
     )
     request = m.EncodedTaskRunRequest(
         encoded_task_content=base64.b64encode(task.encode()).decode(),
-        values=[m.SetValue(name="s", value="tr-s3cret", is_secret=True)],
+        values_property=[m.SetValue(name="s", value="tr-s3cret", is_secret=True)],
         platform=m.PlatformProperties(os="Linux"),
     )
     created = task_runs.begin_create(
@@ -917,9 +917,9 @@ def test_a_task_run_runs_its_request_and_again_for_a_new_force_update_tag(
     assert "task-run-says ***" in run_log(tasks_host, first)
     shown = task_runs.get(group, registry, "nightly-check", **CALL)
     assert shown.properties.run_result.properties.status == "Succeeded"  # runResult is the run, fresh
-    assert shown.properties.run_request.values[0].value is None  # masked; listDetails shows it
+    assert shown.properties.run_request.values_property[0].value is None  # masked; listDetails shows it
     details = task_runs.get_details(group, registry, "nightly-check", **CALL)
-    assert details.properties.run_request.values[0].value == "tr-s3cret"
+    assert details.properties.run_request.values_property[0].value == "tr-s3cret"
     update = m.TaskRunUpdateParameters(properties=m.TaskRunPropertiesUpdateParameters(force_update_tag="2"))
     again = task_runs.begin_update(group, registry, "nightly-check", update, polling_interval=0, **CALL).result()
     second = again.properties.run_result.properties.run_id
@@ -933,7 +933,9 @@ def test_acr_agentpool_and_taskrun_commands(tasks_host: TasksHost, base_image: s
     created = acr(tasks_host, tmp_path, "agentpool", "create", "-n", "clipool", "--tier", "S1", "-o", "json")
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["properties"]["count"] == 1
-    (tmp_path / "hello.yaml").write_text("version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 echo pooled-hello\n")
+    (tmp_path / "hello.yaml").write_text(
+        "version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 /bin/busybox echo pooled-hello\n"
+    )
     ran = acr(tasks_host, tmp_path, "run", "-f", str(tmp_path / "hello.yaml"), "--agent-pool", "clipool", "/dev/null")
     assert ran.returncode == 0 and "pooled-hello" in ran.stdout, ran.stderr + ran.stdout
     unknown = acr(
@@ -953,7 +955,7 @@ def test_acr_agentpool_and_taskrun_commands(tasks_host: TasksHost, base_image: s
     if "nightly-check" not in names:
         request = m.EncodedTaskRunRequest(
             encoded_task_content=base64.b64encode(
-                b"version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 echo task-run-says\n"
+                b"version: v1.1.0\nsteps:\n  - cmd: $Registry/base:1 /bin/busybox echo task-run-says\n"
             ).decode(),
             platform=m.PlatformProperties(os="Linux"),
         )
