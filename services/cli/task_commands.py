@@ -3,8 +3,10 @@ through the management API (`registries/{r}/tasks`, `scheduleRun` with a `TaskRu
 `az acr task` has them. A task is a task file (`-f`, sent whole) or one command (`--cmd`, as az makes it: a
 task file of one `cmd` step), with an uploaded context, none (`/dev/null`), or a git repository
 (`https://host/org/repo.git#branch:dir`: then `-f` is a path in the repository); timer triggers
-(`--schedule`, five-field cron in UTC, repeatable) and a commit trigger (`--commit-trigger-enabled`: its
-hook URL and secret are shown by `acr task show --with-secure-properties`).
+(`--schedule`, five-field cron in UTC, repeatable), a commit trigger (`--commit-trigger-enabled`) and a
+pull-request trigger (`--pull-request-trigger-enabled true|false`, as az takes it; `--pull-request-forks`
+says what a fork's pull request may do): their hook URL and secret are shown by `acr task show
+--with-secure-properties`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,33 @@ AgentPoolOption = Annotated[
 class Status(enum.StrEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
+
+
+class Toggle(enum.StrEnum):
+    TRUE = "true"
+    FALSE = "false"
+
+
+class Forks(enum.StrEnum):
+    RESTRICTED = "Restricted"
+    TRUSTED = "Trusted"
+    IGNORED = "Ignored"
+
+
+PullRequestOption = Annotated[
+    Toggle | None,
+    typer.Option(
+        "--pull-request-trigger-enabled",
+        help="true: run on pull requests into the git context's branch (opened, reopened, pushed to).",
+    ),
+]
+ForksOption = Annotated[
+    Forks | None,
+    typer.Option(
+        "--pull-request-forks",
+        help="A fork's pull request: Restricted (default: no secrets, no push), Trusted, or Ignored.",
+    ),
+]
 
 
 def task_view(result: Any) -> list[dict[str, Any]]:
@@ -73,7 +102,7 @@ def run_view(result: Any) -> list[dict[str, Any]]:
 
 def _trigger_of(properties: dict[str, Any]) -> str:
     if properties.get("sourceTrigger"):
-        return "Commit"
+        return "Pull request" if properties["sourceTrigger"].get("eventType") == "pullrequest" else "Commit"
     if properties.get("timerTrigger"):
         return "Timer"
     return "Image update" if properties.get("imageUpdateTrigger") else "Manual"
@@ -105,6 +134,8 @@ def create(
     commit_trigger: Annotated[
         bool, typer.Option("--commit-trigger-enabled", help="Run on each push to the git context's branch.")
     ] = False,
+    pull_request_trigger: PullRequestOption = None,
+    forks: ForksOption = None,
     git_token: Annotated[
         str | None, typer.Option("--git-access-token", help="A token that reads the git repository (private ones).")
     ] = None,
@@ -116,14 +147,15 @@ def create(
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
-    """Create a task from a task file or a command, with timer and commit triggers."""
+    """Create a task from a task file or a command, with timer, commit and pull-request triggers."""
     git = context.startswith(("https://", "http://"))
     if (file is None) == (cmd is None):
         raise CliError(ExitCode.BAD_INPUT, "give a task file (--file) or a command (--cmd)")
     if file is not None and not git and not file.is_file():
         raise CliError(ExitCode.BAD_INPUT, f"the task file {file} does not exist")
-    if commit_trigger and not git:
-        raise CliError(ExitCode.BAD_INPUT, "--commit-trigger-enabled needs a git context (--context https://...git)")
+    pull_requests = pull_request_trigger == Toggle.TRUE
+    if (commit_trigger or pull_requests) and not git:
+        raise CliError(ExitCode.BAD_INPUT, "a source trigger needs a git context (--context https://...git)")
     session, base, ref = _base(ctx, registry, resource_group)
     arm = session.arm()
     context_path = "/dev/null"
@@ -147,17 +179,12 @@ def create(
         assert file is not None
         step |= {"type": "EncodedTask", "encodedTaskContent": base64.b64encode(file.read_bytes()).decode()}
     trigger = _timers(schedule)
-    if commit_trigger:
-        repository = context.split("#", 1)[0]
-        branch = context.split("#", 1)[1].split(":", 1)[0] if "#" in context else ""
-        source: dict[str, Any] = {"sourceControlType": "Github", "repositoryUrl": repository}
-        if branch:
-            source["branch"] = branch
+    events = (["commit"] if commit_trigger else []) + (["pullrequest"] if pull_requests else [])
+    if events:
+        source = _source_trigger(context, events, forks)
         if git_token:
-            source["sourceControlAuthProperties"] = {"tokenType": "PAT", "token": git_token}
-        trigger["sourceTriggers"] = [
-            {"name": "defaultSourceTriggerName", "sourceRepository": source, "sourceTriggerEvents": ["commit"]}
-        ]
+            source["sourceRepository"]["sourceControlAuthProperties"] = {"tokenType": "PAT", "token": git_token}
+        trigger["sourceTriggers"] = [source]
     body: dict[str, Any] = {
         "location": ref.location,
         "properties": {"step": step, "timeout": timeout, "platform": {"os": "Linux"}, "trigger": trigger},
@@ -165,6 +192,51 @@ def create(
     if agent_pool:
         body["properties"]["agentPoolName"] = agent_pool
     session.emit(arm.json("PUT", f"{base}/tasks/{name}{VERSION}", body), output, query, task_view)
+
+
+def _source_trigger(context: str, events: list[str], forks: Forks | None) -> dict[str, Any]:
+    """The task's one source trigger for a git context `repo.git#branch:dir` (without its token)."""
+    repository = context.split("#", 1)[0]
+    branch = context.split("#", 1)[1].split(":", 1)[0] if "#" in context else ""
+    source: dict[str, Any] = {"sourceControlType": "Github", "repositoryUrl": repository}
+    if branch:
+        source["branch"] = branch
+    trigger: dict[str, Any] = {"name": "defaultSourceTriggerName", "sourceRepository": source}
+    trigger["sourceTriggerEvents"] = events
+    if forks is not None:
+        trigger["pullRequestForks"] = forks.value
+    return trigger
+
+
+def _updated_source_triggers(
+    task: dict[str, Any], pull_requests: Toggle | None, forks: Forks | None
+) -> list[dict[str, Any]]:
+    """The task's source triggers with pull requests turned on or off (the stored token and hook secret are
+    kept: the entries are sent without them); a trigger left with no event is removed."""
+    properties = task.get("properties") or {}
+    shown = ((properties.get("trigger") or {}).get("sourceTriggers") or [])[:1]
+    context = str((properties.get("step") or {}).get("contextPath") or "")
+    if not shown:
+        if pull_requests != Toggle.TRUE:
+            raise CliError(ExitCode.BAD_INPUT, "the task has no source trigger (--pull-request-trigger-enabled true)")
+        if not context.startswith(("https://", "http://")):
+            raise CliError(ExitCode.BAD_INPUT, "a source trigger needs the task's context to be a git URL")
+        return [_source_trigger(context, ["pullrequest"], forks)]
+    old = shown[0]
+    events = [e for e in old.get("sourceTriggerEvents", []) if e != "pullrequest"]
+    if pull_requests == Toggle.TRUE or (pull_requests is None and "pullrequest" in old["sourceTriggerEvents"]):
+        events.append("pullrequest")
+    if not events:
+        return []
+    repository = old.get("sourceRepository") or {}
+    trigger = {
+        "name": old["name"],
+        "sourceRepository": {k: v for k, v in repository.items() if k != "sourceControlAuthProperties"},
+        "sourceTriggerEvents": events,
+        "status": old.get("status", "Enabled"),
+        "pullRequestForks": forks.value if forks is not None else old.get("pullRequestForks", "Restricted"),
+    }
+    return [trigger]
 
 
 def command_task(cmd: str, timeout: int) -> bytes:
@@ -221,17 +293,23 @@ def update(
     no_schedule: Annotated[bool, typer.Option("--no-schedule", help="Remove every timer trigger.")] = False,
     timeout: Annotated[int | None, typer.Option("--timeout", help="Each run's timeout in seconds.")] = None,
     agent_pool: AgentPoolOption = None,
+    pull_request_trigger: PullRequestOption = None,
+    forks: ForksOption = None,
     resource_group: ResourceGroupOption = None,
     output: OutputOption = None,
     query: QueryOption = None,
 ) -> None:
-    """Change a task's status, schedules, timeout or agent pool."""
+    """Change a task's status, schedules, timeout, agent pool or pull-request trigger."""
     session, base, _ = _base(ctx, registry, resource_group)
     properties: dict[str, Any] = {}
     if status is not None:
         properties["status"] = status.value
     if schedule or no_schedule:
         properties["trigger"] = _timers(schedule)
+    if pull_request_trigger is not None or forks is not None:
+        task = session.arm().json("GET", f"{base}/tasks/{name}{VERSION}")
+        trigger = properties.setdefault("trigger", {})
+        trigger["sourceTriggers"] = _updated_source_triggers(task, pull_request_trigger, forks)
     if timeout is not None:
         properties["timeout"] = timeout
     if agent_pool is not None:

@@ -101,6 +101,8 @@ def run_resource(run: RunDoc, scope: ArmScope) -> dict[str, Any]:
         properties["imageUpdateTrigger"] = run.imageUpdateTrigger
     if run.sourceTrigger:
         properties["sourceTrigger"] = run.sourceTrigger
+    if run.restricted:
+        properties["restricted"] = True  # ours: a fork's pull request ran without secrets or push rights
     if run.logExpired:
         properties["logExpired"] = True  # ours: the log was deleted after TASKS_LOG_RETENTION_DAYS
         properties["logExpiredTime"] = run.logExpiredTime

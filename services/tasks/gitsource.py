@@ -37,6 +37,7 @@ _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/\-]{1,200}(
 _DIR = re.compile(r"^[A-Za-z0-9._/\-]{1,400}$")
 _HOST = re.compile(r"^[A-Za-z0-9.\-]{1,253}$|^\[[0-9A-Fa-f:.]+\]$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/\-%]{1,800}$")
+_PULL_REF = re.compile(r"^refs/pull/[1-9][0-9]{0,9}/head$")
 
 
 class GitSourceInvalid(ValueError):
@@ -256,17 +257,21 @@ async def fetch_source(
     limits: FetchLimits,
     output: Callable[[str], None],
     token: str | None = None,
+    ref: str | None = None,
 ) -> str:
     """Fetch `commit` (else the head of the URL's branch, else of the default branch) into `context`; returns
-    the sha fetched. GitFetchFailed with the reason."""
+    the sha fetched. With `ref` (a pull request's `refs/pull/<n>/head`) that ref is fetched and its tip must
+    be `commit`. GitFetchFailed with the reason."""
     if commit is not None and not valid_sha(commit):
         raise GitFetchFailed("not a commit id")
+    if ref is not None and not _PULL_REF.match(ref):
+        raise GitFetchFailed("not a pull request ref")
     address = await resolve_checked(source.host, source.port, limits.allow_private)
     repo, home = workdir / "git", workdir / "git-home"
     repo.mkdir()
     home.mkdir(exist_ok=True)
     env = git_env(home, source, address, token)
-    want = commit or (f"refs/heads/{source.branch}" if source.branch else "HEAD")
+    want = ref or commit or (f"refs/heads/{source.branch}" if source.branch else "HEAD")
 
     async def steps() -> str:
         code, _ = await _git(["init", "-q", str(repo)], env, workdir, output, None)
@@ -282,6 +287,8 @@ async def fetch_source(
         if code != 0 or not valid_sha(fetched):
             raise GitFetchFailed("the fetch brought no commit")
         if commit is not None and fetched != commit:
+            if ref is not None:  # the pull request moved on: its newer head's own event runs that one
+                raise GitFetchFailed(f"{ref} is now {fetched}, not {commit} (the pull request moved on)")
             raise GitFetchFailed(f"the fetch brought {fetched}, not {commit}")
         tree = f"{fetched}:{source.directory}" if source.directory else fetched
         archive = workdir / "git-context.tar"

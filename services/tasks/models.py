@@ -277,12 +277,26 @@ class SourceProperties(_Body):
 
 
 class SourceTrigger(_Body):
-    """Run the task when a commit is pushed to the repository's branch (a GitHub or Gitea push webhook)."""
+    """Run the task when a commit is pushed to the repository's branch, or a pull request into that branch is
+    opened, reopened or pushed to (GitHub or Gitea webhooks).
+
+    `pullRequestForks` is ours (ACR has no such field): what a pull request from another repository (a fork)
+    may do. `Restricted` (the default) runs it without the task's secrets, other registries' credentials or
+    push rights (a pull-only token, no `acr` commands); `Trusted` runs it like a same-repository pull request
+    (as ACR did); `Ignored` does not run it."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     sourceRepository: SourceProperties
     sourceTriggerEvents: list[Literal["commit", "pullrequest"]] = Field(min_length=1, max_length=2)
     status: Literal["Enabled", "Disabled"] = "Enabled"
+    pullRequestForks: Literal["Restricted", "Trusted", "Ignored"] = "Restricted"
+
+    @field_validator("sourceTriggerEvents")
+    @classmethod
+    def _events(cls, events: list[str]) -> list[str]:
+        if len(set(events)) != len(events):
+            raise ValueError("sourceTriggerEvents may name each event once")
+        return events
 
 
 class TriggerProperties(_Body):
@@ -400,6 +414,8 @@ class RunDoc(Document):
     sourceCommit: str | None = None  # the commit a git context was fetched at
     sourceTrigger: dict[str, Any] | None = None  # ACR's SourceTriggerDescriptor, when a push started it
     sourceToken: str | None = None  # the git repository's token, sealed to the run
+    # ours: a pull request from a fork run Restricted (no secrets, no other registries' credentials, no push)
+    restricted: bool = False
     # login server -> {userName, password: SecretObject}, Opaque values sealed to the run (never in `request`)
     customRegistries: dict[str, Any] = Field(default_factory=dict)
     logPath: str

@@ -163,13 +163,16 @@ def _apply(task: TaskDoc, body: TaskBody, box: SecretBox) -> None:
     if p.credentials is not None:
         task.credentials = _merged_credentials(task, p.credentials, box)
     if p.trigger is not None:
-        if "sourceTriggers" in p.trigger.model_fields_set:  # a PATCH of the timers alone keeps them
+        given = p.trigger.model_fields_set  # each kind of trigger left out of the body stays as it was
+        if "sourceTriggers" in given:
             task.sourceTriggers = _sealed_source_triggers(task, p.trigger.sourceTriggers, box)
-        task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
-        task.hasTimers = bool(task.timerTriggers)
-        trigger = p.trigger.baseImageTrigger
-        task.baseImageTrigger = trigger.model_dump(mode="json") if trigger is not None else None
-        task.hasBaseTrigger = trigger is not None
+        if "timerTriggers" in given:
+            task.timerTriggers = [t.model_dump(mode="json") for t in p.trigger.timerTriggers]
+            task.hasTimers = bool(task.timerTriggers)
+        if "baseImageTrigger" in given:
+            trigger = p.trigger.baseImageTrigger
+            task.baseImageTrigger = trigger.model_dump(mode="json") if trigger is not None else None
+            task.hasBaseTrigger = trigger is not None
     if task.sourceTriggers:
         context = str(task.step.get("contextPath", ""))
         if not is_git_url(context):

@@ -86,6 +86,18 @@ class RunCanceled(Exception):
 
 
 # --- the log ------------------------------------------------------------------------------------------------
+RESTRICTED_NOTE = (
+    "Restricted run (a pull request from a fork): no secrets, no other registries' credentials, "
+    "pull-only access to this registry, nothing pushed"
+)
+RESTRICTED_REFUSAL = "a pull request from a fork runs restricted"
+
+
+def pull_only(access: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grants of a restricted run: pull, never push (nor anything else)."""
+    return [{**grant, "actions": ["pull"]} for grant in access if "pull" in grant.get("actions", [])]
+
+
 class RunLog:
     """The run's append blob, written as the run goes; secret values never reach it."""
 
@@ -414,6 +426,9 @@ class Runner:
             ]
             access = [{"type": "repository", "name": r, "actions": ["pull"]} for r, _ in local_bases]
             access += [{"type": "repository", "name": r, "actions": ["pull", "push"]} for r, _ in images]
+            if run.restricted:
+                access = pull_only(access)
+                run_log.write(RESTRICTED_NOTE)
             token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
             insecure = address != registry.loginServer
             files = registry_files(
@@ -512,6 +527,9 @@ class Runner:
                 raise StepFailed(f"the task file is invalid: {error}") from error
             address = self._registry_address(registry)
             access = self._task_access(task, context, registry.loginServer, address)
+            if run.restricted:
+                access = pull_only(access)
+                run_log.write(RESTRICTED_NOTE)
             token = self.auth.run_token(registry, run.runId, access, int(request.get("timeout", 3600)) + 300)
             files = registry_files(
                 workdir, registry.loginServer, address, address != registry.loginServer, token, others,
@@ -527,7 +545,11 @@ class Runner:
 
                 await run_acr(arguments, registry.loginServer, address, files.insecure, mint, output)
 
-            step_context = StepContext(workdir, context, storage, files, run_log.write, architecture, task.env, acr)
+            step_context = StepContext(
+                workdir, context, storage, files, run_log.write, architecture, task.env,
+                None if run.restricted else acr,
+                refused=RESTRICTED_REFUSAL if run.restricted else None,
+            )  # fmt: skip
             steps = StepRunner(task, step_context)
             try:
                 await steps.run()
@@ -615,8 +637,13 @@ class Runner:
             context=ContextLimits(max_bytes=self.settings.tasks_max_unpacked_bytes),
             allow_private=self.settings.tasks_allow_private_sources,
         )
+        ref = None
+        if trigger.get("eventType") == "pullrequest":  # the PR's head, as GitHub and Gitea publish it
+            ref = f"refs/pull/{trigger.get('pullRequestId')}/head"
         try:
-            commit = await fetch_source(source, run.sourceCommit, workdir, context, limits, run_log.write, token)
+            commit = await fetch_source(
+                source, run.sourceCommit, workdir, context, limits, run_log.write, token, ref=ref
+            )
         except GitFetchFailed as error:
             raise StepFailed(f"the git context could not be fetched: {error}") from error
         outcome["sourceCommit"] = commit

@@ -115,6 +115,7 @@ async def schedule_run(
     source_trigger: dict[str, Any] | None = None,
     source_token: str | None = None,
     agent_pool: str | None = None,
+    restricted: bool = False,
 ) -> RunDoc:
     """Check the request, write the run (Queued), queue it. RunRequestInvalid for a request that cannot run.
 
@@ -122,7 +123,8 @@ async def schedule_run(
     (a task's); with neither it runs as soon as a runner has room.
 
     `source_trigger` (ACR's SourceTriggerDescriptor: commitId, branchName, ...) names the pushed commit a
-    git context is fetched at; `source_token` the repository's token (sealed in the run)."""
+    git context is fetched at; `source_token` the repository's token (sealed in the run); `restricted` marks a
+    fork's pull request (the runner grants it no push and no `acr` commands)."""
     source = request.sourceLocation or ""
     if is_git_url(source):
         pass  # checked by the request model; fetched by the runner
@@ -176,6 +178,7 @@ async def schedule_run(
         sourceToken=box.seal(source_token.encode(), secret_context(registry, run_id)) if source_token else None,
         customRegistries=custom,
         agentPoolName=pool,
+        restricted=restricted,
     )
     await store.create(run)
     await dispatch(store, queue, run)
@@ -207,16 +210,22 @@ def task_secret_context(registry: str, task: str) -> str:
     return f"task:{registry}:{task.lower()}"
 
 
-def task_run_request(task: TaskDoc, box: SecretBox) -> RunRequest:
-    """The run request a task's step stands for (its secret values opened, to be sealed for the run)."""
+def task_run_request(task: TaskDoc, box: SecretBox, restricted: bool = False) -> RunRequest:
+    """The run request a task's step stands for (its secret values opened, to be sealed for the run).
+
+    `restricted` (a fork's pull request): every secret value is empty (as GitHub Actions gives a fork's
+    workflow empty secrets), no other registries' credentials, and a Docker step does not push."""
     step = copy.deepcopy(task.step)  # the task's own values stay sealed
     context = step.pop("contextPath", "/dev/null")
     kind = step.pop("type")
     for entry in step.get("arguments", []) + step.get("values", []):
         if entry.get("isSecret"):
-            entry["value"] = box.open(entry["value"], task_secret_context(task.registry, task.name)).decode()
+            sealed, context_of_task = entry["value"], task_secret_context(task.registry, task.name)
+            entry["value"] = "" if restricted else box.open(sealed, context_of_task).decode()
+    if restricted and kind == "Docker":
+        step["isPushEnabled"] = False
     common: dict[str, Any] = {"timeout": task.timeout, "platform": task.platform}
-    if task.credentials and task.credentials.get("customRegistries"):
+    if task.credentials and task.credentials.get("customRegistries") and not restricted:
         context_of_task = task_secret_context(task.registry, task.name)
         common["credentials"] = {
             "customRegistries": open_credentials(task.credentials["customRegistries"], box, context_of_task)
@@ -256,13 +265,16 @@ async def schedule_task_run(
     image_update: dict[str, Any] | None = None,
     source_trigger: dict[str, Any] | None = None,
     agent_pool: str | None = None,
+    restricted: bool = False,
 ) -> RunDoc:
-    """Run the task's step; in `agent_pool` when given (a TaskRunRequest's), else in the task's pool."""
-    request = task_run_request(task, box)
+    """Run the task's step; in `agent_pool` when given (a TaskRunRequest's), else in the task's pool.
+    `restricted`: a fork's pull request (services/tasks/hooks.py)."""
+    request = task_run_request(task, box, restricted)
     return await schedule_run(
         metadata, blobs, queue, box, registry, login_server, request,
         task=task.name, timer=timer, image_update=image_update, source_trigger=source_trigger,
         source_token=task_source_token(task, box), agent_pool=agent_pool or task.agentPoolName,
+        restricted=restricted,
     )  # fmt: skip
 
 

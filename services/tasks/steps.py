@@ -37,6 +37,8 @@ class StepContext:
     task_env: list[str]
     # a `cmd: acr ...` step (services/tasks/builtin.py): (arguments after `acr`, output) -> done or StepFailed
     acr: Callable[[list[str], Callable[[str], None]], Awaitable[None]] | None = None
+    # why this run pushes nothing and runs no `acr` command (a fork's pull request), else None
+    refused: str | None = None
 
 
 class StepRunner:
@@ -110,9 +112,13 @@ class StepRunner:
     async def _execute(self, step: Step) -> None:
         if step.kind == "build":
             await self._build(step)
+        elif step.kind == "push" and self.ctx.refused is not None:
+            self.ctx.write(f"Step ID: {step.id}: push skipped ({self.ctx.refused}: nothing is pushed)")
         elif step.kind == "push":
             await self._push(step)
         elif step.cmd and step.cmd[0] == "acr":  # ACR's acr-cli image: our own purge, in the runner
+            if self.ctx.refused is not None:
+                raise StepFailed(f"step {step.id}: the acr command does not run here ({self.ctx.refused})")
             if self.ctx.acr is None:
                 raise StepFailed(f"step {step.id}: the acr command does not run here")
             await self.ctx.acr(step.cmd[1:], self._output(step))

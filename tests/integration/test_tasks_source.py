@@ -222,7 +222,7 @@ async def test_events_that_do_not_run_the_task_say_why(devhost: Devhost, stores:
         (_push(ref="refs/tags/v1"), "push", "not a branch"),
         (_push(after="0" * 40, deleted=True), "push", "deleted"),
         (b'{"action": "opened"}', "issues", "'issues' events"),
-        (b'{"action": "opened"}', "pull_request", "'pull_request' events"),
+        (b'{"action": "opened"}', "pull_request", "does not run on pull requests"),  # a commit-only trigger
     ]
     for body, event, reason in cases:
         answer = await _hook(hooks.second_url, body, _github(body, hooks.second_secret, event))
