@@ -98,7 +98,7 @@ async def _arm(devhost: Devhost, method: str, path: str, auth: str, body: object
 
 
 TASKS: dict[str, dict[str, object]] = {
-    "prs": _task(["commit", "pullrequest"]),
+    "pulls": _task(["commit", "pullrequest"]),
     "prs-trusted": _task(["pullrequest"], pullRequestForks="Trusted"),
     "prs-no-forks": _task(["pullrequest"], pullRequestForks="Ignored"),
     "prs-default-branch": _task(["pullrequest"], branch=None),
@@ -184,7 +184,7 @@ async def test_opened_reopened_and_synchronize_run_at_the_head_other_actions_do_
         start=100,
     ):
         head = _sha()
-        answer = await _send(hooks, "prs", _pr(action, number, head), gitea=gitea)
+        answer = await _send(hooks, "pulls", _pr(action, number, head), gitea=gitea)
         assert answer.status_code == 200, answer.text
         assert answer.json()["commit"] == head and answer.json()["restricted"] is False
         run = await RunStore(stores.metadata).get(hooks.registry, answer.json()["runId"])
@@ -200,26 +200,26 @@ async def test_opened_reopened_and_synchronize_run_at_the_head_other_actions_do_
         assert shown.json()["properties"]["sourceTrigger"]["commitId"] == head
         assert "restricted" not in shown.json()["properties"]
     for action in ("closed", "labeled", "edited", "assigned", "review_requested", "ready_for_review"):
-        answer = await _send(hooks, "prs", _pr(action, 200))
+        answer = await _send(hooks, "pulls", _pr(action, 200))
         assert answer.status_code == 202 and f"'{action}'" in answer.json()["message"], answer.text
-    assert await _runs(stores, hooks.registry, "prs") == sorted(ran)
+    assert await _runs(stores, hooks.registry, "pulls") == sorted(ran)
 
 
 async def test_one_run_per_pull_request_and_head_sha(stores: Stores, hooks: Hooks) -> None:
     head = _sha()
-    first = await _send(hooks, "prs", _pr("opened", 300, head))
+    first = await _send(hooks, "pulls", _pr("opened", 300, head))
     assert first.status_code == 200, first.text
     run_id = first.json()["runId"]
-    redelivered = await _send(hooks, "prs", _pr("opened", 300, head))
-    reopened = await _send(hooks, "prs", _pr("reopened", 300, head))  # closed and reopened at the same head
+    redelivered = await _send(hooks, "pulls", _pr("opened", 300, head))
+    reopened = await _send(hooks, "pulls", _pr("reopened", 300, head))  # closed and reopened at the same head
     assert [redelivered.json()["runId"], reopened.json()["runId"]] == [run_id, run_id]
     assert "already ran" in reopened.json()["message"]
-    moved = await _send(hooks, "prs", _pr("synchronize", 300))  # a new head: a new run
-    other_pr = await _send(hooks, "prs", _pr("opened", 301, head))  # the same sha in another PR: its own run
+    moved = await _send(hooks, "pulls", _pr("synchronize", 300))  # a new head: a new run
+    other_pr = await _send(hooks, "pulls", _pr("opened", 301, head))  # the same sha in another PR: its own run
     assert len({run_id, moved.json()["runId"], other_pr.json()["runId"]}) == 3
     # a push of that commit to the watched branch is a commit event: its own run too
     push = json.dumps({"ref": "refs/heads/main", "after": head, "repository": {"clone_url": REPO}}).encode()
-    url, secret = hooks.hooks["prs"]
+    url, secret = hooks.hooks["pulls"]
     async with httpx.AsyncClient(timeout=30) as http:
         committed = await http.post(url, content=push, headers=_github(push, secret, "push"))
     assert committed.status_code == 200 and committed.json()["runId"] not in (run_id, moved.json()["runId"])
@@ -230,7 +230,7 @@ async def test_a_fork_runs_restricted_unless_trusted_and_not_at_all_when_ignored
 ) -> None:
     box = secret_box(stores.settings.secrets_keys, stores.settings.secrets_keys_file)
     for head_repo in ("mallory/app", None, {"full_name": ""}):  # another repository, a deleted fork, a nameless one
-        answer = await _send(hooks, "prs", _pr(head_repo=head_repo, number=400))
+        answer = await _send(hooks, "pulls", _pr(head_repo=head_repo, number=400))
         assert answer.status_code == 200, answer.text
         assert answer.json()["restricted"] is True
         run = await RunStore(stores.metadata).get(hooks.registry, answer.json()["runId"])
@@ -257,9 +257,9 @@ async def test_a_fork_runs_restricted_unless_trusted_and_not_at_all_when_ignored
 
 
 async def test_the_branch_filter_is_the_pull_requests_base(stores: Stores, hooks: Hooks) -> None:
-    into_dev = await _send(hooks, "prs", _pr(base_ref="dev", head_ref="main", number=500))
+    into_dev = await _send(hooks, "pulls", _pr(base_ref="dev", head_ref="main", number=500))
     assert into_dev.status_code == 202 and "'dev'" in into_dev.json()["message"]
-    from_main = await _send(hooks, "prs", _pr(base_ref="main", head_ref="dev", number=501))
+    from_main = await _send(hooks, "pulls", _pr(base_ref="main", head_ref="dev", number=501))
     assert from_main.status_code == 200  # the head's branch does not matter
     # no branch on the trigger or the context: the base repository's default branch
     default = await _send(hooks, "prs-default-branch", _pr(base_ref="main", number=502))
@@ -277,16 +277,16 @@ async def test_the_branch_filter_is_the_pull_requests_base(stores: Stores, hooks
 
 
 async def test_hostile_pull_request_events_are_refused_and_run_nothing(stores: Stores, hooks: Hooks) -> None:
-    before = await _runs(stores, hooks.registry, "prs")
+    before = await _runs(stores, hooks.registry, "pulls")
     body = _pr(number=600)
-    url, secret = hooks.hooks["prs"]
+    url, secret = hooks.hooks["pulls"]
     _, other_secret = hooks.hooks["prs-trusted"]
     async with httpx.AsyncClient(timeout=30) as http:
         refused = [
             await http.post(url, content=body, headers={"X-GitHub-Event": "pull_request"}),
             await http.post(url, content=body, headers=_github(body, "a-guess")),
             await http.post(url, content=body, headers=_github(body, other_secret)),  # another task's secret
-            await http.post(url.replace("/prs", "/nosuchtask"), content=body, headers=_github(body, secret)),
+            await http.post(url.replace("/pulls", "/nosuchtask"), content=body, headers=_github(body, secret)),
             await http.post(url, content=body, headers=_gitea(body, secret + "x")),
         ]
         assert [r.status_code for r in refused] == [401] * 5 and len({r.text for r in refused}) == 1
@@ -312,17 +312,17 @@ async def test_hostile_pull_request_events_are_refused_and_run_nothing(stores: S
         _pr(action="o" * 100),
     ]
     for payload in malformed:
-        answer = await _send(hooks, "prs", payload)
+        answer = await _send(hooks, "pulls", payload)
         assert answer.status_code == 400, (payload[:120], answer.text)
     # a head repository URL aimed elsewhere is never what is fetched: the run names the task's repository
     aimed = await _send(
-        hooks, "prs", _pr(head_repo={"full_name": "org/app", "clone_url": "http://169.254.169.254/x.git"}, number=601)
+        hooks, "pulls", _pr(head_repo={"full_name": "org/app", "clone_url": "http://169.254.169.254/x.git"}, number=601)
     )
     assert aimed.status_code == 200
     run = await RunStore(stores.metadata).get(hooks.registry, aimed.json()["runId"])
     assert run is not None and run.request["sourceLocation"] == REPO + "#main"
     assert "169.254.169.254" not in json.dumps(run.model_dump())
-    assert await _runs(stores, hooks.registry, "prs") == sorted([*before, run.runId])
+    assert await _runs(stores, hooks.registry, "pulls") == sorted([*before, run.runId])
 
 
 # --- the fetch of a pull request's head from a real git http-backend --------------------------------------------
