@@ -41,7 +41,7 @@ from azure.mgmt.containerregistrytasks import models as m
 from services.management.dev_issuer import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 from tests.conftest import ROOT, Devhost, running_devhost
 from tests.e2e.clients import Buildah, ContainersConfig, Podman, StorageRoot
-from tests.e2e.gitserver import GitServer, git_server
+from tests.e2e.gitserver import GitServer, git, git_server
 from tests.entra_issuer import IssuerCredential, TestIssuer
 from tests.integration.conftest import make_subscription_owner
 from tests.secrets_grep import register_secret
@@ -697,6 +697,97 @@ def test_acr_task_create_with_a_git_context_and_a_commit_trigger(
     assert "tok-for-the-repo" not in log
     runs = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "git-cli")
     assert "Commit" in runs.stdout, runs.stdout
+
+
+# --- pull requests ------------------------------------------------------------------------------------------
+def _pull_request_event(number: int, head: str, head_repo: str, action: str = "opened") -> bytes:
+    base = {"full_name": "org/pr-repo", "default_branch": "main"}
+    pull = {
+        "number": number,
+        "head": {"ref": "feature/greeting", "sha": head, "repo": {"full_name": head_repo}},
+        "base": {"ref": "main", "sha": "0" * 40, "repo": base},
+    }
+    return json.dumps({"action": action, "number": number, "pull_request": pull, "repository": base}).encode()
+
+
+def test_a_pull_request_runs_the_task_at_its_head_and_a_forks_pushes_nothing(
+    tasks_host: TasksHost, base_image: str, tmp_path: Path
+) -> None:
+    """`acr task create --pull-request-trigger-enabled true`; a same-repository PR's event builds its head
+    (fetched through refs/pull/<n>/head) and pushes it; a fork's PR builds restricted: its secret is empty and
+    its push step is skipped; `--pull-request-trigger-enabled false` stops both."""
+    with git_server(tmp_path / "git") as server:
+        work, url = server.create("pr-repo")
+        task_file = (
+            "version: v1.1.0\nsteps:\n"
+            "  - build: -t $Registry/prapp:{{.Run.Commit}} --build-arg BRANCH={{.Run.Branch}}"
+            " --build-arg TOKEN={{.Values.token}} .\n"
+            '  - push: ["$Registry/prapp:{{.Run.Commit}}"]\n'
+        )
+        dockerfile = (
+            f"FROM {tasks_host.login_server}/base:1\nARG BRANCH\nARG TOKEN\nCOPY greeting.txt /g.txt\n"
+            'RUN ["/bin/busybox", "sh", "-c", "echo built $(cat /g.txt) on $BRANCH token=${TOKEN:-none}"]\n'
+        )
+        server.commit(work, {"acr-task.yaml": task_file, "Dockerfile": dockerfile, "greeting.txt": "main\n"}, "one")
+        created = acr(
+            tasks_host, tmp_path, "task", "create", "-n", "pr-task", "-c", f"{url}#main", "-f", "acr-task.yaml",
+            "--pull-request-trigger-enabled", "true", "--set-secret", "token=pr-task-5ecret", "-o", "json",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        register_secret("pr-task-5ecret")
+        shown = acr(tasks_host, tmp_path, "task", "show", "-n", "pr-task", "--with-secure-properties", "-o", "json")
+        trigger = json.loads(shown.stdout)["properties"]["trigger"]["sourceTriggers"][0]
+        assert trigger["sourceTriggerEvents"] == ["pullrequest"] and trigger["pullRequestForks"] == "Restricted"
+        hook, secret = trigger["webhookUrl"], trigger["webhookSecret"]
+
+        def pull_request(number: int, text: str) -> str:
+            """A PR's head commit, published as GitHub does (refs/pull/<n>/head), never on main."""
+            GitServer.commit(work, {"greeting.txt": text}, text, branch=f"pr{number}")
+            head = git(work, "rev-parse", "HEAD")
+            git(work, "push", "-q", "-f", "origin", f"HEAD:refs/pull/{number}/head")
+            return head
+
+        same = pull_request(5, "from-the-pr")
+        event = _pull_request_event(5, same, "org/pr-repo")
+        started = httpx.post(hook, content=event, headers=_signed(event, secret, "pull_request"), timeout=30)
+        assert started.status_code == 200, started.text
+        run = wait_for(tasks_host, started.json()["runId"])
+        log = run_log(tasks_host, run.name)
+        assert run.properties.status == "Succeeded", log
+        assert run.properties["sourceTrigger"]["eventType"] == "pullrequest" and run.properties["sourceCommit"] == same
+        assert "built from-the-pr on feature/greeting token=pr-task-5ecret" not in log  # masked in the log
+        assert "built from-the-pr on feature/greeting token=***" in log, log
+        assert [(i.repository, i.tag) for i in run.properties.output_images] == [("prapp", same)]
+
+        forked = pull_request(6, "from-a-fork")
+        event = _pull_request_event(6, forked, "mallory/pr-repo")
+        started = httpx.post(hook, content=event, headers=_signed(event, secret, "pull_request"), timeout=30)
+        assert started.status_code == 200 and started.json()["restricted"] is True, started.text
+        restricted = wait_for(tasks_host, started.json()["runId"])
+        fork_log = run_log(tasks_host, restricted.name)
+        assert restricted.properties.status == "Succeeded", fork_log
+        assert "built from-a-fork on feature/greeting token=none" in fork_log  # the secret withheld
+        assert "Restricted run" in fork_log and "push skipped" in fork_log
+        assert restricted.properties.output_images == [] and restricted.properties["restricted"] is True
+
+        off = acr(tasks_host, tmp_path, "task", "update", "-n", "pr-task", "--pull-request-trigger-enabled", "false")
+        assert off.returncode == 0, off.stderr
+        again = _pull_request_event(6, pull_request(6, "later"), "org/pr-repo", "synchronize")
+        ignored = httpx.post(hook, content=again, headers=_signed(again, secret, "pull_request"), timeout=30)
+        assert ignored.status_code == 401  # the trigger is gone with its hook secret
+    user, password = tasks_host.admin
+
+    def inspect(tag: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{user}:{password}",
+             f"docker://{tasks_host.address}/prapp:{tag}"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+
+    assert inspect(same).returncode == 0
+    assert inspect(forked).returncode != 0  # the fork's build was never pushed
+    listed = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "pr-task")
+    assert listed.stdout.count("Pull request") == 2, listed.stdout
 
 
 # --- purge as a scheduled task ----------------------------------------------------------------------------------
