@@ -786,7 +786,7 @@ def test_a_pull_request_runs_the_task_at_its_head_and_a_forks_pushes_nothing(
 
     assert inspect(same).returncode == 0
     assert inspect(forked).returncode != 0  # the fork's build was never pushed
-    listed = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "pr-task")
+    listed = acr(tasks_host, tmp_path, "task", "list-runs", "-n", "pr-task", "-o", "table")
     assert listed.stdout.count("Pull request") == 2, listed.stdout
 
 
