@@ -523,24 +523,37 @@ def test_acr_task_create_run_logs_list_runs_update_and_delete(
     assert acr(tasks_host, tmp_path, "task", "show", "-n", "greeter").returncode == 1
 
 
+def registry_arm(host: TasksHost) -> str:
+    """The registry's ARM resource URL at the devhost (tasks, runs, scheduleRun below it)."""
+    return (
+        f"{host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
+        f"/providers/Microsoft.ContainerRegistry/registries/{host.registry}"
+    )
+
+
+def push_marked(host: TasksHost, buildah: Buildah, tmp_path: Path, image: str, marker: str, shell: bool = False) -> str:
+    """Push `image` (repository:tag) to the registry with the admin user: a scratch image holding /marker (and
+    /bin/busybox with `shell`); its digest."""
+    user, password = host.admin
+    local = f"localhost/marked:{uuid.uuid4().hex[:12]}"
+    work = buildah.from_image("scratch")
+    if shell:
+        buildah.copy(work, BUSYBOX, "/bin/busybox")
+    (tmp_path / "marker").write_text(marker)
+    buildah.copy(work, tmp_path / "marker", "/marker")
+    buildah.commit(work, local)
+    digest_file = tmp_path / f"digest-{local.rsplit(':', 1)[1]}"
+    return buildah.push(local, f"docker://{host.address}/{image}", digest_file, "--creds", f"{user}:{password}")
+
+
 # --- base image updates -------------------------------------------------------------------------------------
 def test_a_base_image_update_runs_the_dependent_task_exactly_once(
     tasks_host: TasksHost, containers: tuple[Buildah, Podman], tmp_path: Path
 ) -> None:
     buildah, _ = containers
-    user, password = tasks_host.admin
 
     def push_base(repository: str, marker: str) -> str:
-        work = buildah.from_image("scratch")
-        buildah.copy(work, BUSYBOX, "/bin/busybox")
-        (tmp_path / "marker").write_text(marker)
-        buildah.copy(work, tmp_path / "marker", "/marker")
-        buildah.commit(work, f"localhost/{repository}:{marker}")
-        destination = f"docker://{tasks_host.address}/{repository}:1"
-        digest_file = tmp_path / f"digest-{marker}"
-        return buildah.push(
-            f"localhost/{repository}:{marker}", destination, digest_file, "--creds", f"{user}:{password}"
-        )
+        return push_marked(tasks_host, buildah, tmp_path, f"{repository}:1", marker, shell=True)
 
     first_base = push_base("trig-base", "v1")
     dockerfile = f'FROM {tasks_host.login_server}/trig-base:1\nRUN ["/bin/busybox", "cp", "/marker", "/seen"]\n'
@@ -555,10 +568,7 @@ def test_a_base_image_update_runs_the_dependent_task_exactly_once(
         "location": "westeurope",
         "properties": {"step": step, "platform": {"os": "Linux"}, "trigger": {"baseImageTrigger": {"name": "base"}}},
     }
-    base = (
-        f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
-        f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
-    )
+    base = registry_arm(tasks_host)
     auth = {"Authorization": f"Bearer {tasks_host.token}"}
     version = {"api-version": "2025-03-01-preview"}
     created = httpx.put(f"{base}/tasks/rebuilder", json=body, headers=auth, params=version, timeout=30)
@@ -609,10 +619,7 @@ def test_a_pushed_commit_and_its_event_run_the_task_at_that_commit(
             'RUN ["/bin/busybox", "sh", "-c", "echo content: $(cat /version.txt)"]\n'
         )
         server.commit(work, {"Dockerfile": dockerfile, "version.txt": "first\n"}, "one")
-        base = (
-            f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
-            f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
-        )
+        base = registry_arm(tasks_host)
         auth, version = {"Authorization": f"Bearer {tasks_host.token}"}, {"api-version": "2025-03-01-preview"}
         step = {
             "type": "Docker",
@@ -798,14 +805,7 @@ def test_a_purge_task_deletes_the_old_tags_keeps_the_latest_and_logs_it(
     user, password = tasks_host.admin
 
     def push(repository: str, tag: str) -> str:
-        work = buildah.from_image("scratch")
-        (tmp_path / "marker").write_text(f"{repository}:{tag}")
-        buildah.copy(work, tmp_path / "marker", "/marker")
-        buildah.commit(work, f"localhost/{repository}:{tag}")
-        destination = f"docker://{tasks_host.address}/{repository}:{tag}"
-        return buildah.push(
-            f"localhost/{repository}:{tag}", destination, tmp_path / f"d-{tag}", "--creds", f"{user}:{password}"
-        )
+        return push_marked(tasks_host, buildah, tmp_path, f"{repository}:{tag}", f"{repository}:{tag}")
 
     def tags(repository: str) -> list[str]:
         listed = subprocess.run(
@@ -906,10 +906,7 @@ def test_a_task_pulls_from_and_pushes_to_another_registry_with_its_credentials(
             server: {"userName": {"type": "Opaque", "value": user}, "password": {"type": "Opaque", "value": password}}
         }
     }
-    base = (
-        f"{tasks_host.devhost.url}/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{LOCAL_RESOURCE_GROUP}"
-        f"/providers/Microsoft.ContainerRegistry/registries/{tasks_host.registry}"
-    )
+    base = registry_arm(tasks_host)
     auth, version = {"Authorization": f"Bearer {tasks_host.token}"}, {"api-version": "2025-03-01-preview"}
     body = {
         "location": "westeurope",
