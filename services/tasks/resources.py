@@ -253,6 +253,7 @@ def _shown_source_triggers(task: TaskDoc, base_url: str, details: SecretBox | No
         for key in ("token", "refreshToken"):
             if auth and auth.get(key):
                 auth[key] = details.open(auth[key], context).decode() if details is not None else None
+        entry.setdefault("pullRequestForks", "Restricted")  # triggers stored before the field existed
         secret = entry.pop("webhookSecret")
         entry["webhookUrl"] = base_url + hook_path(task.registry, task.name)
         entry["webhookSecret"] = details.open(secret, context).decode() if details is not None else None
