@@ -247,14 +247,8 @@ async def _pull_request(
     claim = SourceClaimDoc(id=f"pullRequestFired:{task.name.lower()}:{pull.number}:{head}", registry=task.registry)
     if await metadata.create("registries", claim) is None:
         runs = await RunStore(metadata).list_runs(task.registry, 50, task.name)
-        earlier = next(
-            (
-                r.runId
-                for r in runs
-                if r.sourceCommit == head and (r.sourceTrigger or {}).get("eventType") == "pullrequest"
-            ),
-            None,
-        )
+        this = {"eventType": "pullrequest", "pullRequestId": str(pull.number), "commitId": head}
+        earlier = next((r.runId for r in runs if this.items() <= (r.sourceTrigger or {}).items()), None)
         return HookAnswer(200, {"message": "this pull request head already ran the task", "runId": earlier})
     from services.management.store import RegistryStore
 

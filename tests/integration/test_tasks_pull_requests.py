@@ -217,6 +217,8 @@ async def test_one_run_per_pull_request_and_head_sha(stores: Stores, hooks: Hook
     moved = await _send(hooks, "pulls", _pr("synchronize", 300))  # a new head: a new run
     other_pr = await _send(hooks, "pulls", _pr("opened", 301, head))  # the same sha in another PR: its own run
     assert len({run_id, moved.json()["runId"], other_pr.json()["runId"]}) == 3
+    other_again = await _send(hooks, "pulls", _pr("synchronize", 301, head))  # answers its own PR's run
+    assert other_again.json()["runId"] == other_pr.json()["runId"]
     # a push of that commit to the watched branch is a commit event: its own run too
     push = json.dumps({"ref": "refs/heads/main", "after": head, "repository": {"clone_url": REPO}}).encode()
     url, secret = hooks.hooks["pulls"]
