@@ -91,7 +91,7 @@ class NetworkPolicy:
         if mode not in MODES:
             raise NetworkPolicyInvalid(f"TASKS_BUILD_NETWORK must be one of {', '.join(MODES)}, not {mode!r}")
         return cls(
-            mode,  # type: ignore[arg-type]
+            mode,
             _networks(allow, "TASKS_BUILD_NETWORK_ALLOW"),
             _networks(deny, "TASKS_BUILD_NETWORK_DENY"),
             tuple(_address(text, "TASKS_BUILD_DNS") for text in _items(dns)),
@@ -125,9 +125,9 @@ def _address(text: str, setting: str) -> ipaddress.IPv4Address:
     return address
 
 
-def host_resolvers(files: Sequence[Path] = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf"))) -> (
-    tuple[ipaddress.IPv4Address, ...]
-):
+def host_resolvers(
+    files: Sequence[Path] = (Path("/etc/resolv.conf"), Path("/run/systemd/resolve/resolv.conf")),
+) -> tuple[ipaddress.IPv4Address, ...]:
     """The host's IPv4 resolvers a namespace can reach (not loopback: 127.0.0.53 is systemd-resolved's stub,
     whose upstreams are in /run/systemd/resolve/resolv.conf)."""
     for file in files:
@@ -289,16 +289,15 @@ class BuildNetwork:
             log.warning("build network: turned IPv4 forwarding on (net.ipv4.ip_forward=1) for the build NAT")
         self._rules(name, subnet, resolvers)
 
-    def _rules(
-        self, name: str, subnet: ipaddress.IPv4Network, resolvers: Sequence[ipaddress.IPv4Address]
-    ) -> None:
+    def _rules(self, name: str, subnet: ipaddress.IPv4Network, resolvers: Sequence[ipaddress.IPv4Address]) -> None:
         chain_in, chain_fwd = _chains(name)
         reject = ["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]
         for chain in (chain_in, chain_fwd):
             _run(["iptables", "-N", chain])
             for resolver in resolvers:
                 for protocol in ("udp", "tcp"):
-                    _run(["iptables", "-A", chain, "-d", f"{resolver}/32", "-p", protocol, "--dport", "53", "-j", "ACCEPT"])
+                    dns = ["-d", f"{resolver}/32", "-p", protocol, "--dport", "53"]
+                    _run(["iptables", "-A", chain, *dns, "-j", "ACCEPT"])
             for refused in (*ALWAYS_REFUSED, str(SUBNET)):
                 _run(["iptables", "-A", chain, "-d", refused, *reject])
             for allowed in self.policy.allow:
@@ -356,7 +355,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
                 with contextlib.suppress(ValueError):
                     address = ipaddress.ip_interface(word).ip
                     if address in SUBNET:
-                        used.add(ipaddress.ip_network(f"{address}/30", strict=False))
+                        used.add(ipaddress.IPv4Network(f"{address}/30", strict=False))
     for candidate in SUBNET.subnets(new_prefix=30):
         if candidate not in used:
             return candidate
@@ -373,9 +372,9 @@ def remove_network(name: str, state_dir: Path = STATE_DIR, netns_dir: Path = NET
             continue
         for line in listed.splitlines():
             words = shlex.split(line)
-            if len(words) > 2 and words[0] == "-A" and "--comment" in words:
-                if words[words.index("--comment") + 1] == name:
-                    _quiet(["iptables", "-t", table, "-D", *words[1:]])
+            tagged = len(words) > 2 and words[0] == "-A" and "--comment" in words
+            if tagged and words[words.index("--comment") + 1] == name:
+                _quiet(["iptables", "-t", table, "-D", *words[1:]])
     for chain in _chains(name):
         _quiet(["iptables", "-F", chain])
         _quiet(["iptables", "-X", chain])
