@@ -1,10 +1,11 @@
 """What a run's RUN steps and cmd steps can reach (TASKS_BUILD_NETWORK, services/tasks/network.py), with a
 real runner (in this process, as root), real buildah, real network namespaces and iptables rules.
 
-A RUN step (and a cmd step) tries a TCP connection to servers this test binds on: a link-local address (the
-metadata address's range) on a interface, the host's loopback (also the devhost's port), the host's own
-address, a private address of the host, and a second private address the test puts in
-TASKS_BUILD_NETWORK_ALLOW: only the last is reached. `none` reaches nothing and still builds. A runner whose
+A RUN step (and a cmd step) tries a TCP connection to servers this test binds: on the host, a link-local
+address (the metadata address's range), the host's loopback (and the devhost's port), the host's own
+address, a private address of the host; beyond the host (a namespace routed through it, as a private endpoint
+would be), a private address. All refused; a host address and a remote one in TASKS_BUILD_NETWORK_ALLOW are
+reached (the network works otherwise). `none` reaches nothing and still builds. A runner whose
 build network cannot be set up ends its runs Error, never building unfiltered; a runner that dies leaves its
 namespace, which the next one removes.
 """
@@ -81,24 +82,36 @@ class Listener:
 
 @dataclass(frozen=True)
 class Targets:
-    listeners: dict[str, Listener]  # name -> listener; "allowed" is in TASKS_BUILD_NETWORK_ALLOW
-    allowed: str
-    devhost_port: int
+    probes: dict[str, tuple[str, int]]  # name -> (address, port) of a server
+    allowed: str  # TASKS_BUILD_NETWORK_ALLOW: the "allowed" and "remoteallowed" servers
+    listeners: dict[str, Listener]  # the servers on the host
 
     def script(self, prefix: str = "") -> str:
-        """A shell line that tries each target and says REACHED or REFUSED for it."""
+        """A shell line that tries each server and says REACHED or REFUSED for it."""
         tries = [
-            f"if /bin/busybox nc -w 3 {x.address} {x.port} </dev/null; then echo {prefix}REACHED-{name}; "
+            f"if /bin/busybox nc -w 3 {address} {port} </dev/null; then echo {prefix}REACHED-{name}; "
             f"else echo {prefix}REFUSED-{name}; fi"
-            for name, x in [*self.listeners.items(), ("devhost", _Address("127.0.0.1", self.devhost_port))]
+            for name, (address, port) in self.probes.items()
         ]
         return "; ".join([*tries, "/bin/busybox cat /etc/resolv.conf"])
 
 
-@dataclass(frozen=True)
-class _Address:
-    address: str
-    port: int
+REFUSED = ("metadata", "loopback", "devhost", "hostaddress", "private", "remoteprivate")
+REACHED = ("allowed", "remoteallowed")
+
+REMOTE_SERVER = """
+import socket, sys, threading
+sockets = []
+for address in sys.argv[1:]:
+    s = socket.socket(); s.bind((address, 0)); s.listen(16); sockets.append(s)
+def serve(s):
+    while True:
+        c, _ = s.accept(); c.close()
+threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in sockets]
+[t.start() for t in threads]
+print(" ".join(str(s.getsockname()[1]) for s in sockets), flush=True)
+sys.stdin.read()
+"""
 
 
 def _host_address() -> str:
@@ -109,23 +122,43 @@ def _host_address() -> str:
 
 @pytest.fixture(scope="module")
 def targets(devhost: Devhost) -> Iterator[Targets]:
-    """Servers on: a random 169.254.x.y, 127.0.0.1, the host's address and a 10.x address of the host (on a
-    interface of this test's own), and a second 10.x address that the runner's settings allow."""
-    dummy = "acrt" + secrets.token_hex(4)
+    """Servers on the host: a random 169.254.x.y, 127.0.0.1, the host's address, a 10.x address of the host
+    (on an interface of this test's own) and a second one the runner's settings allow; and beyond the host (a
+    network namespace of this test's own, routed through the host as a private endpoint would be): a 10.x
+    server and a second one in the allowed range."""
+    name = "acrt" + secrets.token_hex(4)
     base = secrets.randbelow(200) + 20
     link_local, private, allowed = (
         f"169.254.{base}.{secrets.randbelow(250) + 1}",
         f"10.{base}.{secrets.randbelow(250)}.7",
-        f"10.{base}.{secrets.randbelow(250)}.9",
+        f"10.{base}.251.9",
     )
-    # a veth pair of this test's own (no `dummy` interfaces everywhere: gVisor has none)
-    _ip("link", "add", dummy, "type", "veth", "peer", "name", dummy + "p")
+    remote_private, remote_allowed = f"10.{base}.250.2", f"10.{base}.251.2"
     listeners: dict[str, Listener] = {}
+    server: subprocess.Popen[str] | None = None
     try:
+        # addresses on a veth pair of this test's own (no `dummy` interfaces everywhere: gVisor has none)
+        _ip("link", "add", name, "type", "veth", "peer", "name", name + "p")
         for address in (link_local, private, allowed):
-            _ip("addr", "add", f"{address}/32", "dev", dummy)
-        _ip("link", "set", dummy, "up")
-        _ip("link", "set", dummy + "p", "up")
+            _ip("addr", "add", f"{address}/32", "dev", name)
+        _ip("link", "set", name, "up")
+        _ip("link", "set", name + "p", "up")
+        # the remote servers: a namespace behind a second veth pair
+        _ip("netns", "add", name)
+        _ip("link", "add", name + "s", "type", "veth", "peer", "name", name + "r")
+        _ip("link", "set", name + "r", "netns", name)
+        _ip("addr", "add", f"10.{base}.250.1/24", "dev", name + "s")
+        _ip("link", "set", name + "s", "up")
+        _ip("route", "add", f"10.{base}.251.0/24", "dev", name + "s")
+        for address in (remote_private, remote_allowed):
+            _ip("-n", name, "addr", "add", f"{address}/16", "dev", name + "r")
+        _ip("-n", name, "link", "set", name + "r", "up")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", name, sys.executable, "-c", REMOTE_SERVER, remote_private, remote_allowed],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert server.stdout is not None
+        remote_ports = [int(port) for port in server.stdout.readline().split()]
         listeners = {
             "metadata": Listener(link_local),
             "loopback": Listener("127.0.0.1"),
@@ -133,11 +166,20 @@ def targets(devhost: Devhost) -> Iterator[Targets]:
             "private": Listener(private),
             "allowed": Listener(allowed),
         }
-        yield Targets(listeners, allowed, int(devhost.host.rsplit(":", 1)[1]))
+        probes = {key: (x.address, x.port) for key, x in listeners.items()}
+        probes["devhost"] = ("127.0.0.1", int(devhost.host.rsplit(":", 1)[1]))
+        probes["remoteprivate"] = (remote_private, remote_ports[0])
+        probes["remoteallowed"] = (remote_allowed, remote_ports[1])
+        yield Targets(probes, f"10.{base}.251.0/24", listeners)
     finally:
         for listener in listeners.values():
             listener.close()
-        subprocess.run(["ip", "link", "del", dummy], capture_output=True)
+        if server is not None:
+            server.kill()
+            server.wait()
+        for link in (name, name + "s"):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -215,13 +257,13 @@ QUICK_BUILD = {"type": "DockerBuildRequest", "dockerFilePath": "Dockerfile", "is
 async def test_run_steps_reach_the_internet_side_only_what_is_allowed(
     stores: Stores, targets: Targets, tmp_path: Path
 ) -> None:
-    settings = _settings(stores, tmp_path, tasks_build_network_allow=f"{targets.allowed}/32")
+    settings = _settings(stores, tmp_path, tasks_build_network_allow=targets.allowed)
     context = _context(targets.script())
     run, log = await _run(stores, settings, QUICK_BUILD, context)
     assert run.status == "Succeeded", log
     assert "Build network: filtered" in log
-    refused = {f"REFUSED-{name}" for name in ("metadata", "loopback", "devhost", "hostaddress", "private")}
-    assert _said(log) == refused | {"REACHED-allowed"}, log  # the network works: the allowed address is reached
+    # the network works: the allowed addresses are reached, on the host and beyond it
+    assert _said(log) == {f"REFUSED-{n}" for n in REFUSED} | {f"REACHED-{n}" for n in REACHED}, log
     assert targets.listeners["metadata"].accepted == 0 and targets.listeners["loopback"].accepted == 0
     assert targets.listeners["allowed"].accepted >= 1
     # DNS: the host's resolvers (never a loopback stub the namespace cannot reach)
@@ -231,7 +273,7 @@ async def test_run_steps_reach_the_internet_side_only_what_is_allowed(
 async def test_cmd_steps_are_under_the_same_policy_and_network_none_takes_it_away(
     stores: Stores, targets: Targets, tmp_path: Path
 ) -> None:
-    settings = _settings(stores, tmp_path, tasks_build_network_allow=f"{targets.allowed}/32")
+    settings = _settings(stores, tmp_path, tasks_build_network_allow=targets.allowed)
     task = (
         "version: v1.1.0\nsteps:\n"
         "  - id: image\n    build: -t localhost/probe:1 .\n"
@@ -248,23 +290,19 @@ async def test_cmd_steps_are_under_the_same_policy_and_network_none_takes_it_awa
     context = _context("true")
     run, log = await _run(stores, settings, request, context)
     assert run.status == "Succeeded", log
-    names = ("metadata", "loopback", "devhost", "hostaddress", "private", "allowed")
-    refused = {f"CMD-REFUSED-{name}" for name in names[:-1]}
-    assert _said(log) == refused | {"CMD-REACHED-allowed"} | {f"NONE-REFUSED-{name}" for name in names}, log
+    expected = {f"CMD-REFUSED-{n}" for n in REFUSED} | {f"CMD-REACHED-{n}" for n in REACHED}
+    assert _said(log) == expected | {f"NONE-REFUSED-{n}" for n in REFUSED + REACHED}, log
 
 
 async def test_none_reaches_nothing_and_a_build_without_network_still_builds(
     stores: Stores, targets: Targets, tmp_path: Path
 ) -> None:
-    settings = _settings(
-        stores, tmp_path, tasks_build_network="none", tasks_build_network_allow=f"{targets.allowed}/32"
-    )
+    settings = _settings(stores, tmp_path, tasks_build_network="none", tasks_build_network_allow=targets.allowed)
     context = _context(targets.script())
     run, log = await _run(stores, settings, QUICK_BUILD, context)
     assert run.status == "Succeeded", log
     assert "Build network: none" in log
-    names = ("metadata", "loopback", "devhost", "hostaddress", "private", "allowed")
-    assert _said(log) == {f"REFUSED-{name}" for name in names}, log
+    assert _said(log) == {f"REFUSED-{n}" for n in REFUSED + REACHED}, log
 
 
 async def test_a_network_that_cannot_be_set_up_ends_the_run_error_and_builds_nothing(
