@@ -93,10 +93,15 @@ class Targets:
             f"else echo {prefix}REFUSED-{name}; fi"
             for name, (address, port) in self.probes.items()
         ]
-        return "; ".join([*tries, "/bin/busybox cat /etc/resolv.conf"])
+        # nor can a step leave its namespace for the host's (no CAP_SYS_ADMIN in there)
+        escape = (
+            "if /bin/busybox nsenter -n/proc/1/ns/net /bin/busybox true; "
+            f"then echo {prefix}REACHED-escape; else echo {prefix}REFUSED-escape; fi"
+        )
+        return "; ".join([*tries, escape, "/bin/busybox cat /etc/resolv.conf"])
 
 
-REFUSED = ("metadata", "loopback", "devhost", "hostaddress", "private", "remoteprivate")
+REFUSED = ("metadata", "loopback", "devhost", "hostaddress", "private", "remoteprivate", "escape")
 REACHED = ("allowed", "remoteallowed")
 
 REMOTE_SERVER = """
