@@ -174,6 +174,11 @@ module taskRunner 'modules/taskrunner.bicep' = if (!empty(taskRunnerImage)) {
       COSMOS_DATABASE: tunables.COSMOS_DATABASE
       SERVICEBUS_NAMESPACE: servicebus.outputs.fullyQualifiedNamespace
       BUS_KIND: 'service-bus'
+      // what RUN steps reach: filtered (fails closed where the job has no NET_ADMIN, as in Container Apps)
+      TASKS_BUILD_NETWORK: tunables.TASKS_BUILD_NETWORK
+      TASKS_BUILD_NETWORK_ALLOW: tunables.TASKS_BUILD_NETWORK_ALLOW
+      TASKS_BUILD_NETWORK_DENY: tunables.TASKS_BUILD_NETWORK_DENY
+      TASKS_BUILD_DNS: tunables.TASKS_BUILD_DNS
     }
   }
 }

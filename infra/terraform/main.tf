@@ -149,5 +149,10 @@ module "taskrunner" {
     COSMOS_DATABASE      = local.tunables.COSMOS_DATABASE
     SERVICEBUS_NAMESPACE = module.servicebus.fully_qualified_namespace
     BUS_KIND             = "service-bus"
+    # what RUN steps reach: filtered (fails closed where the job has no NET_ADMIN, as in Container Apps)
+    TASKS_BUILD_NETWORK       = local.tunables.TASKS_BUILD_NETWORK
+    TASKS_BUILD_NETWORK_ALLOW = local.tunables.TASKS_BUILD_NETWORK_ALLOW
+    TASKS_BUILD_NETWORK_DENY  = local.tunables.TASKS_BUILD_NETWORK_DENY
+    TASKS_BUILD_DNS           = local.tunables.TASKS_BUILD_DNS
   }
 }

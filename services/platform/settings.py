@@ -271,6 +271,15 @@ class Settings(BaseSettings):
     # URIs to values (services/tasks/credentials.py).
     tasks_insecure_registries: str = ""
     tasks_vault_secrets_file: str = ""
+    # What a build's RUN steps and cmd steps reach (services/tasks/network.py): `filtered` (a network
+    # namespace NATed out, refusing the metadata address, the wireserver, the host itself and the DENY ranges;
+    # needs CAP_NET_ADMIN + CAP_SYS_ADMIN, else every run ends Error), `none` (no network), `host` (the
+    # runner's own network, unfiltered: only by explicit choice). ALLOW: comma-separated IPv4 ranges reachable
+    # all the same (e.g. an internal mirror); DNS: the resolvers builds use (default: the host's own).
+    tasks_build_network: Literal["filtered", "none", "host"] = "filtered"
+    tasks_build_network_allow: str = ""
+    tasks_build_network_deny: str = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10"
+    tasks_build_dns: str = ""
 
 
 def parse_region_storage(value: str) -> dict[str, str]:

@@ -103,6 +103,21 @@ def logical_lines(text: str) -> list[str]:
     return lines
 
 
+_COPY_FROM = re.compile(r"^\s*(?:COPY|ADD)\s.*?--from=(\S+)", re.IGNORECASE)
+
+
+def pulled_images(dockerfile: str, build_args: dict[str, str] | None = None) -> list[str]:
+    """Every image a build of the Dockerfile reads: its `FROM` images and the images `COPY --from=` names
+    (a reference with a registry, tag or digest, not a stage), so the runner can pull them before a build
+    that may not pull (services/tasks/network.py)."""
+    found = base_images(dockerfile, build_args)
+    for line in logical_lines(dockerfile):
+        match = _COPY_FROM.match(line)
+        if match is not None and any(c in match.group(1) for c in "/:@") and match.group(1) not in found:
+            found.append(match.group(1))
+    return found
+
+
 def _substitute(text: str, values: dict[str, str]) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(3)

@@ -134,6 +134,30 @@ def registry_files(
     return RegistryAccess(login_server, address, insecure, auth_file, conf, policy, password, frozenset(others), plain)
 
 
+async def pull_images(
+    storage: Sequence[str],
+    files: RegistryAccess,
+    images: Sequence[str],
+    platform: str,
+    workdir: Path,
+    output: Callable[[str], None],
+) -> None:
+    """Pull a build's images into the run's storage, here in the runner's own network namespace with the run's
+    credentials, so the build itself runs with `--pull=never` and makes no registry calls (its RUN steps may
+    have no way to the registry: services/tasks/network.py)."""
+    env = files.env(workdir)
+    for image in images:
+        argv = ["buildah", *storage, "pull", "--signature-policy", str(files.policy), "--platform", platform]
+        argv += ["--authfile", str(files.auth_file), "--quiet"]
+        local = local_repository(image, files.login_server) or local_repository(image, files.address)
+        if (local is not None and files.insecure) or files.other_registry(image) in files.insecure_others:
+            argv.append("--tls-verify=false")
+        argv.append(image)
+        output(f"Pulling {image}")
+        if await run_command(argv, env, workdir, output) != 0:
+            raise StepFailed(f"the image {image} could not be pulled")
+
+
 def split_image(name: str) -> tuple[str, str]:
     """`repo[:tag]` -> (repo, tag) (`latest` when none)."""
     repository, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")

@@ -9,7 +9,9 @@ package (one execution per run, the isolation boundary); locally `make run` star
     token       a refresh token of the run alone: pull on the base images of this registry, pull and push on
                 the run's images, lapsing with the run's timeout (services/auth/service.py run_token)
     build       buildah, no daemon (`--isolation chroot --storage-driver vfs`), a containers/storage root of
-                the run's own, an environment with nothing of the runner's (no storage keys, no signing keys)
+                the run's own, an environment with nothing of the runner's (no storage keys, no signing keys);
+                base images pulled by the runner, the build in the build network (services/tasks/network.py:
+                no metadata address, no host, no private addresses), `--pull=never`
     push        buildah push through the registry's own /v2/ API with that token: never storage directly
     finish      Succeeded / Failed (a step failed) / Timeout / Canceled / Error (ours), output images with
                 their digests, the base images with theirs
@@ -42,12 +44,13 @@ from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
 from services.platform.telemetry import telemetry
 from services.tasks.builtin import run_acr
-from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
+from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context, pulled_images
 from services.tasks.credentials import CredentialsUnavailable, VaultResolver, resolve_credentials
 from services.tasks.execution import (
     RegistryAccess,
     StepFailed,
     local_repository,
+    pull_images,
     registry_files,
     run_command,
     split_image,
@@ -61,6 +64,7 @@ from services.tasks.gitsource import (
     parse_git_url,
 )
 from services.tasks.models import TERMINAL, RunDoc, RunStatus, SetValue
+from services.tasks.network import BuildNetwork, BuildNetworkUnavailable, NetworkPolicy, NetworkPolicyInvalid
 from services.tasks.pools import release_slot, take_slot
 from services.tasks.queue import ReceivedRun, RunQueue
 from services.tasks.scheduling import (
@@ -168,11 +172,42 @@ class Runner:
         self.box: SecretBox = secret_box(settings.secrets_keys, settings.secrets_keys_file)
         self._slots = asyncio.Semaphore(max(1, settings.tasks_concurrency))
         self._running: set[asyncio.Task[None]] = set()
+        self.network: BuildNetwork | None = None
+        self._network_invalid: str | None = None
+        self._network_lock = asyncio.Lock()
+        try:
+            policy = NetworkPolicy.parse(
+                settings.tasks_build_network,
+                settings.tasks_build_network_allow,
+                settings.tasks_build_network_deny,
+                settings.tasks_build_dns,
+            )
+            self.network = BuildNetwork(policy)
+        except NetworkPolicyInvalid as error:
+            self._network_invalid = str(error)
 
     async def open(self) -> None:
         await self.metadata.open()
         await self.blobs.open()
         await self.queue.open()
+        if self.settings.tasks_build_network == "host":
+            log.warning(
+                "TASKS_BUILD_NETWORK=host: RUN steps and cmd steps share this runner's network UNFILTERED; they "
+                "can reach the metadata address, this host's loopback and every private address"
+            )
+        try:
+            await self.build_network()
+        except BuildNetworkUnavailable as error:
+            log.error("build network: %s; every run ends Error until this is fixed", error)
+
+    async def build_network(self) -> BuildNetwork:
+        """The build network, set up on first use (again after a failure: a run ends Error, never unfiltered)."""
+        if self.network is None:
+            raise BuildNetworkUnavailable(f"{self._network_invalid}")
+        async with self._network_lock:
+            if not self.network.ready:
+                await asyncio.to_thread(self.network.open)
+        return self.network
 
     async def close(self) -> None:
         for task in list(self._running):
@@ -180,6 +215,9 @@ class Runner:
         for task in list(self._running):
             with contextlib.suppress(BaseException):
                 await task
+        if self.network is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.network.close)
         await self.queue.close()
         await self.blobs.close()
         await self.metadata.close()
@@ -286,13 +324,17 @@ class Runner:
                 raise StepFailed(unavailable)
             if others:
                 run_log.write(f"Credentials for: {', '.join(sorted(others))}")
+            network = await self.build_network()
+            run_log.write(network.describe())
             if run.request.get("type") == "DockerBuildRequest":
-                work = self._quick_build(run, registry, run_log, outcome, others)
+                work = self._quick_build(run, registry, run_log, outcome, others, network)
             else:
-                work = self._task_run(run, registry, run_log, outcome, others)
+                work = self._task_run(run, registry, run_log, outcome, others, network)
             status, message = await self._supervise(run, work, timeout)
         except StepFailed as failure:
             status, message = "Failed", str(failure)
+        except BuildNetworkUnavailable as error:  # fail closed: nothing builds on an unfiltered network
+            status, message = "Error", str(error)
         except Exception as error:
             log.exception("run %s/%s failed in the runner", registry_name, run_id)
             status, message = "Error", f"the runner failed: {type(error).__name__}"
@@ -386,6 +428,7 @@ class Runner:
         run_log: RunLog,
         outcome: dict[str, Any],
         others: dict[str, tuple[str, str]],
+        network: BuildNetwork,
     ) -> None:
         request = run.request
         workdir = make_workdir(self.settings.tasks_work_dir, run.runId)
@@ -438,8 +481,11 @@ class Runner:
             storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
             storage += ["--storage-driver", "vfs"]
             tags = [f"{registry.loginServer}/{repository}:{tag}" for repository, tag in images] or [f"run-{run.runId}"]
+            platform = f"linux/{variables.architecture}"
+            pulls = pulled_images(dockerfile.read_text(errors="replace"), dict(arguments))
+            await pull_images(storage, files, pulls, platform, workdir, run_log.write)
             argv = ["buildah", *storage, "build", "--isolation", "chroot", "--signature-policy", str(files.policy)]
-            argv += ["--file", str(dockerfile), "--platform", f"linux/{variables.architecture}"]
+            argv += ["--file", str(dockerfile), "--platform", platform, "--pull=never"]
             if files.insecure:
                 argv.append("--tls-verify=false")
             if request.get("noCache"):
@@ -453,7 +499,7 @@ class Runner:
             argv.append(str(context))
             run_log.write(f"Building {', '.join(tags)} (buildah, chroot isolation)")
             env = files.env(workdir)
-            if await run_command(argv, env, workdir, run_log.write) != 0:
+            if await run_command(network.wrap(argv), env, workdir, run_log.write) != 0:
                 raise StepFailed("the build failed")
             pushed: list[dict[str, Any]] = []
             if request.get("isPushEnabled", True):
@@ -494,6 +540,7 @@ class Runner:
         run_log: RunLog,
         outcome: dict[str, Any],
         others: dict[str, tuple[str, str]],
+        network: BuildNetwork,
     ) -> None:
         request = run.request
         workdir = await asyncio.to_thread(make_workdir, self.settings.tasks_work_dir, run.runId)
@@ -546,7 +593,7 @@ class Runner:
                 await run_acr(arguments, registry.loginServer, address, files.insecure, mint, output)
 
             step_context = StepContext(
-                workdir, context, storage, files, run_log.write, architecture, task.env,
+                workdir, context, storage, files, run_log.write, architecture, task.env, network,
                 None if run.restricted else acr,
                 refused=RESTRICTED_REFUSAL if run.restricted else None,
             )  # fmt: skip

@@ -1,9 +1,11 @@
 """The steps of a multi-step run (services/tasks/taskfile.py), executed in dependency order: a step starts once
 every step its `when` names has succeeded, so steps with no dependency between them run at once.
 
-    build  buildah build (chroot isolation) in the step's context directory, tagged as the step says
+    build  buildah build (chroot isolation) in the step's context directory, tagged as the step says; the
+           runner pulls its FROM images first, the build itself runs in the build network with --pull=never
     push   buildah push of images built earlier, to this registry through /v2/ with the run's token
-    cmd    the image as a container: `buildah from` + `buildah run --isolation chroot`, the run's context
+    cmd    the image as a container: `buildah from` + `buildah run --isolation chroot` in the build network
+           (`network: none`: no network at all), the run's context
            mounted at /workspace (its working directory unless the step names another); `acr purge ...`
            (ACR's acr-cli image) runs our own purge instead (services/tasks/builtin.py)
 
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.tasks.execution import RegistryAccess, StepFailed, run_command, split_image
+from services.tasks.context import pulled_images
+from services.tasks.execution import RegistryAccess, StepFailed, pull_images, run_command, split_image
+from services.tasks.network import BuildNetwork
 from services.tasks.taskfile import Step, TaskFile
 
 
@@ -35,6 +39,7 @@ class StepContext:
     write: Any  # (line) -> None: the run's log
     architecture: str
     task_env: list[str]
+    network: BuildNetwork  # what RUN steps and cmd steps reach (TASKS_BUILD_NETWORK)
     # a `cmd: acr ...` step (services/tasks/builtin.py): (arguments after `acr`, output) -> done or StepFailed
     acr: Callable[[list[str], Callable[[str], None]], Awaitable[None]] | None = None
     # why this run pushes nothing and runs no `acr` command (a fork's pull request), else None
@@ -143,8 +148,12 @@ class StepRunner:
         dockerfile = (directory / args.dockerfile).resolve()
         if not dockerfile.is_relative_to(ctx.context.resolve()) or not dockerfile.is_file():
             raise StepFailed(f"step {step.id}: the Dockerfile {args.dockerfile!r} is not in the context")
+        build_args = dict(a.split("=", 1) for a in args.build_args if "=" in a)
+        images = pulled_images(dockerfile.read_text(errors="replace"), build_args)
+        platform = f"linux/{ctx.architecture}"
+        await pull_images(ctx.storage, ctx.files, images, platform, ctx.workdir, self._output(step))
         argv = ["buildah", *ctx.storage, "build", "--isolation", "chroot", "--signature-policy", str(ctx.files.policy)]
-        argv += ["--file", str(dockerfile), "--platform", f"linux/{ctx.architecture}"]
+        argv += ["--file", str(dockerfile), "--platform", platform, "--pull=never"]
         if ctx.files.insecure:
             argv.append("--tls-verify=false")
         if args.no_cache:
@@ -156,7 +165,7 @@ class StepRunner:
         for image in args.images or [f"localhost/{step.id}:latest"]:
             argv += ["--tag", image]
         argv.append(str(directory))
-        await self._command(step, argv, f"step {step.id}: the build failed")
+        await self._command(step, ctx.network.wrap(argv), f"step {step.id}: the build failed")
 
     # --- push -----------------------------------------------------------------------------------------
     async def _push(self, step: Step) -> None:
@@ -201,7 +210,9 @@ class StepRunner:
         ctx = self.ctx
         image, arguments = step.cmd[0], step.cmd[1:]
         if step.network not in (None, "host", "none"):
-            raise StepFailed(f"step {step.id}: network {step.network!r} is not supported (host or none)")
+            raise StepFailed(
+                f"step {step.id}: network {step.network!r} is not supported (host: the run's build network; none)"
+            )
         env = ctx.files.env(ctx.workdir)
         name = f"run-{ctx.workdir.name}-{step.id}"[:100]
         start = ["buildah", *ctx.storage, "from", "--name", name, "--signature-policy", str(ctx.files.policy)]
@@ -223,10 +234,8 @@ class StepRunner:
                 run += ["--env", value]
             if step.user:
                 run += ["--user", step.user]
-            if step.network == "none":
-                run += ["--network", "none"]
             run += [name, "--", *argv]
-            await self._command(step, run, f"step {step.id}: the command failed")
+            await self._command(step, ctx.network.wrap(run, step.network), f"step {step.id}: the command failed")
         finally:
             remove = ["buildah", *ctx.storage, "rm", name]
             with contextlib.suppress(Exception):
