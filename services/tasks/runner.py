@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +41,7 @@ from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
 from services.platform.telemetry import telemetry
 from services.tasks.builtin import run_acr
+from services.tasks.containers import remove_run_directory, run_storage
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context
 from services.tasks.credentials import CredentialsUnavailable, VaultResolver, resolve_credentials
 from services.tasks.execution import (
@@ -420,8 +420,7 @@ class Runner:
                 workdir, registry.loginServer, address, insecure, token, others, self._insecure_registries()
             )
             outcome["baseImages"] = await self._base_digests(files, bases)
-            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
-            storage += ["--storage-driver", "vfs"]
+            storage = run_storage(workdir)
             tags = [f"{registry.loginServer}/{repository}:{tag}" for repository, tag in images] or [f"run-{run.runId}"]
             argv = ["buildah", *storage, "build", "--isolation", "chroot", "--signature-policy", str(files.policy)]
             argv += ["--file", str(dockerfile), "--platform", f"linux/{variables.architecture}"]
@@ -459,7 +458,7 @@ class Runner:
                     )
             outcome["outputImages"] = pushed
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(remove_run_directory, workdir)
 
     def _insecure_registries(self) -> frozenset[str]:
         return frozenset(s.strip().lower() for s in self.settings.tasks_insecure_registries.split(",") if s.strip())
@@ -517,8 +516,7 @@ class Runner:
                 workdir, registry.loginServer, address, address != registry.loginServer, token, others,
                 self._insecure_registries(),
             )  # fmt: skip
-            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
-            storage += ["--storage-driver", "vfs"]
+            storage = run_storage(workdir)
             lifetime = int(request.get("timeout", 3600)) + 300
 
             async def acr(arguments: list[str], output: Callable[[str], None]) -> None:
@@ -534,7 +532,7 @@ class Runner:
             finally:
                 outcome["outputImages"] = steps.pushed
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(remove_run_directory, workdir)
 
     @staticmethod
     def _task_access(task: TaskFile, context: Path, login_server: str, address: str) -> list[dict[str, Any]]:
