@@ -116,7 +116,7 @@ def _client(http: httpx.Client, login_server: str, address: str, insecure: bool,
     return RegistryClient(http, address_of(login_server, endpoint), TokenSource(None, None, None), _refresh=token)
 
 
-def _purge(
+def purge_with_run_tokens(
     command: PurgeCommand, login_server: str, address: str, insecure: bool, mint: Mint, stop: threading.Event
 ) -> list[str]:
     lines: list[str] = []
@@ -162,7 +162,7 @@ async def run_acr(
     output(f"acr purge: {len(command.filters)} filter(s), older than {command.ago}, keeping {command.keep}")
     stop = threading.Event()
     try:
-        lines = await asyncio.to_thread(_purge, command, login_server, address, insecure, mint, stop)
+        lines = await asyncio.to_thread(purge_with_run_tokens, command, login_server, address, insecure, mint, stop)
     except CliError as error:
         raise StepFailed(f"acr purge failed: {error.message}") from error
     except PurgeStopped as error:
