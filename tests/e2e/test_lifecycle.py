@@ -268,10 +268,16 @@ def test_acr_purge_keeps_the_latest_honours_locks_and_previews(
     long_tag = "a" * 100 + "b"
     with httpx.Client(base_url=host.url, timeout=30) as http:
         _push_small(http, "patho/app", long_tag)
-        _push_small(http, "patho/app", "aaaa")
-    pathological = _acr(host, token, tmp_path, "purge", "-n", name, "--filter", "patho/app:(a+)+$", "--ago", "0")
+        matching = _push_small(http, "patho/app", "aaaa")
+    # --untagged: the manifest the tag leaves untagged goes too (the retention tests below share this registry)
+    pathological = _acr(
+        host, token, tmp_path, "purge", "-n", name, "--filter", "patho/app:(a+)+$", "--ago", "0", "--untagged"
+    )
     assert isinstance(pathological, list)
-    assert [(row["tag"], row["result"]) for row in pathological] == [("aaaa", "deleted")]
+    assert [(row["tag"], row["digest"], row["result"]) for row in pathological] == [
+        ("aaaa", matching, "deleted"),
+        (None, matching, "deleted"),
+    ]
     with httpx.Client(base_url=host.url, timeout=30) as http:
         assert http.get("/v2/patho/app/tags/list").json()["tags"] == [long_tag]
 
