@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := skopeo podman buildah umoci runc uidmap docker-registry openssl busybox-static curl iproute2 iptables libcap2-bin
+APT_PACKAGES := skopeo podman buildah umoci runc containernetworking-plugins uidmap docker-registry openssl busybox-static curl iproute2 iptables libcap2-bin
 PYTEST_ARGS ?=
 
 .PHONY: run test setup apt lint unit integration e2e bench clean package checkov

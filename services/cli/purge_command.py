@@ -4,21 +4,26 @@ through the registry's `/acr/v1/` API.
     acr purge -n REGISTRY --filter '<repository regex>:<tag regex>' --ago 30d [--keep N] [--untagged] [--dry-run]
 
 Each `--filter` (repeatable) is a repository regular expression and a tag regular expression, each matched
-against the whole name. A tag goes when it matches and was last updated more than `--ago` ago (`30d`,
-`12h`, `1d6h`, `15m`, `0`); `--keep N` keeps the N most recently updated of those in each repository.
-`--untagged` also deletes the manifests no tag points at in the matched repositories (not the children of
-an index that stays, nor one that is locked). Locks are honoured: a tag or manifest whose delete is locked
-is reported as skipped, never unlocked. Every row says what was (or, with `--dry-run`, would be) deleted.
+against the whole name. The expressions are RE2 (google-re2: Go's `regexp` syntax): matching takes time
+linear in the name whatever the pattern, so no filter can hang a purge; what RE2 does not have
+(backreferences such as `\\1`, lookarounds such as `(?!...)`) is refused before anything is deleted. A tag
+goes when it matches and was last updated more than `--ago` ago (`30d`, `12h`, `1d6h`, `15m`, `0`);
+`--keep N` keeps the N most recently updated of those in each repository. `--untagged` also deletes the
+manifests no tag points at in the matched repositories (not the children of an index that stays, nor one
+that is locked). Locks are honoured: a tag or manifest whose delete is locked is reported as skipped, never
+unlocked. Every row says what was (or, with `--dry-run`, would be) deleted.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
+import re2
 import typer
 
 from services.cli.dataplane import CATALOG_SCOPE, RegistryClient
@@ -36,21 +41,59 @@ PAGE = 1000
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+MAX_FILTER_CHARS = 1024
+# RE2's own bound on a compiled expression (bytes); a bigger one is refused as too large
+_RE2_MAX_MEM = 8 << 20
+
+
+class NamePattern(Protocol):
+    """A compiled RE2 expression (google-re2 has no type hints)."""
+
+    def fullmatch(self, text: str, /) -> object | None: ...
+
+
 @dataclass(frozen=True)
 class Filter:
-    repository: re.Pattern[str]
-    tag: re.Pattern[str]
+    repository: NamePattern
+    tag: NamePattern
+
+
+def compile_expression(expression: str) -> NamePattern:
+    """An RE2 expression, or ValueError with RE2's reason (backreferences, lookarounds, bad syntax, too big)."""
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr
+    options.max_mem = _RE2_MAX_MEM
+    try:
+        pattern: NamePattern = re2.compile(expression, options)
+    except re2.error as error:
+        reason = error.args[0] if error.args else "invalid"
+        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise ValueError(text) from None
+    return pattern
 
 
 def parse_filter(text: str) -> Filter:
     """`<repository regex>:<tag regex>`; the last `:` separates them (a repository name has none)."""
     repository, colon, tag = text.rpartition(":")
     if not colon or not repository or not tag:
-        raise CliError(ExitCode.BAD_INPUT, f"--filter {text!r}: expected '<repository regex>:<tag regex>'")
-    try:
-        return Filter(re.compile(repository), re.compile(tag))
-    except re.error as error:
-        raise CliError(ExitCode.BAD_INPUT, f"--filter {text!r}: {error}") from None
+        raise CliError(ExitCode.BAD_INPUT, f"--filter {text[:200]!r}: expected '<repository regex>:<tag regex>'")
+    if len(text) > MAX_FILTER_CHARS:
+        raise CliError(ExitCode.BAD_INPUT, f"--filter: longer than {MAX_FILTER_CHARS} characters")
+    compiled: list[NamePattern] = []
+    for what, expression in (("repository", repository), ("tag", tag)):
+        try:
+            compiled.append(compile_expression(expression))
+        except ValueError as error:
+            raise CliError(
+                ExitCode.BAD_INPUT,
+                f"--filter {text!r}: the {what} expression {expression!r} is not RE2 syntax ({error}); "
+                "purge filters are RE2 (Go regexp): no backreferences or lookarounds",
+            ) from None
+    return Filter(compiled[0], compiled[1])
+
+
+class PurgeStopped(Exception):
+    """The purge was told to stop (its `stop` event set) and made no further request."""
 
 
 def parse_ago(text: str) -> timedelta:
@@ -73,9 +116,7 @@ def _time(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def select_tags(
-    tags: list[dict[str, Any]], pattern: re.Pattern[str], before: datetime, keep: int
-) -> list[dict[str, Any]]:
+def select_tags(tags: list[dict[str, Any]], pattern: NamePattern, before: datetime, keep: int) -> list[dict[str, Any]]:
     """The tags to delete: matching, last updated before `before`, all but the `keep` most recent."""
     old = [
         tag for tag in tags if pattern.fullmatch(str(tag.get("name", ""))) and _time(tag.get("lastUpdateTime")) < before
@@ -116,6 +157,14 @@ def purge(
     keep: Annotated[int, typer.Option("--keep", min=0, help="Keep this many of the latest matching tags.")] = 0,
     untagged: Annotated[bool, typer.Option("--untagged", help="Also delete untagged manifests.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be deleted; delete nothing.")] = False,
+    filter_timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--filter-timeout-seconds",
+            min=1,
+            help="Accepted as ACR's acr purge takes it; filters are RE2 here, linear in time: nothing to bound.",
+        ),
+    ] = None,
     resource_group: ResourceGroupOption = None,
     username: UsernameOption = None,
     password: PasswordOption = None,
@@ -124,6 +173,7 @@ def purge(
 ) -> None:
     """Delete tags older than --ago that match --filter (keeping the --keep latest), and with --untagged the
     untagged manifests, honouring locks; prints every deletion (or, with --dry-run, every one it would make)."""
+    del filter_timeout  # RE2 matching cannot run away (see the module's docstring)
     parsed = [parse_filter(text) for text in filters]
     before = datetime.now(UTC) - parse_ago(ago)
     session = session_of(ctx)
@@ -146,12 +196,20 @@ def purge_registry(
     untagged: bool,
     dry_run: bool,
     repositories: list[str] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """What `acr purge` does (also inside a task, services/tasks/builtin.py): one row per tag or manifest
     deleted, skipped or (with `dry_run`) that would be. `repositories`: those to look at (default: the
-    catalog's that a filter matches)."""
+    catalog's that a filter matches). `stop`, once set, ends it before its next request (a task's purge
+    that was cancelled or timed out deletes nothing more)."""
     rows: list[dict[str, Any]] = []
+
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise PurgeStopped(f"stopped after {len(rows)} deletion(s)")
+
     for repository in matching_repositories(client, filters) if repositories is None else repositories:
+        check()
         matching = [f for f in filters if f.repository.fullmatch(repository)]
         if not matching:
             continue
@@ -162,6 +220,7 @@ def purge_registry(
             for tag in select_tags(tags, f.tag, before, keep):
                 doomed[str(tag["name"])] = tag
         for tag_name, tag in doomed.items():
+            check()
             result = _delete(client, f"/acr/v1/{quoted}/_tags/{quote(tag_name, safe='')}", repository, dry_run)
             rows.append({"repository": repository, "tag": tag_name, "digest": tag.get("digest"), "result": result})
         if not untagged:
@@ -177,6 +236,7 @@ def purge_registry(
             if (manifest.get("changeableAttributes") or {}).get("deleteEnabled") is False:
                 rows.append({"repository": repository, "tag": None, "digest": digest, "result": "skipped: locked"})
                 continue
+            check()
             result = _delete(client, f"/acr/v1/{quoted}/_manifests/{digest}", repository, dry_run)
             rows.append({"repository": repository, "tag": None, "digest": digest, "result": result})
     return rows

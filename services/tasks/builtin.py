@@ -2,7 +2,12 @@
 image for it (`az acr task create --cmd "acr purge --filter 'repo:.*' --ago 7d --untagged" --schedule ...`).
 
     acr purge --filter '<repository regex>:<tag regex>' [--filter ...] --ago 7d [--keep N] [--untagged]
-              [--dry-run] [--registry $Registry]
+              [--dry-run] [--registry $Registry] [--filter-timeout-seconds N]
+
+The filters are RE2 expressions (services/cli/purge_command.py): a pattern RE2 refuses fails the step before
+anything is deleted, and matching is linear in the name, so no pattern can keep the step running.
+`--filter-timeout-seconds` (acr-cli's bound on its backtracking matcher) is accepted so that commands written
+for ACR run unchanged; with RE2 there is nothing for it to bound.
 
 It runs in the runner, not in a container, through the registry's `/acr/v1/` API like `acr purge` from a
 laptop (services/cli/purge_command.py), with tokens of the run alone (services/auth/service.py run_token):
@@ -16,6 +21,7 @@ unlocks), fail the step saying so.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,12 +32,19 @@ import httpx
 from services.cli.config import TokenSource
 from services.cli.dataplane import RegistryClient, address_of
 from services.cli.errors import CliError
-from services.cli.purge_command import Filter, matching_repositories, parse_ago, parse_filter, purge_registry
+from services.cli.purge_command import (
+    Filter,
+    PurgeStopped,
+    matching_repositories,
+    parse_ago,
+    parse_filter,
+    purge_registry,
+)
 from services.tasks.execution import StepFailed
 
 MAX_REPOSITORIES = 1000
 _FLAGS = {"--untagged", "--dry-run"}
-_VALUED = {"--filter", "--ago", "--keep", "--registry", "-r"}
+_VALUED = {"--filter", "--ago", "--keep", "--registry", "-r", "--filter-timeout-seconds"}
 
 # (access entries) -> a run token granting exactly them
 Mint = Callable[[list[dict[str, Any]]], str]
@@ -87,6 +100,8 @@ def parse_purge(arguments: list[str], login_server: str) -> PurgeCommand:
     keep_text = values.get("--keep", "0")
     if not keep_text.isdigit():
         raise StepFailed("acr purge: --keep takes a whole number")
+    if not values.get("--filter-timeout-seconds", "1").isdigit():
+        raise StepFailed("acr purge: --filter-timeout-seconds takes a whole number")
     try:
         parsed = [parse_filter(text) for text in filters]
         parse_ago(values["--ago"])
@@ -101,12 +116,16 @@ def _client(http: httpx.Client, login_server: str, address: str, insecure: bool,
     return RegistryClient(http, address_of(login_server, endpoint), TokenSource(None, None, None), _refresh=token)
 
 
-def _purge(command: PurgeCommand, login_server: str, address: str, insecure: bool, mint: Mint) -> list[str]:
+def purge_with_run_tokens(
+    command: PurgeCommand, login_server: str, address: str, insecure: bool, mint: Mint, stop: threading.Event
+) -> list[str]:
     lines: list[str] = []
     before = datetime.now(UTC) - parse_ago(command.ago)
     with httpx.Client(timeout=60, trust_env=False, follow_redirects=False) as http:
         reader = _client(http, login_server, address, insecure, mint([_CATALOG]))
         repositories = matching_repositories(reader, command.filters)
+        if stop.is_set():
+            raise PurgeStopped("stopped before deleting anything")
         if len(repositories) > MAX_REPOSITORIES:
             raise StepFailed(f"acr purge: the filters match more than {MAX_REPOSITORIES} repositories")
         if not repositories:
@@ -114,7 +133,7 @@ def _purge(command: PurgeCommand, login_server: str, address: str, insecure: boo
         access = [{"type": "repository", "name": r, "actions": ["metadata_read", "delete"]} for r in repositories]
         deleter = _client(http, login_server, address, insecure, mint(access))
         rows = purge_registry(
-            deleter, command.filters, before, command.keep, command.untagged, command.dry_run, repositories
+            deleter, command.filters, before, command.keep, command.untagged, command.dry_run, repositories, stop
         )
     for row in rows:
         what = f"{row['repository']}:{row['tag']}" if row["tag"] else f"{row['repository']}@{row['digest']}"
@@ -136,12 +155,19 @@ def _totals(rows: list[dict[str, Any]], dry_run: bool) -> list[str]:
 async def run_acr(
     arguments: list[str], login_server: str, address: str, insecure: bool, mint: Mint, output: Callable[[str], None]
 ) -> None:
-    """A `cmd: acr ...` step: its output to `output`; StepFailed when it fails."""
+    """A `cmd: acr ...` step: its output to `output`; StepFailed when it fails. The purge's HTTP calls block,
+    so it runs in a thread; when the step is cancelled or times out the thread is told to stop and makes no
+    further request (at most the one in flight, bounded by the client's timeout, completes)."""
     command = parse_purge(arguments, login_server)
     output(f"acr purge: {len(command.filters)} filter(s), older than {command.ago}, keeping {command.keep}")
+    stop = threading.Event()
     try:
-        lines = await asyncio.to_thread(_purge, command, login_server, address, insecure, mint)
+        lines = await asyncio.to_thread(purge_with_run_tokens, command, login_server, address, insecure, mint, stop)
     except CliError as error:
         raise StepFailed(f"acr purge failed: {error.message}") from error
+    except PurgeStopped as error:
+        raise StepFailed(f"acr purge {error}") from error
+    finally:
+        stop.set()
     for line in lines:
         output(line)

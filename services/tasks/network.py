@@ -3,7 +3,8 @@ not reach the metadata address (IMDS, 169.254.169.254), Azure's wireserver (168.
 (its loopback: the devhost locally, the Container Apps identity endpoint in Azure) or the service's private
 endpoints.
 
-    filtered  (default) buildah runs inside a network namespace of this runner's own (`ip netns exec`), joined
+    filtered  (default) buildah runs inside a network namespace of this runner's own (`ip netns exec`), and a
+              cmd step's container joins it (podman `--network ns:`), joined
               to the host by a veth pair and NATed out. The HOST side, which nothing in the namespace can
               change, refuses with iptables whatever comes in on that veth to: link-local 169.254.0.0/16, the
               wireserver, 0/8, loopback, multicast and reserved, the runners' own subnet, every address of the
@@ -206,6 +207,19 @@ class BuildNetwork:
                 raise BuildNetworkUnavailable("the filtered build network is not set up")
             return ["ip", "netns", "exec", self.name, *argv]
         return list(argv)
+
+    def container_arguments(self, step_network: str | None = None) -> list[str]:
+        """podman's `--network` for a cmd step's container (services/tasks/containers.py): the container joins
+        this runner's namespace, so the same host-side refusals apply; `none` (the mode, or the step's
+        `network: none`) gives it loopback only; TASKS_BUILD_NETWORK=host the runner's own network. podman
+        itself (pulling the image) stays in the runner's namespace."""
+        if self.mode == "none" or step_network == "none":
+            return ["--network", "none"]
+        if self.mode == "filtered":
+            if self._lock is None:
+                raise BuildNetworkUnavailable("the filtered build network is not set up")
+            return ["--network", f"ns:/run/netns/{self.name}"]
+        return ["--network", "host"]
 
     # --- setting up -------------------------------------------------------------------------------------------
     def open(self) -> None:

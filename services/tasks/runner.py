@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +43,7 @@ from services.platform.secrets import SecretBox, secret_box
 from services.platform.settings import Settings
 from services.platform.telemetry import telemetry
 from services.tasks.builtin import run_acr
+from services.tasks.containers import remove_run_directory, run_storage
 from services.tasks.context import ContextInvalid, ContextLimits, base_images, extract_context, pulled_images
 from services.tasks.credentials import CredentialsUnavailable, VaultResolver, resolve_credentials
 from services.tasks.execution import (
@@ -478,8 +478,7 @@ class Runner:
                 workdir, registry.loginServer, address, insecure, token, others, self._insecure_registries()
             )
             outcome["baseImages"] = await self._base_digests(files, bases)
-            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
-            storage += ["--storage-driver", "vfs"]
+            storage = run_storage(workdir)
             tags = [f"{registry.loginServer}/{repository}:{tag}" for repository, tag in images] or [f"run-{run.runId}"]
             platform = f"linux/{variables.architecture}"
             pulls = pulled_images(dockerfile.read_text(errors="replace"), dict(arguments))
@@ -520,7 +519,7 @@ class Runner:
                     )
             outcome["outputImages"] = pushed
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(remove_run_directory, workdir)
 
     def _insecure_registries(self) -> frozenset[str]:
         return frozenset(s.strip().lower() for s in self.settings.tasks_insecure_registries.split(",") if s.strip())
@@ -582,8 +581,7 @@ class Runner:
                 workdir, registry.loginServer, address, address != registry.loginServer, token, others,
                 self._insecure_registries(),
             )  # fmt: skip
-            storage = ["--root", str(workdir / "storage"), "--runroot", str(workdir / "runroot")]
-            storage += ["--storage-driver", "vfs"]
+            storage = run_storage(workdir)
             lifetime = int(request.get("timeout", 3600)) + 300
 
             async def acr(arguments: list[str], output: Callable[[str], None]) -> None:
@@ -603,7 +601,7 @@ class Runner:
             finally:
                 outcome["outputImages"] = steps.pushed
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            await asyncio.to_thread(remove_run_directory, workdir)
 
     @staticmethod
     def _task_access(task: TaskFile, context: Path, login_server: str, address: str) -> list[dict[str, Any]]:

@@ -4,10 +4,11 @@ every step its `when` names has succeeded, so steps with no dependency between t
     build  buildah build (chroot isolation) in the step's context directory, tagged as the step says; the
            runner pulls its FROM images first, the build itself runs in the build network with --pull=never
     push   buildah push of images built earlier, to this registry through /v2/ with the run's token
-    cmd    the image as a container: `buildah from` + `buildah run --isolation chroot` in the build network
-           (`network: none`: no network at all), the run's context
-           mounted at /workspace (its working directory unless the step names another); `acr purge ...`
-           (ACR's acr-cli image) runs our own purge instead (services/tasks/builtin.py)
+    cmd    the image as a container of its own with podman and runc (services/tasks/containers.py) in the
+           run's build network (`network: none`: no network at all; services/tasks/network.py), the run's
+           context mounted at /workspace (its working directory unless the step names another), removed when
+           the step ends; `acr purge ...` (ACR's acr-cli image) runs our own purge instead
+           (services/tasks/builtin.py)
 
 A step that fails is retried `retries` times `retryDelay` seconds apart; its timeout fails it. When a step
 fails, the steps that wait on it never start and the run is Failed with the step named (unless the step
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.tasks.containers import container_name, containers_conf
 from services.tasks.context import pulled_images
 from services.tasks.execution import RegistryAccess, StepFailed, pull_images, run_command, split_image
 from services.tasks.network import BuildNetwork
@@ -52,6 +53,7 @@ class StepRunner:
         self.pushed: list[dict[str, Any]] = []
         self._done: dict[str, asyncio.Future[bool]] = {}
         self._detached: list[asyncio.Task[None]] = []
+        self._volumes: dict[str, Path] = {}  # volume name -> its files, written once per run
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,39 +209,64 @@ class StepRunner:
 
     # --- cmd ------------------------------------------------------------------------------------------
     async def _cmd(self, step: Step) -> None:
+        """The image as a container (services/tasks/containers.py): podman and runc, removed at the end."""
         ctx = self.ctx
         image, arguments = step.cmd[0], step.cmd[1:]
         if step.network not in (None, "host", "none"):
             raise StepFailed(
                 f"step {step.id}: network {step.network!r} is not supported (host: the run's build network; none)"
             )
-        env = ctx.files.env(ctx.workdir)
-        name = f"run-{ctx.workdir.name}-{step.id}"[:100]
-        start = ["buildah", *ctx.storage, "from", "--name", name, "--signature-policy", str(ctx.files.policy)]
+        network = ctx.network.container_arguments(step.network)
+        env = ctx.files.env(ctx.workdir) | {"CONTAINERS_CONF": str(containers_conf(ctx.workdir))}
+        name = container_name(ctx.workdir, step.id)
+        podman = ["podman", *ctx.storage]
+        create = [*podman, "create", "--name", name, "--signature-policy", str(ctx.files.policy), "--pull", "missing"]
         if ctx.files.insecure:
-            start.append("--tls-verify=false")
-        start.append(image)
-        await self._command(step, start, f"step {step.id}: the image {image} could not be used")
+            create.append("--tls-verify=false")
+        create += ["--log-driver", "none", *network]
+        create += ["--volume", f"{ctx.context}:/workspace", "--workdir", step.working_directory or "/workspace"]
+        for value in [*ctx.task_env, *step.env]:
+            create += ["--env", value]
+        if step.user:
+            create += ["--user", step.user]
+        if step.entry_point:
+            create += ["--entrypoint", step.entry_point]
+        for mount in step.volume_mounts:
+            create += ["--volume", f"{self._volume_directory(mount.name)}:{mount.path}:ro"]
+        create += [image, *arguments]
         try:
-            config = await _image_config(ctx, name, env)
-            entry = [step.entry_point] if step.entry_point else list(config.get("Entrypoint") or [])
-            command = arguments or ([] if step.entry_point else list(config.get("Cmd") or []))
-            argv = entry + command
-            if not argv:
-                raise StepFailed(f"step {step.id}: the image {image} has no command and the step gives none")
-            run = ["buildah", *ctx.storage, "run", "--isolation", "chroot"]
-            run += ["--volume", f"{ctx.context}:/workspace"]
-            run += ["--workingdir", step.working_directory or "/workspace"]
-            for value in [*ctx.task_env, *step.env]:
-                run += ["--env", value]
-            if step.user:
-                run += ["--user", step.user]
-            run += [name, "--", *argv]
-            await self._command(step, ctx.network.wrap(run, step.network), f"step {step.id}: the command failed")
+            lines: list[str] = []
+            if await run_command(create, env, ctx.workdir, lines.append) != 0:
+                for line in lines:
+                    self._output(step)(line)
+                raise StepFailed(f"step {step.id}: the image {image} could not be used")
+            for line in lines[:-1]:  # the pull's progress; the last line is the container's id
+                self._output(step)(line)
+            start = [*podman, "start", "--attach", name]
+            await self._command_env(step, start, env, f"step {step.id}: the command failed")
         finally:
-            remove = ["buildah", *ctx.storage, "rm", name]
+            # also after a timeout or a cancel: killing `podman start` leaves the container running
+            remove = [*podman, "rm", "--force", "--ignore", "--time", "0", name]
             with contextlib.suppress(Exception):
-                await run_command(remove, env, ctx.workdir, lambda _line: None)
+                await asyncio.shield(run_command(remove, env, ctx.workdir, lambda _line: None))
+
+    def _volume_directory(self, name: str) -> Path:
+        """A volume of the task file (`volumes: [{name, secret: {file: base64}}]`) as a directory of the run,
+        mounted read-only by the cmd steps whose `volumeMounts` name it."""
+        directory = self._volumes.get(name)
+        if directory is None:
+            directory = self.ctx.workdir / "volumes" / str(len(self._volumes))
+            directory.mkdir(parents=True)
+            for file_name, content in self.task.volumes[name].items():
+                path = directory / file_name
+                path.write_bytes(content)
+                path.chmod(0o444)  # readable by whatever user the step runs as
+            self._volumes[name] = directory
+        return directory
+
+    async def _command_env(self, step: Step, argv: list[str], env: dict[str, str], failure: str) -> None:
+        if await run_command(argv, env, self.ctx.workdir, self._output(step)) != 0:
+            raise StepFailed(failure)
 
     async def _detached_cmd(self, step: Step) -> None:
         with contextlib.suppress(StepFailed):
@@ -251,15 +278,3 @@ def _in_registry(image: str, files: RegistryAccess) -> str | None:
         if image.lower().startswith(prefix.lower() + "/"):
             return image[len(prefix) + 1 :]
     return None
-
-
-async def _image_config(ctx: StepContext, container: str, env: dict[str, str]) -> dict[str, Any]:
-    lines: list[str] = []
-    argv = ["buildah", *ctx.storage, "inspect", "--type", "container", "--format", "{{json .OCIv1.Config}}", container]
-    if await run_command(argv, env, ctx.workdir, lines.append) != 0:
-        return {}
-    try:
-        config = json.loads("".join(lines) or "{}")
-    except ValueError:
-        return {}
-    return config if isinstance(config, dict) else {}

@@ -4,7 +4,7 @@
     stepTimeout: 600                  # seconds, each step's default
     env: [A=1]                        # every step's environment
     secrets: [{id: token}]            # values given with the run (isSecret), masked in the log
-    volumes: [{name: v, secret: {file.txt: <base64>}}]
+    volumes: [{name: v, secret: {file.txt: <base64>}}]   # mounted read-only where a cmd step says
     steps:
       - id: build-web                 # default acb_step_<n>
         build: -t $Registry/web:{{.Run.ID}} -f web/Dockerfile web
@@ -16,6 +16,7 @@
         cmd: $Registry/web:{{.Run.ID}} ./self-test
         when: [build-web, build-api]
         env: [MODE=ci]
+        volumeMounts: [{name: v, mountPath: /run/config}]
         workingDirectory: /workspace
         timeout: 120
         retries: 1
@@ -29,6 +30,9 @@ that is none or several of build/push/cmd, duplicate or unknown ids in `when`, d
 
 from __future__ import annotations
 
+import base64
+import binascii
+import posixpath
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +70,7 @@ _STEP_KEYS = {
     "entryPoint",
     "user",
     "network",
+    "volumeMounts",
     "keep",
     "ignoreErrors",
     "disableWorkingDirectoryOverride",
@@ -90,6 +95,13 @@ class BuildArgs:
     no_cache: bool = False
 
 
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    path: str
+    line: int
+
+
 @dataclass
 class Step:
     id: str
@@ -109,6 +121,7 @@ class Step:
     entry_point: str | None = None
     user: str | None = None
     network: str | None = None
+    volume_mounts: list[VolumeMount] = field(default_factory=list)
     ignore_errors: bool = False
     when_line: int = 0  # the line of `when:` (the step's own when there is none)
 
@@ -119,7 +132,7 @@ class TaskFile:
     steps: list[Step]
     env: list[str] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)  # ids
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    volumes: dict[str, dict[str, bytes]] = field(default_factory=dict)  # name -> file name -> content
 
 
 def _line(node: Node) -> int:
@@ -275,17 +288,57 @@ def _step(node: Node, index: int, default_timeout: int) -> Step:
             values["user"] = _scalar(value, name)
         elif name == "network":
             values["network"] = _scalar(value, name)
+        elif name == "volumeMounts":
+            values["volume_mounts"] = _volume_mounts(value)
     if len(kinds) != 1:
         what = "none" if not kinds else " and ".join(kinds)
         raise TaskFileInvalid(line, f"a step is exactly one of build, push or cmd (this one is {what})")
     kind = kinds[0]
     if values.get("detach") and kind != "cmd":
         raise TaskFileInvalid(line, "only a cmd step can detach")
+    if values.get("volume_mounts") and kind != "cmd":
+        raise TaskFileInvalid(line, "only a cmd step mounts volumes")
     # `when` is resolved once every step is read (it needs the previous one): "<previous>" until then
     when, when_line = values.pop("when", (["<previous>"], line))
     step_id = values.pop("id", f"acb_step_{index}")
     timeout = values.pop("timeout", default_timeout)
     return Step(id=step_id, line=line, kind=kind, timeout=timeout, when=when, when_line=when_line, **values)
+
+
+def _volume_mounts(node: Node) -> list[VolumeMount]:
+    """`volumeMounts: [{name: v, mountPath: /abs/path}]`: absolute, normalised, not `/`, not the context."""
+    if not isinstance(node, SequenceNode):
+        raise TaskFileInvalid(_line(node), "volumeMounts must be a list")
+    mounts: list[VolumeMount] = []
+    for item in node.value:
+        fields = {str(k.value): v for k, v in _mapping(item, "a volume mount")}
+        if set(fields) != {"name", "mountPath"}:
+            raise TaskFileInvalid(_line(item), "a volume mount has a name and a mountPath")
+        path = _scalar(fields["mountPath"], "mountPath")
+        normal = posixpath.normpath(path)
+        if not path.startswith("/") or ".." in path.split("/") or normal in ("/", "/workspace") or ":" in path:
+            raise TaskFileInvalid(_line(item), f"mountPath {path[:60]!r}: an absolute path, not / nor /workspace")
+        if normal in {m.path for m in mounts}:
+            raise TaskFileInvalid(_line(item), f"mountPath {path[:60]!r} is mounted twice")
+        mounts.append(VolumeMount(_scalar(fields["name"], "name"), normal, _line(item)))
+    return mounts
+
+
+def _volume(item: Node) -> tuple[str, dict[str, bytes]]:
+    """`{name: v, secret: {file name: base64 content}}`."""
+    fields = {str(k.value): v for k, v in _mapping(item, "a volume")}
+    if set(fields) != {"name", "secret"}:
+        raise TaskFileInvalid(_line(item), "a volume has a name and a secret")
+    files: dict[str, bytes] = {}
+    for key, value in _mapping(fields["secret"], "secret"):
+        file_name = str(key.value)
+        if not file_name or "/" in file_name or file_name in (".", ".."):
+            raise TaskFileInvalid(_line(key), f"a volume file is a plain name, not {file_name[:40]!r}")
+        try:
+            files[file_name] = base64.b64decode(_scalar(value, "a volume file"), validate=True)
+        except binascii.Error as error:
+            raise TaskFileInvalid(_line(value), f"volume file {file_name[:40]!r} is not base64") from error
+    return _scalar(fields["name"], "name"), files
 
 
 def parse_task_file(text: str) -> TaskFile:
@@ -302,7 +355,7 @@ def parse_task_file(text: str) -> TaskFile:
     if root is None:
         raise TaskFileInvalid(1, "the task file is empty")
     version, env, secrets = "v1.0.0", [], []
-    volumes: dict[str, dict[str, str]] = {}
+    volumes: dict[str, dict[str, bytes]] = {}
     step_timeout = DEFAULT_STEP_TIMEOUT
     steps_node: Node | None = None
     for key, value in _mapping(root, "the task file"):
@@ -333,11 +386,10 @@ def parse_task_file(text: str) -> TaskFile:
             if not isinstance(value, SequenceNode):
                 raise TaskFileInvalid(_line(value), "volumes must be a list")
             for item in value.value:
-                fields = dict((str(k.value), v) for k, v in _mapping(item, "a volume"))
-                if "name" not in fields or "secret" not in fields:
-                    raise TaskFileInvalid(_line(item), "a volume needs a name and a secret")
-                files = {str(k.value): _scalar(v, "a volume file") for k, v in _mapping(fields["secret"], "secret")}
-                volumes[_scalar(fields["name"], "name")] = files
+                volume_name, files = _volume(item)
+                if volume_name in volumes:
+                    raise TaskFileInvalid(_line(item), f"volume {volume_name[:40]!r} is declared twice")
+                volumes[volume_name] = files
         elif name == "steps":
             steps_node = value
     if steps_node is None:
@@ -347,6 +399,10 @@ def parse_task_file(text: str) -> TaskFile:
     if len(steps_node.value) > MAX_STEPS:
         raise TaskFileInvalid(_line(steps_node), f"at most {MAX_STEPS} steps")
     steps = [_step(node, index, step_timeout) for index, node in enumerate(steps_node.value)]
+    for step in steps:
+        for mount in step.volume_mounts:
+            if mount.name not in volumes:
+                raise TaskFileInvalid(mount.line, f"volume {mount.name[:40]!r} is not declared in volumes")
     _resolve_when(steps)
     return TaskFile(version, steps, env, secrets, volumes)
 

@@ -251,6 +251,35 @@ def test_acr_purge_keeps_the_latest_honours_locks_and_previews(
         timeout=60,
     )
     assert bad.returncode == 2 and "--filter" in bad.stderr
+    # RE2: a backreference is refused before anything is deleted, saying why
+    backreference = subprocess.run(
+        [str(ACR), "purge", "-n", name, "--filter", r"purge/(app)\1:.*", "--ago", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert backreference.returncode == 2, backreference.stderr
+    assert "not RE2 syntax (invalid escape sequence: \\1)" in backreference.stderr
+    assert "no backreferences or lookarounds" in backreference.stderr
+
+    # (a+)+$ against a long a...b tag: exponential for a backtracking matcher, linear for RE2; it completes
+    # (subprocess timeout: a hang fails the test instead of wedging it) and deletes exactly the matching tag
+    long_tag = "a" * 100 + "b"
+    with httpx.Client(base_url=host.url, timeout=30) as http:
+        _push_small(http, "patho/app", long_tag)
+        matching = _push_small(http, "patho/app", "aaaa")
+    # --untagged: the manifest the tag leaves untagged goes too (the retention tests below share this registry)
+    pathological = _acr(
+        host, token, tmp_path, "purge", "-n", name, "--filter", "patho/app:(a+)+$", "--ago", "0", "--untagged"
+    )
+    assert isinstance(pathological, list)
+    assert [(row["tag"], row["digest"], row["result"]) for row in pathological] == [
+        ("aaaa", matching, "deleted"),
+        (None, matching, "deleted"),
+    ]
+    with httpx.Client(base_url=host.url, timeout=30) as http:
+        assert http.get("/v2/patho/app/tags/list").json()["tags"] == [long_tag]
 
 
 # --- retention, upload expiry and soft delete with real clients ------------------------------------------

@@ -6,13 +6,15 @@ match: nothing else), what it deletes and keeps, `--dry-run`, and the commands a
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from services.auth.service import AuthService
+from services.cli.purge_command import PurgeStopped
 from services.management.store import RegistryStore
-from services.tasks.builtin import parse_purge, run_acr
+from services.tasks.builtin import parse_purge, purge_with_run_tokens, run_acr
 from services.tasks.execution import StepFailed
 from tests.conftest import Devhost
 from tests.integration.conftest import RegistryClient, Stores
@@ -66,6 +68,62 @@ async def test_purge_in_a_task_asks_for_the_catalog_then_delete_on_the_matched_r
     assert asked[-1] == [{"type": "registry", "name": "catalog", "actions": ["*"]}]  # no delete token made
 
 
+async def test_a_pathological_filter_completes_and_a_backreference_fails_the_step_before_any_request(
+    devhost: Devhost, stores: Stores, registry: RegistryClient
+) -> None:
+    long_tag = "a" * 100 + "b"  # (a+)+$ against it: 2^100 paths for a backtracking matcher
+    for tag in (long_tag, "aaaa"):
+        push_image(registry.http, "patho/app", tag, [tag.encode()])
+    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
+    assert doc is not None
+    auth = AuthService(stores.settings, stores.metadata)
+    asked: list[list[dict[str, Any]]] = []
+
+    def mint(access: list[dict[str, Any]]) -> str:
+        asked.append(access)
+        return auth.run_token(doc, "cb1", access, 300)
+
+    log: list[str] = []
+    command = ["purge", "--filter", "patho/app:(a+)+$", "--ago", "0", "--filter-timeout-seconds", "60"]
+    # a generous bound so that a regression fails here instead of hanging the session
+    await asyncio.wait_for(run_acr(command, doc.loginServer, devhost.host, True, mint, log.append), 120)
+    assert f"deleted: {doc.loginServer}/patho/app:aaaa" in log and "Number of tags deleted: 1" in log
+    assert [t["name"] for t in registry.http.get("/acr/v1/patho/app/_tags").json()["tags"]] == [long_tag]
+
+    asked.clear()
+    with pytest.raises(StepFailed) as refused:
+        await run_acr(
+            ["purge", "--filter", r"patho/app:(a)\1.*", "--ago", "0"], doc.loginServer, devhost.host, True, mint, print
+        )
+    assert "not RE2 syntax (invalid escape sequence: \\1)" in str(refused.value)
+    assert asked == []  # refused before any token was asked for, let alone a deletion
+    assert [t["name"] for t in registry.http.get("/acr/v1/patho/app/_tags").json()["tags"]] == [long_tag]
+
+
+async def test_a_stopped_purge_makes_no_further_request(
+    devhost: Devhost, stores: Stores, registry: RegistryClient
+) -> None:
+    """What run_acr does when its step times out or is cancelled: the thread's stop event is set, and the
+    purge ends before its next request (here: after the catalog, before any delete token or deletion)."""
+    push_image(registry.http, "stopped/app", "old", [b"old"])
+    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
+    assert doc is not None
+    auth = AuthService(stores.settings, stores.metadata)
+    asked: list[list[dict[str, Any]]] = []
+
+    def mint(access: list[dict[str, Any]]) -> str:
+        asked.append(access)
+        return auth.run_token(doc, "cb1", access, 300)
+
+    stop = threading.Event()
+    stop.set()
+    command = parse_purge(["purge", "--filter", "stopped/app:.*", "--ago", "0"], doc.loginServer)
+    with pytest.raises(PurgeStopped):
+        await asyncio.to_thread(purge_with_run_tokens, command, doc.loginServer, devhost.host, True, mint, stop)
+    assert asked == [[{"type": "registry", "name": "catalog", "actions": ["*"]}]]
+    assert [t["name"] for t in registry.http.get("/acr/v1/stopped/app/_tags").json()["tags"]] == ["old"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "reason"),
     [
@@ -79,6 +137,8 @@ async def test_purge_in_a_task_asks_for_the_catalog_then_delete_on_the_matched_r
         (["purge", "--filter", "a:.*", "--ago", "1d", "--keep", "-1"], "--keep"),
         (["purge", "--filter", "a:.*", "--ago", "1d", "--registry", "other.azurecr.io"], "its own registry"),
         (["purge", "--filter"], "needs a value"),
+        (["purge", "--filter", "a:(?!latest).*", "--ago", "1d"], "not RE2 syntax"),
+        (["purge", "--filter", "a:.*", "--ago", "1d", "--filter-timeout-seconds", "soon"], "whole number"),
     ],
 )
 def test_what_a_task_may_not_ask_of_acr(arguments: list[str], reason: str) -> None:

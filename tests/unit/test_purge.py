@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.cli.errors import CliError
+from services.cli.errors import CliError, ExitCode
 from services.cli.purge_command import parse_ago, parse_filter, select_tags, select_untagged
 
 
@@ -18,6 +18,34 @@ def test_filter_splits_at_the_last_colon_and_matches_whole_names() -> None:
     for bad in ("no-colon", ":v1", "repo:", "[:x", "repo:(("):
         with pytest.raises(CliError):
             parse_filter(bad)
+
+
+def test_filters_are_re2_linear_whatever_the_pattern() -> None:
+    # Python's re backtracks exponentially on this pair (2^60 paths); RE2 answers at once.
+    f = parse_filter("patho:(a+)+$")
+    assert f.tag.fullmatch("a" * 60) and not f.tag.fullmatch("a" * 60 + "b")
+    assert parse_filter(r"team/.*:v\d+\.\d+(-rc\d+)?").tag.fullmatch("v1.2-rc3")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (r"repo:(a)\1", "invalid escape sequence"),  # a backreference
+        ("repo:(?!v1).*", "invalid perl operator"),  # a lookahead
+        ("(?<=x)repo:.*", "invalid perl operator"),  # a lookbehind, in the repository expression
+        ("repo:a{5000}", "invalid repetition size"),
+    ],
+)
+def test_what_re2_refuses_is_named_before_anything_runs(text: str, reason: str) -> None:
+    with pytest.raises(CliError) as refused:
+        parse_filter(text)
+    assert reason in refused.value.message and "RE2" in refused.value.message
+    assert refused.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_a_filter_longer_than_the_limit_is_refused() -> None:
+    with pytest.raises(CliError, match="longer than"):
+        parse_filter("repo:" + "a" * 2000)
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,16 @@ def test_a_task_file_parses_with_its_dependencies() -> None:
     assert push.when == ["test"] and push.push == ["reg/a:1", "reg/b:1"]  # no `when`: after the previous step
 
 
+def test_volumes_and_their_mounts() -> None:
+    task = parse_task_file(
+        "volumes:\n  - name: config\n    secret:\n      app.json: eyJhIjogMX0=\n      key: aGk=\n"
+        "steps:\n  - cmd: reg/a:1\n    volumeMounts:\n      - name: config\n        mountPath: /run/config/\n"
+    )
+    assert task.volumes == {"config": {"app.json": b'{"a": 1}', "key": b"hi"}}
+    mount = task.steps[0].volume_mounts[0]
+    assert (mount.name, mount.path) == ("config", "/run/config")
+
+
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
@@ -190,6 +200,14 @@ def test_a_task_file_parses_with_its_dependencies() -> None:
             "Key Vault",
         ),
         ("stepz:\n  - cmd: x\n", 1, "unknown property 'stepz'"),
+        ("steps:\n  - cmd: x\n    volumeMounts:\n      - name: nope\n        mountPath: /a\n", 4, "not declared"),
+        ("volumes: []\nsteps:\n  - cmd: x\n    volumeMounts:\n      - {name: v, mountPath: a}\n", 5, "absolute"),
+        ("steps:\n  - cmd: x\n    volumeMounts:\n      - {name: v, mountPath: /workspace/}\n", 4, "not / nor"),
+        ("steps:\n  - cmd: x\n    volumeMounts:\n      - {name: v, mountPath: '/a/../b'}\n", 4, "absolute"),
+        ("steps:\n  - cmd: x\n    volumeMounts:\n      - {name: v}\n", 4, "a name and a mountPath"),
+        ("steps:\n  - push: [a]\n    volumeMounts: [{name: v, mountPath: /a}]\n", 2, "only a cmd step mounts"),
+        ("volumes:\n  - name: v\n    secret: {../f: aGk=}\nsteps:\n  - cmd: x\n", 3, "a plain name"),
+        ("volumes:\n  - name: v\n    secret:\n      f: 'not base64!'\nsteps:\n  - cmd: x\n", 4, "not base64"),
         ("steps:\n  - cmd: x\n   bad-indent: [\n", 3, "not YAML"),
         ("", 1, "empty"),
     ],
