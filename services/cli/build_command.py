@@ -31,7 +31,8 @@ from services.cli.transport import send
 
 TASKS_API_VERSION = "2025-03-01-preview"  # azure-mgmt-containerregistrytasks 1.0.0b1's
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
-POLL_SECONDS = 1.0
+# How often a followed run is read: often while a quick build may be ending, then once a second.
+FIRST_POLL_SECONDS, FIRST_POLLS, POLL_SECONDS = 0.25, 40, 1.0
 
 
 def build(
@@ -186,6 +187,7 @@ def follow_run(http: httpx.Client, arm: Any, run_path: str, version: str, *, sho
     """Print the run's log as it grows until the run ends; the run's final properties."""
     offset = 0
     link: str | None = None
+    polls = 0
     while True:
         properties: dict[str, Any] = arm.json("GET", run_path + version)["properties"]
         done = properties.get("status") in TERMINAL
@@ -195,7 +197,8 @@ def follow_run(http: httpx.Client, arm: Any, run_path: str, version: str, *, sho
             offset = print_log(http, link, offset)
         if done:
             return properties
-        time.sleep(POLL_SECONDS)
+        time.sleep(FIRST_POLL_SECONDS if polls < FIRST_POLLS else POLL_SECONDS)
+        polls += 1
 
 
 def print_log(http: httpx.Client, link: str, offset: int) -> int:
