@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.management.access import assign_scope_role, update_registry
+from services.management.access import assign_role, assign_scope_role, update_registry
 from services.management.registries import create_registry
 from services.platform.blobs import BlobStore
 from services.platform.cosmos import Cosmos
@@ -62,6 +62,36 @@ async def stores(devhost: Devhost) -> AsyncIterator[Stores]:
     finally:
         await metadata.close()
         await blobs.close()
+
+
+@dataclass(frozen=True)
+class RoleScene:
+    """Two Premium registries and four Entra principals: the authorization matrix of the management routes."""
+
+    registry: str
+    other: str
+    owner: str
+    reader: str
+    pusher: str  # AcrPush on `registry`: a data-plane role, nothing of the management API
+    outsider: str  # Owner of `other`, nothing on `registry`
+
+    def base(self, registry: str | None = None) -> str:
+        return (
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
+            f"Microsoft.ContainerRegistry/registries/{registry or self.registry}"
+        )
+
+
+async def role_scene(stores: Stores, tenant: str) -> RoleScene:
+    registry, other = unique_registry_name(), unique_registry_name()
+    for name in (registry, other):
+        await create_registry(stores.metadata, stores.blobs, stores.settings, name, "Premium")
+    owner, reader, pusher, outsider = (str(uuid.uuid4()) for _ in range(4))
+    await assign_role(stores.metadata, registry, owner, "Owner", tenant=tenant)
+    await assign_role(stores.metadata, registry, reader, "Reader", tenant=tenant)
+    await assign_role(stores.metadata, registry, pusher, "AcrPush", tenant=tenant)
+    await assign_role(stores.metadata, other, outsider, "Owner", tenant=tenant)
+    return RoleScene(registry, other, owner, reader, pusher, outsider)
 
 
 def unique_registry_name() -> str:

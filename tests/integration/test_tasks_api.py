@@ -30,7 +30,7 @@ from services.tasks.scheduling import relay_runs
 from services.tasks.store import RunStore, run_doc_id
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import RoleScene, Stores, role_scene, unique_registry_name
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +38,8 @@ API = "api-version=2025-03-01-preview"
 
 
 @dataclass(frozen=True)
-class Scene:
-    registry: str
-    other: str
-    owner: str
-    reader: str
-    pusher: str
-    outsider: str  # Owner of `other`, nothing on `registry`
+class Scene(RoleScene):
     run_id: str  # a queued run of `registry`
-
-    def base(self, registry: str | None = None) -> str:
-        return (
-            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
-            f"Microsoft.ContainerRegistry/registries/{registry or self.registry}"
-        )
 
 
 def _context() -> bytes:
@@ -95,21 +83,12 @@ def _request(source: str, **changes: object) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 async def scene(devhost: Devhost, stores: Stores, entra_issuer: TestIssuer) -> AsyncIterator[Scene]:
-    registry, other = unique_registry_name(), unique_registry_name()
-    for name in (registry, other):
-        await create_registry(stores.metadata, stores.blobs, stores.settings, name, "Premium")
-    owner, reader, pusher, outsider = (str(uuid.uuid4()) for _ in range(4))
-    tenant = entra_issuer.tenant
-    await assign_role(stores.metadata, registry, owner, "Owner", tenant=tenant)
-    await assign_role(stores.metadata, registry, reader, "Reader", tenant=tenant)
-    await assign_role(stores.metadata, registry, pusher, "AcrPush", tenant=tenant)
-    await assign_role(stores.metadata, other, outsider, "Owner", tenant=tenant)
-    partial = Scene(registry, other, owner, reader, pusher, outsider, "")
-    auth = "Bearer " + entra_issuer.token(owner)
+    partial = await role_scene(stores, entra_issuer.tenant)
+    auth = "Bearer " + entra_issuer.token(partial.owner)
     source = await _upload(devhost, partial.base(), auth)
     reply = await _call(devhost, "POST", f"{partial.base()}/scheduleRun", _request(source), auth)
     assert reply.status_code == 200, reply.text
-    yield Scene(registry, other, owner, reader, pusher, outsider, reply.json()["name"])
+    yield Scene(**vars(partial), run_id=reply.json()["name"])
 
 
 def _calls(scene: Scene) -> list[tuple[str, str, object | None]]:

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -27,28 +26,12 @@ from services.tasks.runner import Runner
 from services.tasks.store import AgentPoolStore, RunStore, run_doc_id
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import RoleScene, Stores, role_scene, unique_registry_name
 
 pytestmark = pytest.mark.integration
 
 API = "api-version=2025-03-01-preview"
 TASK_FILE = base64.b64encode(b"version: v1.1.0\nsteps:\n  - cmd: alpine echo hi\n").decode()
-
-
-@dataclass(frozen=True)
-class Scene:
-    registry: str
-    other: str
-    owner: str
-    reader: str
-    pusher: str
-    outsider: str
-
-    def base(self, registry: str | None = None) -> str:
-        return (
-            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local-rg/providers/"
-            f"Microsoft.ContainerRegistry/registries/{registry or self.registry}"
-        )
 
 
 async def _call(devhost: Devhost, method: str, path: str, body: object | None = None, auth: str = "") -> httpx.Response:
@@ -63,18 +46,9 @@ def _encoded(**changes: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-async def scene(devhost: Devhost, stores: Stores, entra_issuer: TestIssuer) -> AsyncIterator[Scene]:
-    registry, other = unique_registry_name(), unique_registry_name()
-    for name in (registry, other):
-        await create_registry(stores.metadata, stores.blobs, stores.settings, name, "Premium")
-    owner, reader, pusher, outsider = (str(uuid.uuid4()) for _ in range(4))
-    tenant = entra_issuer.tenant
-    await assign_role(stores.metadata, registry, owner, "Owner", tenant=tenant)
-    await assign_role(stores.metadata, registry, reader, "Reader", tenant=tenant)
-    await assign_role(stores.metadata, registry, pusher, "AcrPush", tenant=tenant)
-    await assign_role(stores.metadata, other, outsider, "Owner", tenant=tenant)
-    scene = Scene(registry, other, owner, reader, pusher, outsider)
-    auth = "Bearer " + entra_issuer.token(owner)
+async def scene(devhost: Devhost, stores: Stores, entra_issuer: TestIssuer) -> AsyncIterator[RoleScene]:
+    scene = await role_scene(stores, entra_issuer.tenant)
+    auth = "Bearer " + entra_issuer.token(scene.owner)
     reply = await _call(devhost, "PUT", f"{scene.base()}/agentPools/victim", {"properties": {"count": 0}}, auth)
     assert reply.status_code == 201, reply.text
     body = {"properties": {"runRequest": _encoded(values=[{"name": "k", "value": "s3cret", "isSecret": True}])}}
@@ -83,7 +57,7 @@ async def scene(devhost: Devhost, stores: Stores, entra_issuer: TestIssuer) -> A
     yield scene
 
 
-def _calls(scene: Scene) -> list[tuple[str, str, object | None]]:
+def _calls(scene: RoleScene) -> list[tuple[str, str, object | None]]:
     pool, task_run = f"{scene.base()}/agentPools/victim", f"{scene.base()}/taskRuns/victim-run"
     return [
         ("GET", f"{scene.base()}/agentPools", None),
@@ -101,7 +75,7 @@ def _calls(scene: Scene) -> list[tuple[str, str, object | None]]:
     ]
 
 
-async def _victims_unchanged(stores: Stores, scene: Scene) -> None:
+async def _victims_unchanged(stores: Stores, scene: RoleScene) -> None:
     pool = await AgentPoolStore(stores.metadata).get(scene.registry, "victim")
     assert pool is not None and pool.count == 0
     runs = await RunStore(stores.metadata).list_runs(scene.registry, 10)
@@ -109,7 +83,7 @@ async def _victims_unchanged(stores: Stores, scene: Scene) -> None:
 
 
 async def test_strangers_get_401_or_403_and_a_reader_reads_only(
-    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+    devhost: Devhost, stores: Stores, scene: RoleScene, entra_issuer: TestIssuer
 ) -> None:
     for method, path, body in _calls(scene):
         reply = await _call(devhost, method, path, body)
@@ -136,7 +110,7 @@ async def test_strangers_get_401_or_403_and_a_reader_reads_only(
 
 
 async def test_hostile_pools_and_task_runs_are_refused_with_arm_codes(
-    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+    devhost: Devhost, stores: Stores, scene: RoleScene, entra_issuer: TestIssuer
 ) -> None:
     auth = "Bearer " + entra_issuer.token(scene.owner)
     pool, runs = f"{scene.base()}/agentPools", f"{scene.base()}/taskRuns"
@@ -196,7 +170,7 @@ async def test_hostile_pools_and_task_runs_are_refused_with_arm_codes(
 
 
 async def test_the_owner_manages_a_pool_and_its_queue(
-    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+    devhost: Devhost, stores: Stores, scene: RoleScene, entra_issuer: TestIssuer
 ) -> None:
     registry = unique_registry_name()
     await create_registry(stores.metadata, stores.blobs, stores.settings, registry, "Premium")
@@ -275,7 +249,7 @@ async def test_the_owner_manages_a_pool_and_its_queue(
 
 
 async def test_task_runs_run_again_only_for_a_new_force_update_tag(
-    devhost: Devhost, stores: Stores, scene: Scene, entra_issuer: TestIssuer
+    devhost: Devhost, stores: Stores, scene: RoleScene, entra_issuer: TestIssuer
 ) -> None:
     registry = unique_registry_name()
     await create_registry(stores.metadata, stores.blobs, stores.settings, registry, "Premium")
