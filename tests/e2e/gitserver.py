@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,3 +125,19 @@ def git_server(root: Path, redirect_to: str | None = None) -> Iterator[GitServer
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- what a git host sends with an event: the signed headers of GitHub and of Gitea ----------------------------
+def github_headers(body: bytes, secret: str, event: str) -> dict[str, str]:
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": f"sha256={signature}",
+        "Content-Type": "application/json",
+    }
+
+
+def gitea_headers(body: bytes, secret: str, event: str) -> dict[str, str]:
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Gitea-Event": event, "X-Gitea-Signature": signature, "Content-Type": "application/json"}

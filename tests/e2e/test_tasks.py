@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
 import io
 import json
 import os
@@ -41,7 +39,7 @@ from azure.mgmt.containerregistrytasks import models as m
 from services.management.dev_issuer import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 from tests.conftest import ROOT, Devhost, running_devhost
 from tests.e2e.clients import Buildah, ContainersConfig, Podman, StorageRoot
-from tests.e2e.gitserver import GitServer, git, git_server
+from tests.e2e.gitserver import GitServer, git, git_server, github_headers
 from tests.entra_issuer import IssuerCredential, TestIssuer
 from tests.integration.conftest import make_subscription_owner
 from tests.secrets_grep import register_secret
@@ -601,8 +599,7 @@ def test_a_base_image_update_runs_the_dependent_task_exactly_once(
 
 # --- source commits ---------------------------------------------------------------------------------------------
 def _signed(body: bytes, secret: str, event: str = "push") -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-GitHub-Event": event, "X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"}
+    return github_headers(body, secret, event)
 
 
 def _push_event(branch: str, commit: str, url: str) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import os
 import uuid
@@ -38,7 +37,7 @@ from services.tasks.steps import StepContext, StepRunner
 from services.tasks.store import RunStore
 from services.tasks.taskfile import parse_task_file
 from tests.conftest import Devhost
-from tests.e2e.gitserver import GitServer, git, git_server
+from tests.e2e.gitserver import GitServer, git, git_server, gitea_headers, github_headers
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, unique_registry_name
 
@@ -150,18 +149,11 @@ def _pr(
 
 
 def _github(body: bytes, secret: str, event: str = "pull_request") -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": f"sha256={signature}",
-        "Content-Type": "application/json",
-    }
+    return github_headers(body, secret, event)
 
 
 def _gitea(body: bytes, secret: str, event: str = "pull_request") -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Gitea-Event": event, "X-Gitea-Signature": signature, "Content-Type": "application/json"}
+    return gitea_headers(body, secret, event)
 
 
 async def _send(hooks: Hooks, task: str, body: bytes, gitea: bool = False, secret: str | None = None) -> httpx.Response:

@@ -9,7 +9,6 @@ a push to the branch schedules one run at its commit (GitHub and Gitea signature
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from services.management.registries import create_registry
 from services.tasks.hooks import MAX_BODY_BYTES
 from services.tasks.store import RunStore
 from tests.conftest import Devhost
+from tests.e2e.gitserver import gitea_headers, github_headers
 from tests.entra_issuer import TestIssuer
 from tests.integration.conftest import Stores, unique_registry_name
 
@@ -112,18 +112,11 @@ def _push(ref: str = "refs/heads/main", after: str | None = None, **extra: objec
 
 
 def _github(body: bytes, secret: str, event: str = "push") -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": f"sha256={signature}",
-        "Content-Type": "application/json",
-    }
+    return github_headers(body, secret, event)
 
 
 def _gitea(body: bytes, secret: str, event: str = "push") -> dict[str, str]:
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"X-Gitea-Event": event, "X-Gitea-Signature": signature, "Content-Type": "application/json"}
+    return gitea_headers(body, secret, event)
 
 
 async def _hook(url: str, body: bytes, headers: dict[str, str | bytes]) -> httpx.Response:
