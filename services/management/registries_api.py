@@ -257,7 +257,7 @@ async def _put(call: ArmCall) -> Response:
                 target="location",
             )
         doc = await _update(call, existing, body.changes())
-        operation = await _finished_operation(call, "update", doc, principal.object_id)
+        operation = await finished_operation(call, "update", doc, principal.object_id)
         return JSONResponse(registry_resource(doc), status_code=200, headers=_async_header(call, operation, doc))
     changes = body.changes()
     changes.location = body.location
@@ -284,7 +284,7 @@ async def _put(call: ArmCall) -> Response:
         raise _invalid(error) from error
     if doc.adminUserEnabled:
         await enable_admin_user(call.services.metadata, doc.registry)
-    operation = await _finished_operation(call, "create", doc, principal.object_id)
+    operation = await finished_operation(call, "create", doc, principal.object_id)
     status = 201 if created else 200
     return JSONResponse(registry_resource(doc), status_code=status, headers=_async_header(call, operation, doc))
 
@@ -295,7 +295,7 @@ async def _patch(call: ArmCall) -> Response:
     existing = await registry_in_scope(call, scope)
     body = await call.body(RegistryUpdate)
     doc = await _update(call, existing, body.changes())
-    operation = await _finished_operation(call, "update", doc, principal.object_id)
+    operation = await finished_operation(call, "update", doc, principal.object_id)
     return JSONResponse(registry_resource(doc), headers=_async_header(call, operation, doc))
 
 
@@ -461,9 +461,11 @@ async def operation_status(call: ArmCall) -> Response:
     return JSONResponse(body)
 
 
-async def _finished_operation(
-    call: ArmCall, kind: Literal["create", "update"], doc: RegistryDoc, who: str
+async def finished_operation(
+    call: ArmCall, kind: Literal["create", "update", "delete"], doc: RegistryDoc, who: str
 ) -> OperationDoc:
+    """An operation on `doc` (the registry or one of its children) already Succeeded: what an SDK's poller
+    follows to its end when the change was made at once."""
     operation = OperationDoc(
         id=f"operation:{uuid.uuid4()}",
         kind=kind,

@@ -25,9 +25,8 @@ from starlette.responses import JSONResponse, Response
 
 from services.management.arm import PROVIDER, ArmCall, ArmError, registry_id, registry_in_scope
 from services.management.authorization import Access, ArmScope
-from services.management.registries_api import operation_urls
+from services.management.registries_api import finished_operation, operation_urls
 from services.management.store import OperationDoc, RegistryDoc, RegistryStore
-from services.platform.cosmos import utcnow
 from services.replication import resources, rules
 from services.replication.backfill import backfill, remove_replica
 from services.replication.regions import RegionalStorage
@@ -133,7 +132,7 @@ async def replications(call: ArmCall) -> Response:
         if method == "PATCH":
             body = await call.body(ReplicationUpdate)
             doc = await resources.update_replication(call.services.metadata, registry, name, body.changes())
-            operation = await _finished(call, "update", registry, principal.object_id)
+            operation = await finished_operation(call, "update", registry, principal.object_id)
             headers = {"Azure-AsyncOperation": operation_urls(call, operation, doc.location)["Azure-AsyncOperation"]}
             return JSONResponse(replication_resource(registry, doc), headers=headers)
         if method == "DELETE":
@@ -166,7 +165,7 @@ async def _put(call: ArmCall, registry: RegistryDoc, name: str, who: str) -> Res
     )
     if created and doc.syncing:
         _in_background(backfill(replication_worker(), registry.registry, doc.name), f"backfill of {doc.name}")
-    operation = await _finished(call, "create" if created else "update", registry, who)
+    operation = await finished_operation(call, "create" if created else "update", registry, who)
     headers = {"Azure-AsyncOperation": operation_urls(call, operation, doc.location)["Azure-AsyncOperation"]}
     return JSONResponse(replication_resource(registry, doc), status_code=201 if created else 200, headers=headers)
 
@@ -203,17 +202,3 @@ def _in_background(job: Coroutine[Any, Any, Any], what: str) -> None:
     task = asyncio.create_task(run())
     _background.add(task)
     task.add_done_callback(_background.discard)
-
-
-async def _finished(call: ArmCall, kind: Literal["create", "update"], registry: RegistryDoc, who: str) -> OperationDoc:
-    operation = OperationDoc(
-        id=f"operation:{uuid.uuid4()}",
-        kind=kind,
-        target=registry.registry,
-        subscription=registry.subscription,
-        resourceGroup=registry.resourceGroup,
-        status="Succeeded",
-        endTime=utcnow(),
-        startedBy=who,
-    )
-    return await RegistryStore(call.services.metadata).put_operation(operation)

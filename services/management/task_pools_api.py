@@ -23,17 +23,14 @@ and services/tasks/taskruns.py, the documents in services/tasks/store.py.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
 from services.management.arm import PROVIDER, ArmCall, ArmError, registry_id, registry_in_scope
 from services.management.authorization import Access, ArmScope
-from services.management.registries_api import operation_urls
-from services.management.store import OperationDoc, RegistryDoc, RegistryStore
+from services.management.registries_api import finished_operation, operation_urls
 from services.management.tasks_api import run_resource
-from services.platform.cosmos import utcnow
 from services.platform.secrets import SecretBox, secret_box
 from services.tasks import pools, taskruns
 from services.tasks.models import AgentPoolBody, AgentPoolDoc, AgentPoolUpdate, TaskRunBody, TaskRunDoc
@@ -127,28 +124,13 @@ async def agent_pools(call: ArmCall) -> Response:
         if method == "DELETE":
             if not await pools.delete_pool(metadata, registry.registry, name):
                 return Response(status_code=204)
-            done = await _finished_delete(call, registry, principal.object_id)
+            done = await finished_operation(call, "delete", registry, principal.object_id)
             return Response(status_code=202, headers=operation_urls(call, done, registry.location))
     except pools.PoolInvalid as error:
         raise _pool_error(error) from error
     except pools.PoolNotFound as error:
         raise ArmError(404, "ResourceNotFound", f"agent pool {name} was not found") from error
     raise ArmError(405, "MethodNotAllowed", f"{method} is not allowed on an agent pool")
-
-
-async def _finished_delete(call: ArmCall, registry: RegistryDoc, who: str) -> OperationDoc:
-    """The delete's operation, already Succeeded: what the SDK's poller follows to its end."""
-    operation = OperationDoc(
-        id=f"operation:{uuid.uuid4()}",
-        kind="delete",
-        target=registry.registry,
-        subscription=registry.subscription,
-        resourceGroup=registry.resourceGroup,
-        status="Succeeded",
-        endTime=utcnow(),
-        startedBy=who,
-    )
-    return await RegistryStore(call.services.metadata).put_operation(operation)
 
 
 # --- task runs -----------------------------------------------------------------------------------------------
