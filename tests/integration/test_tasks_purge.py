@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from services.auth.service import AuthService
 from services.cli.purge_command import PurgeStopped
-from services.management.store import RegistryStore
+from services.management.store import RegistryDoc, RegistryStore
 from services.tasks.builtin import parse_purge, purge_with_run_tokens, run_acr
 from services.tasks.execution import StepFailed
 from tests.conftest import Devhost
@@ -21,6 +22,23 @@ from tests.integration.conftest import RegistryClient, Stores
 from tests.scan_images import push_image
 
 pytestmark = pytest.mark.integration
+
+
+async def _run_tokens(
+    stores: Stores, name: str
+) -> tuple[RegistryDoc, Callable[[list[dict[str, Any]]], str], list[Any]]:
+    """The registry, a minter of run cb1's tokens as the runner has (the purge step's `mint`), and the grants
+    each token it made was asked for."""
+    doc = await RegistryStore(stores.metadata).get_registry(name)
+    assert doc is not None
+    auth = AuthService(stores.settings, stores.metadata)
+    asked: list[list[dict[str, Any]]] = []
+
+    def mint(access: list[dict[str, Any]]) -> str:
+        asked.append(access)
+        return auth.run_token(doc, "cb1", access, 300)
+
+    return doc, mint, asked
 
 
 async def test_purge_in_a_task_asks_for_the_catalog_then_delete_on_the_matched_repositories_only(
@@ -31,14 +49,7 @@ async def test_purge_in_a_task_asks_for_the_catalog_then_delete_on_the_matched_r
         await asyncio.sleep(1.1)  # distinct update times
     push_image(registry.http, "team/app-spared", "old", [b"spared"])
     push_image(registry.http, "unrelated", "old", [b"other"])
-    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
-    assert doc is not None
-    auth = AuthService(stores.settings, stores.metadata)
-    asked: list[list[dict[str, Any]]] = []
-
-    def mint(access: list[dict[str, Any]]) -> str:
-        asked.append(access)
-        return auth.run_token(doc, "cb1", access, 300)
+    doc, mint, asked = await _run_tokens(stores, registry.name)
 
     log: list[str] = []
     command = ["purge", "--filter", "team/app:.*", "--ago", "0", "--keep", "1", "--dry-run"]
@@ -74,14 +85,7 @@ async def test_a_pathological_filter_completes_and_a_backreference_fails_the_ste
     long_tag = "a" * 100 + "b"  # (a+)+$ against it: 2^100 paths for a backtracking matcher
     for tag in (long_tag, "aaaa"):
         push_image(registry.http, "patho/app", tag, [tag.encode()])
-    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
-    assert doc is not None
-    auth = AuthService(stores.settings, stores.metadata)
-    asked: list[list[dict[str, Any]]] = []
-
-    def mint(access: list[dict[str, Any]]) -> str:
-        asked.append(access)
-        return auth.run_token(doc, "cb1", access, 300)
+    doc, mint, asked = await _run_tokens(stores, registry.name)
 
     log: list[str] = []
     command = ["purge", "--filter", "patho/app:(a+)+$", "--ago", "0", "--filter-timeout-seconds", "60"]
@@ -106,14 +110,7 @@ async def test_a_stopped_purge_makes_no_further_request(
     """What run_acr does when its step times out or is cancelled: the thread's stop event is set, and the
     purge ends before its next request (here: after the catalog, before any delete token or deletion)."""
     push_image(registry.http, "stopped/app", "old", [b"old"])
-    doc = await RegistryStore(stores.metadata).get_registry(registry.name)
-    assert doc is not None
-    auth = AuthService(stores.settings, stores.metadata)
-    asked: list[list[dict[str, Any]]] = []
-
-    def mint(access: list[dict[str, Any]]) -> str:
-        asked.append(access)
-        return auth.run_token(doc, "cb1", access, 300)
+    doc, mint, asked = await _run_tokens(stores, registry.name)
 
     stop = threading.Event()
     stop.set()
