@@ -8,6 +8,7 @@ process with `BLOB_DOWNLOAD_MODE=proxy`, for the tests of streamed downloads and
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ async def role_scene(stores: Stores, tenant: str) -> RoleScene:
     await assign_role(stores.metadata, registry, pusher, "AcrPush", tenant=tenant)
     await assign_role(stores.metadata, other, outsider, "Owner", tenant=tenant)
     return RoleScene(registry, other, owner, reader, pusher, outsider)
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    """The Basic `Authorization` header of these credentials."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def unique_registry_name() -> str:

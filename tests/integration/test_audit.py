@@ -7,7 +7,6 @@ system as their identity; management changes name their caller and never the sec
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -31,17 +30,13 @@ from services.registry.softdelete import purge_expired
 from services.registry.store import ArtifactStore
 from tests.conftest import Devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import RegistryClient, Stores, unique_registry_name
+from tests.integration.conftest import RegistryClient, Stores, basic, unique_registry_name
 from tests.integration.test_soft_delete import enable, push_image
 
 pytestmark = pytest.mark.integration
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 @dataclass(frozen=True)

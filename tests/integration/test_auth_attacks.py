@@ -19,7 +19,6 @@ request; its default registry is one of this module's own that requires credenti
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import itertools
 import re
@@ -47,7 +46,7 @@ from services.management.registries import create_registry, delete_registry
 from services.management.store import RegistryDoc, RegistryStore
 from services.registry.errors import RegistryError
 from tests.conftest import Devhost, running_devhost
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import Stores, basic, unique_registry_name
 
 REFRESH_USER = "00000000-0000-0000-0000-000000000000"
 PER_ADDRESS, PER_USERNAME = 3, 5
@@ -57,10 +56,6 @@ _addresses = (f"198.18.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 def fresh_address() -> dict[str, str]:
     """A client address no other request of this module has used (its own failed-sign-in budget)."""
     return {"X-Forwarded-For": next(_addresses)}
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def challenge(reply: httpx.Response) -> dict[str, str]:

@@ -6,7 +6,6 @@ Two devhost processes serve the same emulators (as two Function instances would)
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import httpx
@@ -15,13 +14,9 @@ import pytest
 from services.management.access import AccessError, enable_admin_user, regenerate_admin_password, update_registry
 from services.management.registries import create_registry
 from tests.conftest import Devhost, running_devhost
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import Stores, basic, unique_registry_name
 
 SCALE = 0.005  # Basic: write 10/min per registry, 5/min per identity; read 50 / 25
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 @pytest.fixture(scope="module")

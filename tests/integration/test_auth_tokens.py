@@ -31,14 +31,10 @@ from services.management.access import (
 from services.management.registries import create_registry
 from tests.conftest import Devhost, running_devhost
 from tests.entra_issuer import TestIssuer
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import Stores, basic, unique_registry_name
 
 ISSUER = "acr-serverless"
 REFRESH_USER = "00000000-0000-0000-0000-000000000000"
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ token held; on a 401 read the Bearer challenge, fetch a token from its realm for
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -22,15 +21,11 @@ from services.auth.signing import unverified_payload
 from services.management.access import create_token, enable_admin_user, put_scope_map
 from services.management.registries import create_registry
 from tests.conftest import Devhost
-from tests.integration.conftest import Stores, unique_registry_name
+from tests.integration.conftest import Stores, basic, unique_registry_name
 
 pytestmark = pytest.mark.integration
 
 SOURCE, TARGET = "team/src", "team/dst"
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
 def challenge(reply: httpx.Response) -> dict[str, str]:
