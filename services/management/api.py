@@ -59,8 +59,13 @@ ROUTES: list[tuple[re.Pattern[str], Handler]] = [
 ]
 
 
-ARM_ROUTE_KEY = "acr.arm_route"
+ARM_ROUTE_KEY = "acr.arm_route"  # the matched route (an re.Match), set by the dispatcher
 LITERAL_GROUPS = frozenset({"action", "kind"})  # groups that match one of a few fixed words
+
+
+def arm_route(match: re.Match[str] | None) -> str:
+    """The route template of a call: its matched route's, or one value for every path no route serves."""
+    return "/subscriptions/{unmatched}" if match is None else route_template(match)
 
 
 def route_template(match: re.Match[str]) -> str:
@@ -115,9 +120,7 @@ class ManagementApi:
 
     async def handle(self, request: Request) -> Response:
         """The answer to one ARM call, in its server span, timed by route (services/platform/telemetry.py)."""
-        return await observed_http(
-            request, self._recorded, route=lambda: request.scope.get(ARM_ROUTE_KEY, "/subscriptions/{unmatched}")
-        )
+        return await observed_http(request, self._recorded, route=lambda: arm_route(request.scope.get(ARM_ROUTE_KEY)))
 
     async def _recorded(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -148,7 +151,7 @@ class ManagementApi:
         if found is None:
             raise ArmError(404, "NotFound", "no such resource type")
         match, handler = found
-        request.scope[ARM_ROUTE_KEY] = route_template(match)
+        request.scope[ARM_ROUTE_KEY] = match  # its template is made only if telemetry asks (arm_route)
         version = request.query_params.get("api-version")
         if not version:
             raise ArmError(

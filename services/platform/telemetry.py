@@ -240,6 +240,7 @@ async def observed_http(
     method = scope["method"] if scope["method"] in HTTP_METHODS else "_OTHER"
     if active.tracer is None:
         response = await handle(request)
+        template = route()
     else:
         attributes = {
             "http.request.method": method,
@@ -251,13 +252,13 @@ async def observed_http(
         }
         with active.server_span(method, request.headers, attributes) as span:
             response = await handle(request)
-            if span is not None:  # the route is known once the handler matched it
-                template = route()
+            template = route()  # known once the handler matched it
+            if span is not None:
                 span.update_name(f"{method} {template}")
                 span.set_attribute("http.route", template)
             end_server_span(span, response.status_code)
     label = registry()
-    active.observe_request(route(), method, response.status_code, time.perf_counter() - started, label)
+    active.observe_request(template, method, response.status_code, time.perf_counter() - started, label)
     if counted is not None:
         counted(method, label, response.status_code)
     return response
